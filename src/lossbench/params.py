@@ -1,0 +1,165 @@
+"""params.yaml, parsed and validated in one place into typed objects.
+
+Every CLI command calls `load_params` before doing any work, so a typo or an
+out-of-range value ends the run with one message naming the key, not a
+traceback halfway through training.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from lossbench.errors import ParamsError
+
+# DVC addresses params with dots (`losses.ce.gamma`), so a loss name may not
+# contain one; stage names (`train@NAME`) and file names come from it too.
+LOSS_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+
+
+class Strict(BaseModel):
+    # Unknown keys are errors: a mistyped `epohcs` must not be silently ignored.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyntheticParams(Strict):
+    seed: int = 0
+    train_size: int = Field(default=10000, ge=10)
+    test_size: int = Field(default=2000, ge=10)
+    # Std of the per-pixel Gaussian noise, in units of the 0..255 range / 255.
+    noise: float = Field(default=0.2, ge=0.0, le=1.0)
+
+
+class Cifar10Params(Strict):
+    # A folder holding (or to receive) `cifar-10-batches-py/`.
+    root: str = "data/raw"
+    download: bool = True
+
+
+class DataParams(Strict):
+    dataset: Literal["synthetic", "cifar10"] = "synthetic"
+    synthetic: SyntheticParams = SyntheticParams()
+    cifar10: Cifar10Params = Cifar10Params()
+
+
+class TrainParams(Strict):
+    epochs: int = Field(default=30, ge=1)
+    batch_size: int = Field(default=128, ge=1)
+    test_batch_size: int = Field(default=128, ge=1)
+    lr: float = Field(default=0.1, gt=0.0)
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    # StepLR: multiply the learning rate by lr_decay_factor every lr_step_epochs.
+    lr_step_epochs: int = Field(default=5, ge=1)
+    lr_decay_factor: float = Field(default=0.5, gt=0.0, le=1.0)
+    seed: int = 1
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Intra-op threads for torch; 0 keeps torch's default (one per core).
+    threads: int = Field(default=0, ge=0)
+
+
+class MaeLoss(Strict):
+    kind: Literal["mae"]
+    # probs: L1 between softmax probabilities and the one-hot target (the study's
+    # form); logits: L1 on raw logits, which does not learn (kept as an option).
+    input: Literal["probs", "logits"] = "probs"
+
+
+class CeLoss(Strict):
+    kind: Literal["ce"]
+
+
+class FocalLoss(Strict):
+    kind: Literal["focal"]
+    gamma: float = Field(ge=0.0, le=100.0)
+    # None: no weighting. A number scales every sample; a list gives one weight
+    # per class (its length is checked against the dataset's classes).
+    alpha: float | list[Annotated[float, Field(gt=0.0)]] | None = None
+
+    @field_validator("alpha")
+    @classmethod
+    def _alpha_positive(cls, value: float | list[float] | None) -> float | list[float] | None:
+        if isinstance(value, float | int) and value <= 0:
+            raise ValueError("alpha must be > 0, a list of per-class weights > 0, or null")
+        return value
+
+
+LossParams = Annotated[MaeLoss | CeLoss | FocalLoss, Field(discriminator="kind")]
+
+
+class Params(Strict):
+    data: DataParams = DataParams()
+    train: TrainParams = TrainParams()
+    losses: dict[str, LossParams]
+
+    @field_validator("losses")
+    @classmethod
+    def _loss_names_addressable(cls, losses: dict[str, LossParams]) -> dict[str, LossParams]:
+        if not losses:
+            raise ValueError("at least one loss is required")
+        for name in losses:
+            if "." in name:
+                raise ValueError(
+                    f"loss name {name!r} contains '.', which DVC cannot address as a "
+                    f"parameter path (losses.{name}); use e.g. {name.replace('.', '_')!r}"
+                )
+            if not LOSS_NAME_PATTERN.match(name):
+                raise ValueError(
+                    f"loss name {name!r} is not allowed: use a letter, then letters, digits, '_' or '-'"
+                )
+        return losses
+
+
+def loss_label(loss: LossParams) -> str:
+    """Human label built from the live params, e.g. 'Focal (γ=0.5)'."""
+    if isinstance(loss, MaeLoss):
+        return "MAE (L1)" if loss.input == "probs" else "MAE (L1, logits)"
+    if isinstance(loss, CeLoss):
+        return "CE"
+    label = f"Focal (γ={loss.gamma:g}"
+    if isinstance(loss.alpha, float | int):
+        label += f", α={loss.alpha:g}"
+    elif loss.alpha is not None:
+        label += ", α per class"
+    return label + ")"
+
+
+def _format_validation_error(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid parameters"]
+    for item in error.errors():
+        # Drop pydantic's union tags (e.g. 'focal') so the path reads as in params.yaml.
+        location = ".".join(str(part) for part in item["loc"] if part not in ("mae", "ce", "focal"))
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (check its spelling)"
+        elif item["type"] == "missing":
+            message = "required key is missing"
+        elif item["type"] == "union_tag_invalid":
+            message = "unknown loss kind; allowed: mae, ce, focal"
+        elif item["type"] == "union_tag_not_found":
+            message = "missing 'kind'; allowed: mae, ce, focal"
+        lines.append(f"  {location or '(top level)'}: {message}")
+    return "\n".join(lines)
+
+
+def parse_params(raw: object, source: str = "params.yaml") -> Params:
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping with 'data', 'train' and 'losses'")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        raise ParamsError(_format_validation_error(error, source)) from None
+
+
+def load_params(path: Path = Path("params.yaml")) -> Params:
+    if not path.is_file():
+        raise ParamsError(f"{path}: file not found (run from the project root or pass --params)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML: {error}") from None
+    return parse_params(raw, str(path))

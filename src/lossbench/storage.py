@@ -1,0 +1,99 @@
+"""Where the pipeline keeps its files, and how it writes them.
+
+Every file is written to a temporary name beside its target and renamed into
+place, so an interrupted stage leaves the previous complete file or none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lossbench.errors import MissingInput
+
+# Paths relative to the project root; dvc.yaml names the same ones.
+PREPARED_DIR = Path("data/prepared")
+CLASS_COUNTS_FILE = Path("data/class_counts.json")
+MODELS_DIR = Path("data/models")
+METRICS_DIR = Path("metrics")
+HISTORY_DIR = Path("plots/history")
+PLOTS_DIR = Path("plots")
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path in target's folder; rename it onto target on success."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        yield Path(temporary)
+        os.replace(temporary, target)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def write_text(target: Path, text: str) -> None:
+    with atomic_path(target) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+
+
+def write_json(target: Path, payload: Any) -> None:
+    write_text(target, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_with(target: Path, writer: Callable[[Path], object]) -> None:
+    """Let a library write (torch.save, savefig, to_csv) to a temporary path first."""
+    with atomic_path(target) as temporary:
+        writer(temporary)
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """The prepare stage's output: uint8 images (N, 3, H, W), int64 labels, class names."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    classes: tuple[str, ...]
+
+    def class_counts(self) -> dict[str, dict[str, int]]:
+        def counts(labels: np.ndarray) -> dict[str, int]:
+            per_class = np.bincount(labels, minlength=len(self.classes))
+            return {name: int(count) for name, count in zip(self.classes, per_class, strict=True)}
+
+        return {"train": counts(self.train_labels), "test": counts(self.test_labels)}
+
+
+_ARRAYS = ("train_images", "train_labels", "test_images", "test_labels")
+
+
+def save_prepared(data: PreparedData, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in _ARRAYS:
+        # A file handle, not a path: np.save appends ".npy" to the temporary name.
+        with atomic_path(folder / f"{name}.npy") as temporary, temporary.open("wb") as handle:
+            np.save(handle, getattr(data, name))
+    write_json(folder / "classes.json", list(data.classes))
+
+
+def load_prepared(folder: Path) -> PreparedData:
+    missing = [f"{name}.npy" for name in _ARRAYS if not (folder / f"{name}.npy").is_file()]
+    if missing or not (folder / "classes.json").is_file():
+        raise MissingInput(
+            f"{folder}: prepared data incomplete (missing {', '.join(missing) or 'classes.json'}); "
+            "run `dvc repro prepare`"
+        )
+    arrays = {name: np.load(folder / f"{name}.npy", allow_pickle=False) for name in _ARRAYS}
+    classes = tuple(json.loads((folder / "classes.json").read_text()))
+    return PreparedData(classes=classes, **arrays)
