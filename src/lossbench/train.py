@@ -26,6 +26,7 @@ from lossbench.storage import (
     METRICS_DIR,
     MODELS_DIR,
     PREPARED_DIR,
+    PreparedData,
     load_prepared,
     write_json,
     write_with,
@@ -34,6 +35,32 @@ from lossbench.storage import (
 # A run has converged at the first epoch whose test accuracy is within this
 # much (0.5 percentage points) of the best test accuracy of the run.
 CONVERGENCE_TOLERANCE = 0.005
+
+
+@dataclass(frozen=True)
+class DeviceData:
+    """The prepared data as tensors on the training device.
+
+    Training images stay uint8 and padded, to be cropped, flipped and normalised
+    batch by batch; test images are normalised once and never augmented.
+    """
+
+    train_padded: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    normalize: Normalizer
+
+    @classmethod
+    def from_prepared(cls, data: PreparedData, device: torch.device) -> DeviceData:
+        normalize = Normalizer(device)
+        return cls(
+            train_padded=pad_images(torch.from_numpy(data.train_images).to(device)),
+            train_labels=torch.from_numpy(data.train_labels).to(device),
+            test_images=normalize(torch.from_numpy(data.test_images).to(device)),
+            test_labels=torch.from_numpy(data.test_labels).to(device),
+            normalize=normalize,
+        )
 
 
 @dataclass(frozen=True)
@@ -109,12 +136,8 @@ def train(params: Params, name: str, root: Path, console: Console) -> dict[str, 
     data = load_prepared(root / PREPARED_DIR)
     num_classes = len(data.classes)
     loss_fn = make_loss(name, spec, num_classes, device)
-    normalize = Normalizer(device)
-    train_padded = pad_images(torch.from_numpy(data.train_images).to(device))
-    train_labels = torch.from_numpy(data.train_labels).to(device)
-    test_images = normalize(torch.from_numpy(data.test_images).to(device))
-    test_labels = torch.from_numpy(data.test_labels).to(device)
-    n_train = len(train_labels)
+    tensors = DeviceData.from_prepared(data, device)
+    n_train, n_test = len(tensors.train_labels), len(tensors.test_labels)
 
     torch.manual_seed(config.seed)  # model initialisation
     generator = torch.Generator(device=device).manual_seed(config.seed)  # order and augmentation
@@ -128,7 +151,7 @@ def train(params: Params, name: str, root: Path, console: Console) -> dict[str, 
     )
 
     console.print(
-        f"[bold]train@{name}[/]: {label}, {n_train} train / {len(test_labels)} test images, "
+        f"[bold]train@{name}[/]: {label}, {n_train} train / {n_test} test images, "
         f"{config.epochs} epochs on {device.type} ({torch.get_num_threads()} threads)"
     )
     history: list[EpochRecord] = []
@@ -141,12 +164,12 @@ def train(params: Params, name: str, root: Path, console: Console) -> dict[str, 
         order = torch.randperm(n_train, generator=generator, device=device)
         for start in range(0, n_train, config.batch_size):
             index = order[start : start + config.batch_size]
-            images = normalize(crop_and_flip(train_padded, index, generator))
-            targets = train_labels[index]
+            images = tensors.normalize(crop_and_flip(tensors.train_padded, index, generator))
+            targets = tensors.train_labels[index]
             logits = model(images)
             losses = loss_fn(logits, targets)
             optimizer.zero_grad(set_to_none=True)
-            losses.mean().backward()
+            losses.mean().backward()  # type: ignore[no-untyped-call]
             optimizer.step()
             loss_sum += losses.detach().sum()
             correct += (logits.detach().argmax(dim=1) == targets).sum()
@@ -158,7 +181,9 @@ def train(params: Params, name: str, root: Path, console: Console) -> dict[str, 
                 f"train@{name} ({label}): the training loss became {train_loss} in epoch {epoch}; "
                 "nothing was written. Lower train.lr or check the loss settings."
             )
-        test_loss, test_acc = evaluate(model, test_images, test_labels, loss_fn, config.test_batch_size)
+        test_loss, test_acc = evaluate(
+            model, tensors.test_images, tensors.test_labels, loss_fn, config.test_batch_size
+        )
         record = EpochRecord(epoch, lr, train_loss, correct.item() / n_train, test_loss, test_acc)
         history.append(record)
         console.print(
@@ -183,7 +208,7 @@ def train(params: Params, name: str, root: Path, console: Console) -> dict[str, 
         "final_test_loss": final.test_loss,
         "wall_time_s": round(wall_time, 2),
         "train_samples": n_train,
-        "test_samples": len(test_labels),
+        "test_samples": n_test,
         "settings": effective_settings(params, name, device),
     }
     write_with(root / MODELS_DIR / f"{name}.pt", lambda path: torch.save(model.state_dict(), path))

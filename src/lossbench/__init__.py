@@ -1,0 +1,1 @@
+"""lossbench: which classification loss should I use, and does the difference hold up?"""
