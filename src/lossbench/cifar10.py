@@ -39,6 +39,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
             ("numpy._core.multiarray", "_reconstruct"),
             ("numpy", "ndarray"),
             ("numpy", "dtype"),
+        ("_codecs", "encode"),  # how protocol-2 pickles store bytes; returns bytes only
         }
     )
 
@@ -49,8 +50,11 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 
 
 def _load_batch(path: Path) -> dict[str, Any]:
-    with path.open("rb") as handle:
-        loaded = _NumpyOnlyUnpickler(handle, encoding="latin1").load()
+    try:
+        with path.open("rb") as handle:
+            loaded = _NumpyOnlyUnpickler(handle, encoding="latin1").load()
+    except pickle.UnpicklingError as error:
+        raise DatasetUnavailable(f"{path}: not a CIFAR-10 batch file ({error})") from None
     # Files written by Python 2 have byte keys; latin1 keeps them as bytes in py3 pickles.
     return {key.decode() if isinstance(key, bytes) else key: value for key, value in loaded.items()}
 

@@ -54,9 +54,12 @@ def check(params: ParamsOption = Path("params.yaml")) -> None:
 @app.command()
 def prepare(params: ParamsOption = Path("params.yaml"), root: RootOption = Path(".")) -> None:
     """Stage prepare: write the dataset as uint8 tensors under data/prepared."""
-    from lossbench.prepare import prepare as run_prepare
+    def step(loaded: Params, console: Console) -> object:
+        from lossbench.prepare import prepare as run_prepare  # torch loads only after params validate
 
-    _run(params, lambda loaded, console: run_prepare(loaded, root, console))
+        return run_prepare(loaded, root, console)
+
+    _run(params, step)
 
 
 @app.command()
@@ -66,17 +69,23 @@ def train(
     root: RootOption = Path("."),
 ) -> None:
     """Stage train@NAME: train the protocol network with one loss."""
-    from lossbench.train import train as run_train
+    def step(loaded: Params, console: Console) -> object:
+        from lossbench.train import train as run_train
 
-    _run(params, lambda loaded, console: run_train(loaded, name, root, console))
+        return run_train(loaded, name, root, console)
+
+    _run(params, step)
 
 
 @app.command()
 def report(params: ParamsOption = Path("params.yaml"), root: RootOption = Path(".")) -> None:
     """Stage report: figures, summary metrics and the claims report."""
-    from lossbench.report import report as run_report
+    def step(loaded: Params, console: Console) -> object:
+        from lossbench.report import report as run_report
 
-    _run(params, lambda loaded, console: run_report(loaded, root, console))
+        return run_report(loaded, root, console)
+
+    _run(params, step)
 
 
 def main() -> None:

@@ -131,8 +131,13 @@ def loss_label(loss: LossParams) -> str:
 def _format_validation_error(error: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid parameters"]
     for item in error.errors():
-        # Drop pydantic's union tags (e.g. 'focal') so the path reads as in params.yaml.
-        location = ".".join(str(part) for part in item["loc"] if part not in ("mae", "ce", "focal"))
+        parts = [str(part) for part in item["loc"]]
+        # Pydantic puts the loss kind after the loss name (losses.NAME.focal.gamma);
+        # drop it so the path reads as in params.yaml.
+        if parts[:1] == ["losses"] and len(parts) >= 3 and parts[2] in ("mae", "ce", "focal"):
+            del parts[2]
+        if item["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            parts.append("kind")
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown key (check its spelling)"
@@ -142,7 +147,7 @@ def _format_validation_error(error: ValidationError, source: str) -> str:
             message = "unknown loss kind; allowed: mae, ce, focal"
         elif item["type"] == "union_tag_not_found":
             message = "missing 'kind'; allowed: mae, ce, focal"
-        lines.append(f"  {location or '(top level)'}: {message}")
+        lines.append(f"  {'.'.join(parts) or '(top level)'}: {message}")
     return "\n".join(lines)
 
 

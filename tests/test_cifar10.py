@@ -1,0 +1,92 @@
+import hashlib
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lossbench.cifar10 import (
+    BATCH_FOLDER,
+    META_FILE,
+    TEST_FILES,
+    TRAIN_FILES,
+    read_cifar10,
+)
+from lossbench.errors import DatasetUnavailable
+
+NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def write_fixture(root: Path, per_batch: int = 4) -> dict[str, str]:
+    """A tiny CIFAR-10 in its python-batch layout; returns each file's md5."""
+    folder = root / BATCH_FOLDER
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for number, name in enumerate((*TRAIN_FILES, *TEST_FILES)):
+        batch = {
+            "batch_label": f"fixture batch {number}",
+            "labels": [int(v) for v in rng.integers(0, 10, per_batch)],
+            "data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+            "filenames": [f"img_{number}_{i}.png" for i in range(per_batch)],
+        }
+        with (folder / name).open("wb") as handle:
+            pickle.dump(batch, handle, protocol=2)
+    with (folder / META_FILE).open("wb") as handle:
+        pickle.dump({"label_names": NAMES, "num_cases_per_batch": per_batch, "num_vis": 3072}, handle)
+    return {path.name: _md5(path) for path in folder.iterdir()}
+
+
+def test_reads_the_python_batch_layout(tmp_path: Path) -> None:
+    md5 = write_fixture(tmp_path)
+    train_x, train_y, test_x, test_y, classes = read_cifar10(tmp_path, download=False, expected_md5=md5)
+    assert train_x.shape == (20, 3, 32, 32) and train_x.dtype == np.uint8
+    assert test_x.shape == (4, 3, 32, 32)
+    assert train_y.dtype == np.int64 and len(train_y) == 20 and len(test_y) == 4
+    assert classes == tuple(NAMES)
+    with (tmp_path / BATCH_FOLDER / "data_batch_1").open("rb") as handle:
+        first = pickle.load(handle)
+    # Rows are 1024 red, then green, then blue values, row-major: CHW.
+    np.testing.assert_array_equal(train_x[0], first["data"][0].reshape(3, 32, 32))
+    assert train_y[: len(first["labels"])].tolist() == first["labels"]
+
+
+def test_checksum_mismatch_names_the_file(tmp_path: Path) -> None:
+    md5 = write_fixture(tmp_path)
+    (tmp_path / BATCH_FOLDER / "data_batch_3").write_bytes(b"tampered")
+    with pytest.raises(DatasetUnavailable, match="data_batch_3: checksum does not match"):
+        read_cifar10(tmp_path, download=False, expected_md5=md5)
+
+
+def test_offline_without_a_copy_says_both_fixes(tmp_path: Path) -> None:
+    with pytest.raises(DatasetUnavailable) as raised:
+        read_cifar10(tmp_path / "nothing", download=False)
+    message = str(raised.value)
+    assert "cifar-10-batches-py" in message and "data.cifar10.root" in message
+    assert "download: true" in message
+
+
+def test_failed_download_says_both_fixes(tmp_path: Path) -> None:
+    # Port 9 (discard) on loopback refuses at once: the same path as no network.
+    with pytest.raises(DatasetUnavailable) as raised:
+        read_cifar10(tmp_path, download=True, url="http://127.0.0.1:9/cifar-10-python.tar.gz")
+    message = str(raised.value)
+    assert "download" in message and "failed" in message and "data.cifar10.root" in message
+    assert not (tmp_path / "cifar-10-python.tar.gz").exists()
+
+
+def test_a_batch_file_that_tries_to_run_code_is_refused(tmp_path: Path) -> None:
+    write_fixture(tmp_path)
+    evil = tmp_path / BATCH_FOLDER / "data_batch_2"
+
+    class Payload:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (print, ("pwned",))
+
+    evil.write_bytes(pickle.dumps({"data": Payload(), "labels": []}))
+    md5 = {p.name: _md5(p) for p in (tmp_path / BATCH_FOLDER).iterdir()}
+    with pytest.raises(DatasetUnavailable, match=r"data_batch_2: .*refusing to load builtins\.print"):
+        read_cifar10(tmp_path, download=False, expected_md5=md5)

@@ -1,0 +1,77 @@
+"""End to end with real DVC in a temporary git repository, at tiny sizes."""
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+from conftest import run_in, write_params
+
+STAGES = ["prepare", "train@mae", "train@ce", "train@focal_low", "train@focal_high", "report"]
+
+
+def ran(output: str) -> list[str]:
+    return re.findall(r"Running stage '([^']+)'", output)
+
+
+def test_repro_caching_gamma_change_metrics_diff_plots_and_a_fifth_loss(project: Path) -> None:
+    first = run_in(project, "dvc", "repro")
+    assert sorted(ran(first.stdout)) == sorted(STAGES)
+    for name in ("mae", "ce", "focal_low", "focal_high"):
+        assert (project / "data" / "models" / f"{name}.pt").is_file()
+        metrics = json.loads((project / "metrics" / f"{name}.json").read_text())
+        assert metrics["train_samples"] == 300 and metrics["test_samples"] == 100
+        history = (project / "plots" / "history" / f"{name}.csv").read_text().splitlines()
+        assert history[0] == "epoch,lr,train_loss,train_acc,test_loss,test_acc" and len(history) == 3
+    for output in ("curves.png", "final_accuracy.png", "report.md", "curves.csv"):
+        assert (project / "plots" / output).stat().st_size > 0
+    summary = json.loads((project / "metrics" / "summary.json").read_text())
+    assert sorted(summary["rank"].values()) == [1, 2, 3, 4]
+    report = (project / "plots" / "report.md").read_text()
+    assert "Focal (γ=0.5)" in report and "Focal (γ=2)" in report
+    assert all(f"**{n}." in report for n in range(1, 6))  # a paragraph per claim
+
+    # Nothing changed: nothing runs.
+    second = run_in(project, "dvc", "repro")
+    assert ran(second.stdout) == [] and "up to date" in second.stdout
+
+    run_in(project, "git", "add", "-A")
+    run_in(project, "git", "commit", "-qm", "baseline")
+
+    # Change one focal gamma: DVC sees exactly that training stage and the report as changed.
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["losses"]["focal_high"]["gamma"] = 0.0
+    write_params(project, params)
+    status = json.loads(run_in(project, "dvc", "status", "--json").stdout)
+    assert sorted(status) == ["report", "train@focal_high"]
+    third = run_in(project, "dvc", "repro")
+    assert sorted(ran(third.stdout)) == ["report", "train@focal_high"]
+    assert "Focal (γ=0)" in (project / "plots" / "report.md").read_text()
+
+    diff = json.loads(run_in(project, "dvc", "metrics", "diff", "--json").stdout)
+    changed = diff["metrics/focal_high.json"]
+    assert changed["settings.gamma"] == {"old": 2.0, "new": 0.0, "diff": -2.0}
+    assert {"final_train_loss", "final_test_loss"} <= changed.keys()
+    assert {"final_test_acc", "best_test_acc", "final_train_acc"} & changed.keys(), changed.keys()
+    assert set(diff) <= {"metrics/focal_high.json", "metrics/summary.json"}
+    table = run_in(project, "dvc", "metrics", "diff").stdout
+    assert "settings.gamma" in table and "metrics/focal_high.json" in table
+
+    # dvc plots show renders every loss's curves.
+    run_in(project, "dvc", "plots", "show", "-o", "html")
+    page = (project / "html" / "index.html").read_text()
+    for label in ("MAE (L1)", "CE", "Focal (γ=0.5)", "Focal (γ=0)"):
+        # The page embeds the data as JSON, which escapes γ.
+        assert json.dumps({"loss": label})[1:-1] in page, label
+
+    # A fifth loss adds a stage, its curves and its report row, with no other edit.
+    params["losses"]["focal_mid"] = {"kind": "focal", "gamma": 1.0}
+    write_params(project, params)
+    stages = run_in(project, "dvc", "stage", "list", "--names-only").stdout.split()
+    assert "train@focal_mid" in stages
+    fourth = run_in(project, "dvc", "repro")
+    assert sorted(ran(fourth.stdout)) == ["report", "train@focal_mid"]
+    assert "Focal (γ=1)" in (project / "plots" / "curves.csv").read_text()
+    assert "train@focal_mid" in (project / "plots" / "report.md").read_text()
+    assert json.loads((project / "metrics" / "summary.json").read_text())["rank"]["focal_mid"] >= 1
+    assert run_in(project, "dvc", "status", "--json").stdout.strip() == "{}"
