@@ -10,7 +10,6 @@ metrics/ce.json. Augmentation is left out: it only helps a model that can use it
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -44,7 +43,9 @@ def main() -> None:
         linear_test = (model(test_x).argmax(1) == test_y).float().mean().item()
     network = json.loads((METRICS_DIR / "ce.json").read_text())
     print(f"linear softmax on pixels: train {linear_train:.4f}  test {linear_test:.4f}")
-    print(f"protocol network, CE:     train {network['final_train_acc']:.4f}  test {network['final_test_acc']:.4f}")
+    print(
+        f"protocol network, CE:     train {network['final_train_acc']:.4f}  test {network['final_test_acc']:.4f}"
+    )
 
 
 if __name__ == "__main__":

@@ -66,3 +66,15 @@ def test_train_without_prepared_data_names_the_stage(tmp_path: Path) -> None:
     result = run_in(tmp_path, sys.executable, "-m", "lossbench", "train", "ce", check=False)
     assert result.returncode == 1 and "run `dvc repro prepare`" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_diverging_loss_stops_with_the_loss_and_epoch_named(tmp_path: Path) -> None:
+    params = {key: dict(value) for key, value in TINY_PARAMS.items()}  # type: ignore[call-overload]
+    params["train"] = params["train"] | {"lr": 1e30}  # blows the weights up in the first steps
+    write_params(tmp_path, params)
+    run_in(tmp_path, sys.executable, "-m", "lossbench", "prepare")
+    result = run_in(tmp_path, sys.executable, "-m", "lossbench", "train", "ce", check=False)
+    assert result.returncode == 1
+    assert "train@ce (CE): the training loss became nan in epoch 1" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "metrics").exists() and not (tmp_path / "data" / "models").exists()

@@ -39,7 +39,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
             ("numpy._core.multiarray", "_reconstruct"),
             ("numpy", "ndarray"),
             ("numpy", "dtype"),
-        ("_codecs", "encode"),  # how protocol-2 pickles store bytes; returns bytes only
+            ("_codecs", "encode"),  # how protocol-2 pickles store bytes; returns bytes only
         }
     )
 

@@ -54,6 +54,7 @@ def check(params: ParamsOption = Path("params.yaml")) -> None:
 @app.command()
 def prepare(params: ParamsOption = Path("params.yaml"), root: RootOption = Path(".")) -> None:
     """Stage prepare: write the dataset as uint8 tensors under data/prepared."""
+
     def step(loaded: Params, console: Console) -> object:
         from lossbench.prepare import prepare as run_prepare  # torch loads only after params validate
 
@@ -69,6 +70,7 @@ def train(
     root: RootOption = Path("."),
 ) -> None:
     """Stage train@NAME: train the protocol network with one loss."""
+
     def step(loaded: Params, console: Console) -> object:
         from lossbench.train import train as run_train
 
@@ -80,6 +82,7 @@ def train(
 @app.command()
 def report(params: ParamsOption = Path("params.yaml"), root: RootOption = Path(".")) -> None:
     """Stage report: figures, summary metrics and the claims report."""
+
     def step(loaded: Params, console: Console) -> object:
         from lossbench.report import report as run_report
 

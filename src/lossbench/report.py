@@ -252,9 +252,14 @@ def claim_gamma_range(results: list[LossResult]) -> tuple[str, str]:
     larger_not_better = best_gamma != gammas[-1]
     in_range = 0.5 <= best_gamma <= 2
     verdict = "supported" if larger_not_better and in_range else "not supported"
-    largest, best = by_gamma[gammas[-1]], by_gamma[best_gamma]
-    if largest is not best:
-        verdict = within_noise(verdict, best.test_acc - largest.test_acc, gap_margin(best, largest))
+    # How sure is "best inside [0.5, 2]" (or not)? The gap between the best γ
+    # inside that range and the best outside it.
+    inside_range = [by_gamma[g] for g in gammas if 0.5 <= g <= 2]
+    outside_range = [by_gamma[g] for g in gammas if not 0.5 <= g <= 2]
+    if inside_range and outside_range:
+        best_in = max(inside_range, key=lambda r: r.test_acc)
+        best_out = max(outside_range, key=lambda r: r.test_acc)
+        verdict = within_noise(verdict, best_in.test_acc - best_out.test_acc, gap_margin(best_in, best_out))
     inside = [g for g in gammas if 0.5 < g < 2]
     return verdict, (
         f"Final test accuracy by γ: {listing}. Best γ = {best_gamma:g}; the largest γ tried "
