@@ -6,9 +6,10 @@ function and turns the project's known failures into one line and exit code 1.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import typer
 import yaml
@@ -25,20 +26,33 @@ ParamsOption = Annotated[Path, typer.Option("--params", help="The params file to
 RootOption = Annotated[
     Path, typer.Option("--root", help="Project root that holds data/, metrics/ and plots/.")
 ]
-Result = TypeVar("Result")
 
 
-def _run(params_path: Path, step: Callable[[Params, Console], Result]) -> Result:
+def _run(params_path: Path, step: Callable[[Params, Console], object]) -> None:
     console = Console(soft_wrap=True)
     errors = Console(stderr=True, soft_wrap=True)
     try:
-        return step(load_params(params_path), console)
+        step(load_params(params_path), console)
     except LossbenchError as error:
-        errors.print(f"[bold red]error:[/] {error}", highlight=False, markup=True)
+        errors.print(f"[bold red]error:[/] {error}", highlight=False)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        errors.print("[bold red]interrupted[/]; no output of this step was written")
+        errors.print("[bold red]interrupted[/] (no file is left half-written)")
         raise typer.Exit(130) from None
+
+
+def _run_stage(params_path: Path, stage: str, *args: object) -> None:
+    """Validate params, then call `lossbench.<stage>.<stage>(params, *args, console)`.
+
+    The stage module is imported only after validation, so bad params fail in
+    a fraction of a second instead of after torch has loaded.
+    """
+
+    def step(loaded: Params, console: Console) -> object:
+        entry = getattr(importlib.import_module(f"lossbench.{stage}"), stage)
+        return entry(loaded, *args, console)
+
+    _run(params_path, step)
 
 
 @app.command()
@@ -54,13 +68,7 @@ def check(params: ParamsOption = Path("params.yaml")) -> None:
 @app.command()
 def prepare(params: ParamsOption = Path("params.yaml"), root: RootOption = Path(".")) -> None:
     """Stage prepare: write the dataset as uint8 tensors under data/prepared."""
-
-    def step(loaded: Params, console: Console) -> object:
-        from lossbench.prepare import prepare as run_prepare  # torch loads only after params validate
-
-        return run_prepare(loaded, root, console)
-
-    _run(params, step)
+    _run_stage(params, "prepare", root)
 
 
 @app.command()
@@ -70,25 +78,13 @@ def train(
     root: RootOption = Path("."),
 ) -> None:
     """Stage train@NAME: train the protocol network with one loss."""
-
-    def step(loaded: Params, console: Console) -> object:
-        from lossbench.train import train as run_train
-
-        return run_train(loaded, name, root, console)
-
-    _run(params, step)
+    _run_stage(params, "train", name, root)
 
 
 @app.command()
 def report(params: ParamsOption = Path("params.yaml"), root: RootOption = Path(".")) -> None:
     """Stage report: figures, summary metrics and the claims report."""
-
-    def step(loaded: Params, console: Console) -> object:
-        from lossbench.report import report as run_report
-
-        return run_report(loaded, root, console)
-
-    _run(params, step)
+    _run_stage(params, "report", root)
 
 
 def main() -> None:

@@ -309,7 +309,10 @@ def results_table(results: list[LossResult], ranking: list[str]) -> pd.DataFrame
 
 def report(params: Params, root: Path, console: Console) -> dict[str, Any]:
     results = load_results(params, root)
-    class_counts = json.loads((root / CLASS_COUNTS_FILE).read_text())
+    counts_path = root / CLASS_COUNTS_FILE
+    if not counts_path.is_file():
+        raise MissingInput(f"{counts_path} is missing: run `dvc repro prepare` first")
+    class_counts = json.loads(counts_path.read_text())
     ranking = [r.name for r in sorted(results, key=lambda r: r.test_acc, reverse=True)]
     n_test = int(results[0].metrics["test_samples"])
     margin = sampling_margin(0.5, n_test)  # the widest there is: p(1 - p) peaks at 0.5
