@@ -1,5 +1,6 @@
 import hashlib
 import pickle
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -90,3 +91,25 @@ def test_a_batch_file_that_tries_to_run_code_is_refused(tmp_path: Path) -> None:
     md5 = {p.name: _md5(p) for p in (tmp_path / BATCH_FOLDER).iterdir()}
     with pytest.raises(DatasetUnavailable, match=r"data_batch_2: .*refusing to load builtins\.print"):
         read_cifar10(tmp_path, download=False, expected_md5=md5)
+
+
+def test_an_archive_that_fails_its_checksum_is_not_opened(tmp_path: Path) -> None:
+    (tmp_path / "cifar-10-python.tar.gz").write_bytes(b"not the official archive")
+    with pytest.raises(
+        DatasetUnavailable, match=r"cifar-10-python\.tar\.gz: checksum does not match the official"
+    ):
+        read_cifar10(tmp_path, download=False)
+    assert not (tmp_path / BATCH_FOLDER).exists()
+
+
+def test_archive_members_that_escape_the_folder_are_refused(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    payload = tmp_path / "payload.txt"
+    payload.write_text("outside")
+    archive = root / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(payload, arcname="../escaped.txt")
+    with pytest.raises(DatasetUnavailable, match="refusing to extract"):
+        read_cifar10(root, download=False, archive_md5=_md5(archive))
+    assert not (tmp_path / "escaped.txt").exists()

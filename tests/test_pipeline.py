@@ -1,11 +1,15 @@
 """End to end with real DVC in a temporary git repository, at tiny sizes."""
 
 import json
+import os
 import re
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import yaml
-from conftest import run_in, write_params
+from conftest import BIN, run_in, write_params
 
 STAGES = ["prepare", "train@mae", "train@ce", "train@focal_low", "train@focal_high", "report"]
 
@@ -22,7 +26,9 @@ def test_repro_caching_gamma_change_metrics_diff_plots_and_a_fifth_loss(project:
         metrics = json.loads((project / "metrics" / f"{name}.json").read_text())
         assert metrics["train_samples"] == 300 and metrics["test_samples"] == 100
         history = (project / "plots" / "history" / f"{name}.csv").read_text().splitlines()
-        assert history[0] == "epoch,lr,train_loss,train_acc,test_loss,test_acc" and len(history) == 3
+        assert (
+            history[0] == "epoch,lr,train_loss,train_acc,test_loss,test_acc,wall_time_s" and len(history) == 3
+        )
     for output in ("curves.png", "final_accuracy.png", "report.md", "curves.csv"):
         assert (project / "plots" / output).stat().st_size > 0
     summary = json.loads((project / "metrics" / "summary.json").read_text())
@@ -75,3 +81,60 @@ def test_repro_caching_gamma_change_metrics_diff_plots_and_a_fifth_loss(project:
     assert "train@focal_mid" in (project / "plots" / "report.md").read_text()
     assert json.loads((project / "metrics" / "summary.json").read_text())["rank"]["focal_mid"] >= 1
     assert run_in(project, "dvc", "status", "--json").stdout.strip() == "{}"
+
+
+def test_determinism_tampering_and_a_killed_repro(project: Path) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["losses"] = {"ce": {"kind": "ce"}}
+    params["data"]["synthetic"]["train_size"] = 600
+    params["train"]["epochs"] = 25
+    write_params(project, params)
+    run_in(project, "dvc", "repro")
+    run_in(project, "git", "add", "-A")
+    run_in(project, "git", "commit", "-qm", "baseline")
+
+    # Same params and seed, forced rerun: identical metrics.
+    forced = run_in(project, "dvc", "repro", "-f")
+    assert sorted(ran(forced.stdout)) == ["prepare", "report", "train@ce"]
+    assert json.loads(run_in(project, "dvc", "metrics", "diff", "--json").stdout) == {}
+
+    # Tampered prepared data: DVC sees it and rebuilds it; training is not redone.
+    labels = project / "data" / "prepared" / "train_labels.npy"
+    original = labels.read_bytes()
+    labels.write_bytes(original[:-8] + bytes(8))
+    assert "prepare" in json.loads(run_in(project, "dvc", "status", "--json").stdout)
+    rebuilt = run_in(project, "dvc", "repro")
+    assert ran(rebuilt.stdout) == ["prepare"] and labels.read_bytes() == original
+
+    # SIGKILL the whole `dvc repro` mid-training of a new configuration (a known one
+    # would come straight from DVC's run cache); the next repro resumes and ends
+    # identical to an uninterrupted run.
+    params["train"]["lr"] = 0.05
+    write_params(project, params)
+    env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    process = subprocess.Popen(
+        ["dvc", "repro"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    checkpoint = project / "data" / "checkpoints" / "ce.pt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists():
+        assert process.poll() is None and time.monotonic() < deadline, "training ended before the kill"
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+    metrics_file = project / "metrics" / "ce.json"
+    assert not metrics_file.exists() or json.loads(metrics_file.read_text())  # complete or absent
+    resumed = run_in(project, "dvc", "repro")
+    assert sorted(ran(resumed.stdout)) == ["report", "train@ce"] and "resuming after epoch" in resumed.stdout
+    assert run_in(project, "dvc", "status", "--json").stdout.strip() == "{}"
+    assert [p for p in project.rglob(".*.tmp") if ".dvc" not in p.parts] == []
+    run_in(project, "git", "add", "-A")
+    run_in(project, "git", "commit", "-qm", "resumed")
+    uninterrupted = run_in(project, "dvc", "repro", "-f", "-s", "train@ce")
+    assert "resuming" not in uninterrupted.stdout
+    assert json.loads(run_in(project, "dvc", "metrics", "diff", "--json").stdout) == {}

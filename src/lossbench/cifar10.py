@@ -59,7 +59,7 @@ def _load_batch(path: Path) -> dict[str, Any]:
     return {key.decode() if isinstance(key, bytes) else key: value for key, value in loaded.items()}
 
 
-def _fetch(root: Path, download: bool, url: str) -> None:
+def _fetch(root: Path, download: bool, url: str, archive_md5: str) -> None:
     """Make root/cifar-10-batches-py exist: extract a local archive, or download one."""
     archive = root / ARCHIVE_NAME
     if not archive.is_file():
@@ -72,7 +72,7 @@ def _fetch(root: Path, download: bool, url: str) -> None:
                 "with network access."
             )
         try:
-            download_url(url, str(root), ARCHIVE_NAME, ARCHIVE_MD5)
+            download_url(url, str(root), ARCHIVE_NAME, archive_md5)
         except Exception as error:  # urllib raises several kinds; all mean the same here
             raise DatasetUnavailable(
                 f"CIFAR-10 not found under {root} and the download from {url} failed "
@@ -81,10 +81,15 @@ def _fetch(root: Path, download: bool, url: str) -> None:
                 f"{root} (or set data.cifar10.root to a folder that has one), or run "
                 "`dvc repro` where the network reaches the download."
             ) from None
-    if not check_integrity(str(archive), ARCHIVE_MD5):
-        raise DatasetUnavailable(f"{archive}: checksum does not match the official CIFAR-10 archive")
-    with tarfile.open(archive, "r:gz") as tar:
-        tar.extractall(root, filter="data")  # refuses members that escape root
+    if not check_integrity(str(archive), archive_md5):
+        raise DatasetUnavailable(
+            f"{archive}: checksum does not match the official CIFAR-10 archive; delete it and download again"
+        )
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            tar.extractall(root, filter="data")  # refuses members that escape root, links, devices
+    except tarfile.FilterError as error:
+        raise DatasetUnavailable(f"{archive}: refusing to extract it: {error}") from None
 
 
 def read_cifar10(
@@ -92,15 +97,17 @@ def read_cifar10(
     download: bool = True,
     expected_md5: Mapping[str, str] = OFFICIAL_MD5,
     url: str = DOWNLOAD_URL,
+    archive_md5: str = ARCHIVE_MD5,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
     """Train images, train labels, test images, test labels (uint8 NCHW, int64) and class names.
 
-    `expected_md5` maps each batch file to its checksum; tests pass their
-    fixture's own, everyone else gets the official ones.
+    `expected_md5` maps each batch file to its checksum and `archive_md5` is
+    the archive's; tests pass their fixtures' own, everyone else gets the
+    official ones.
     """
     folder = root / BATCH_FOLDER
     if not folder.is_dir():
-        _fetch(root, download, url)
+        _fetch(root, download, url, archive_md5)
     for name in (*TRAIN_FILES, *TEST_FILES, META_FILE):
         path = folder / name
         if not path.is_file():

@@ -7,6 +7,7 @@ function and turns the project's known failures into one line and exit code 1.
 from __future__ import annotations
 
 import importlib
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -15,7 +16,7 @@ import typer
 import yaml
 from rich.console import Console
 
-from lossbench.errors import LossbenchError
+from lossbench.errors import LossbenchError, TrainingInterrupted
 from lossbench.params import Params, load_params
 
 app = typer.Typer(
@@ -28,16 +29,24 @@ RootOption = Annotated[
 ]
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops a stage the way Ctrl-C does
+
+
 def _run(params_path: Path, step: Callable[[Params, Console], object]) -> None:
     console = Console(soft_wrap=True)
     errors = Console(stderr=True, soft_wrap=True)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         step(load_params(params_path), console)
+    except TrainingInterrupted as error:
+        errors.print(f"[bold yellow]interrupted:[/] {error}", highlight=False)
+        raise typer.Exit(130) from None
     except LossbenchError as error:
         errors.print(f"[bold red]error:[/] {error}", highlight=False)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        errors.print("[bold red]interrupted[/] (no file is left half-written)")
+        errors.print("[bold yellow]interrupted[/] (no file is left half-written)")
         raise typer.Exit(130) from None
 
 

@@ -19,3 +19,11 @@ class MissingInput(LossbenchError):
 
 class TrainingDiverged(LossbenchError):
     """The loss became NaN or infinite."""
+
+
+class OutputWriteError(LossbenchError):
+    """An output file could not be written (disk full, permissions, ...)."""
+
+
+class TrainingInterrupted(LossbenchError):
+    """Ctrl-C or SIGTERM during training; completed epochs are checkpointed."""

@@ -17,12 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from lossbench.errors import MissingInput
+from lossbench.errors import MissingInput, OutputWriteError
 
 # Paths relative to the project root; dvc.yaml names the same ones.
 PREPARED_DIR = Path("data/prepared")
 CLASS_COUNTS_FILE = Path("data/class_counts.json")
 MODELS_DIR = Path("data/models")
+CHECKPOINT_DIR = Path("data/checkpoints")  # per-epoch training state; not a DVC output
 METRICS_DIR = Path("metrics")
 HISTORY_DIR = Path("plots/history")
 PLOTS_DIR = Path("plots")
@@ -30,13 +31,27 @@ PLOTS_DIR = Path("plots")
 
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path in target's folder; rename it onto target on success."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(handle)
+    """Yield a temporary path in target's folder; rename it onto target on success.
+
+    A failed write leaves the previous target untouched and no temporary file;
+    a killed one may leave a temporary, which the next write to the same
+    target removes (one writer per target, so it cannot be in use).
+    """
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for leftover in target.parent.glob(f".{target.name}.*.tmp"):
+            leftover.unlink()
+        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(handle)
+    except OSError as error:
+        raise OutputWriteError(f"could not write {target}: {error}") from None
     try:
         yield Path(temporary)
         os.replace(temporary, target)
+    except OSError as error:
+        raise OutputWriteError(
+            f"could not write {target}: {error}; the previous version, if any, is unchanged"
+        ) from None
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)

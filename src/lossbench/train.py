@@ -7,8 +7,12 @@ stay on the device, so the loop never waits on a host sync until the epoch ends.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import sys
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +20,14 @@ import pandas as pd
 import torch
 from rich.console import Console
 
+from lossbench import augment, losses, model
 from lossbench.augment import Normalizer, crop_and_flip, pad_images
-from lossbench.errors import ParamsError, TrainingDiverged
+from lossbench.errors import ParamsError, TrainingDiverged, TrainingInterrupted
 from lossbench.losses import PerSampleLoss, make_loss
 from lossbench.model import ProtocolNet
-from lossbench.params import FocalLoss, MaeLoss, Params, loss_label
+from lossbench.params import Params, loss_label
 from lossbench.storage import (
+    CHECKPOINT_DIR,
     HISTORY_DIR,
     METRICS_DIR,
     MODELS_DIR,
@@ -71,6 +77,10 @@ class EpochRecord:
     train_acc: float
     test_loss: float
     test_acc: float
+    # Training time so far (data loading included), summed over interruptions.
+    # Kept out of metrics/NAME.json so that a rerun with the same params gives
+    # identical metrics.
+    wall_time_s: float
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -109,21 +119,51 @@ def convergence_epoch(test_accuracy: list[float]) -> int:
 
 
 def effective_settings(params: Params, name: str, device: torch.device) -> dict[str, Any]:
-    spec = params.losses[name]
-    settings: dict[str, Any] = {"kind": spec.kind}
-    if isinstance(spec, FocalLoss):
-        settings["gamma"] = spec.gamma
-        if spec.alpha is not None:
-            settings["alpha"] = spec.alpha
-    if isinstance(spec, MaeLoss):
-        settings["input"] = spec.input
-    settings |= params.train.model_dump(exclude={"device", "threads"})
-    settings |= {"device": device.type, "threads": torch.get_num_threads(), "dataset": params.data.dataset}
-    return settings
+    return (
+        params.losses[name].model_dump(exclude_none=True)
+        | params.train.model_dump(exclude={"device", "threads"})
+        | {"device": device.type, "threads": torch.get_num_threads(), "dataset": params.data.dataset}
+    )
+
+
+def run_fingerprint(params: Params, name: str, prepared_dir: Path) -> str:
+    """What a checkpoint must match to be resumed: the training params, this
+    loss's entry, the prepared data's bytes and the training code's source."""
+    digest = hashlib.sha256()
+    settings = {
+        "train": params.train.model_dump(mode="json"),
+        "loss": params.losses[name].model_dump(mode="json"),
+    }
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    for path in sorted(prepared_dir.iterdir()):
+        with path.open("rb") as handle:
+            digest.update(path.name.encode() + hashlib.file_digest(handle, "sha256").digest())
+    for module in (augment, losses, model, sys.modules[__name__]):
+        digest.update(Path(module.__file__ or "").read_bytes())
+    return digest.hexdigest()
+
+
+def load_checkpoint(path: Path, fingerprint: str, console: Console) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        checkpoint: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # any unreadable file is just not resumable
+        console.print(f"  ignoring checkpoint {path}: unreadable ({error.__class__.__name__})")
+        return None
+    if checkpoint.get("fingerprint") != fingerprint:
+        console.print(f"  ignoring checkpoint {path}: made with other params, data or code")
+        return None
+    return checkpoint
 
 
 def train(params: Params, name: str, root: Path, console: Console) -> dict[str, Any]:
-    """Train loss `name` of params.losses; write its weights, metrics and history."""
+    """Train loss `name` of params.losses; write its weights, metrics and history.
+
+    After every epoch the full training state goes to a checkpoint, so a run
+    that is interrupted (Ctrl-C, SIGTERM, SIGKILL) resumes from its last
+    completed epoch and ends with the same numbers as an uninterrupted one.
+    """
     if name not in params.losses:
         raise ParamsError(f"losses.{name}: no such loss in params.yaml; defined: {', '.join(params.losses)}")
     spec, config = params.losses[name], params.train
@@ -142,57 +182,96 @@ def train(params: Params, name: str, root: Path, console: Console) -> dict[str, 
     torch.manual_seed(config.seed)  # model initialisation
     generator = torch.Generator(device=device).manual_seed(config.seed)  # order and augmentation
     height, width = data.train_images.shape[2:]
-    model = ProtocolNet(num_classes, height, width).to(device)
+    network = ProtocolNet(num_classes, height, width).to(device)
     optimizer = torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        network.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.StepLR(
         optimizer, step_size=config.lr_step_epochs, gamma=config.lr_decay_factor
     )
 
+    checkpoint_path = root / CHECKPOINT_DIR / f"{name}.pt"
+    fingerprint = run_fingerprint(params, name, root / PREPARED_DIR)
+    history: list[EpochRecord] = []
+    elapsed_before = 0.0  # training time spent before an interruption
+    checkpoint = load_checkpoint(checkpoint_path, fingerprint, console)
+    if checkpoint is not None:
+        network.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        generator.set_state(checkpoint["generator"])
+        history = [EpochRecord(**record) for record in checkpoint["history"]]
+        elapsed_before = history[-1].wall_time_s if history else 0.0
     console.print(
         f"[bold]train@{name}[/]: {label}, {n_train} train / {n_test} test images, "
         f"{config.epochs} epochs on {device.type} ({torch.get_num_threads()} threads)"
+        + (f", resuming after epoch {len(history)}" if history else "")
     )
-    history: list[EpochRecord] = []
-    for epoch in range(1, config.epochs + 1):
-        epoch_started = time.perf_counter()
-        model.train()
-        lr = optimizer.param_groups[0]["lr"]
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.int64)
-        order = torch.randperm(n_train, generator=generator, device=device)
-        for start in range(0, n_train, config.batch_size):
-            index = order[start : start + config.batch_size]
-            images = tensors.normalize(crop_and_flip(tensors.train_padded, index, generator))
-            targets = tensors.train_labels[index]
-            logits = model(images)
-            losses = loss_fn(logits, targets)
-            optimizer.zero_grad(set_to_none=True)
-            losses.mean().backward()  # type: ignore[no-untyped-call]
-            optimizer.step()
-            loss_sum += losses.detach().sum()
-            correct += (logits.detach().argmax(dim=1) == targets).sum()
-        scheduler.step()
 
-        train_loss = loss_sum.item() / n_train
-        if not torch.isfinite(loss_sum):
-            raise TrainingDiverged(
-                f"train@{name} ({label}): the training loss became {train_loss} in epoch {epoch}; "
-                "nothing was written. Lower train.lr or check the loss settings."
+    epoch = len(history) + 1
+    try:
+        for epoch in range(len(history) + 1, config.epochs + 1):
+            epoch_started = time.perf_counter()
+            network.train()
+            lr = optimizer.param_groups[0]["lr"]
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.int64)
+            order = torch.randperm(n_train, generator=generator, device=device)
+            for start in range(0, n_train, config.batch_size):
+                index = order[start : start + config.batch_size]
+                images = tensors.normalize(crop_and_flip(tensors.train_padded, index, generator))
+                targets = tensors.train_labels[index]
+                logits = network(images)
+                batch_losses = loss_fn(logits, targets)
+                optimizer.zero_grad(set_to_none=True)
+                batch_losses.mean().backward()  # type: ignore[no-untyped-call]
+                optimizer.step()
+                loss_sum += batch_losses.detach().sum()
+                correct += (logits.detach().argmax(dim=1) == targets).sum()
+            scheduler.step()
+
+            train_loss = loss_sum.item() / n_train
+            if not torch.isfinite(loss_sum):
+                checkpoint_path.unlink(missing_ok=True)  # a diverged run is not worth resuming
+                raise TrainingDiverged(
+                    f"train@{name} ({label}): the training loss became {train_loss} in epoch {epoch}; "
+                    "nothing was written. Lower train.lr or check the loss settings."
+                )
+            test_loss, test_acc = evaluate(
+                network, tensors.test_images, tensors.test_labels, loss_fn, config.test_batch_size
             )
-        test_loss, test_acc = evaluate(
-            model, tensors.test_images, tensors.test_labels, loss_fn, config.test_batch_size
-        )
-        record = EpochRecord(epoch, lr, train_loss, correct.item() / n_train, test_loss, test_acc)
-        history.append(record)
-        console.print(
-            f"  {name} epoch {epoch:>3}/{config.epochs}  lr {lr:.4g}  "
-            f"train loss {record.train_loss:.4f} acc {record.train_acc:.4f}  "
-            f"test loss {test_loss:.4f} acc {test_acc:.4f}  ({time.perf_counter() - epoch_started:.1f}s)"
-        )
+            record = EpochRecord(
+                epoch=epoch,
+                lr=lr,
+                train_loss=train_loss,
+                train_acc=correct.item() / n_train,
+                test_loss=test_loss,
+                test_acc=test_acc,
+                wall_time_s=round(elapsed_before + time.perf_counter() - started, 2),
+            )
+            history.append(record)
+            state = {
+                "fingerprint": fingerprint,
+                "model": network.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "generator": generator.get_state(),
+                "history": [asdict(r) for r in history],
+            }
+            write_with(checkpoint_path, partial(torch.save, state))
+            console.print(
+                f"  {name} epoch {epoch:>3}/{config.epochs}  lr {lr:.4g}  "
+                f"train loss {record.train_loss:.4f} acc {record.train_acc:.4f}  "
+                f"test loss {test_loss:.4f} acc {test_acc:.4f}  ({time.perf_counter() - epoch_started:.1f}s)"
+            )
+    except KeyboardInterrupt:
+        done = len(history)
+        raise TrainingInterrupted(
+            f"train@{name}: interrupted in epoch {epoch}; "
+            + (f"epochs 1-{done} are saved in {checkpoint_path}, and " if done else "")
+            + "`dvc repro` resumes from there"
+        ) from None
 
-    wall_time = time.perf_counter() - started
     accuracies = [record.test_acc for record in history]
     best = max(range(len(history)), key=lambda i: accuracies[i])
     final = history[-1]
@@ -206,19 +285,19 @@ def train(params: Params, name: str, root: Path, console: Console) -> dict[str, 
         "final_train_acc": final.train_acc,
         "final_train_loss": final.train_loss,
         "final_test_loss": final.test_loss,
-        "wall_time_s": round(wall_time, 2),
         "train_samples": n_train,
         "test_samples": n_test,
         "settings": effective_settings(params, name, device),
     }
-    write_with(root / MODELS_DIR / f"{name}.pt", lambda path: torch.save(model.state_dict(), path))
+    write_with(root / MODELS_DIR / f"{name}.pt", lambda path: torch.save(network.state_dict(), path))
     write_with(
         root / HISTORY_DIR / f"{name}.csv",
         lambda path: pd.DataFrame([asdict(r) for r in history]).to_csv(path, index=False),
     )
     write_json(root / METRICS_DIR / f"{name}.json", metrics)
+    checkpoint_path.unlink(missing_ok=True)
     console.print(
-        f"[bold]train@{name}[/] done in {wall_time:.1f}s: final test acc {final.test_acc:.4f}, "
+        f"[bold]train@{name}[/] done in {final.wall_time_s:.1f}s: final test acc {final.test_acc:.4f}, "
         f"best {history[best].test_acc:.4f} (epoch {history[best].epoch}), "
         f"converged at epoch {metrics['convergence_epoch']}"
     )
