@@ -15,9 +15,10 @@ BIN = str(Path(sys.executable).parent)
 TINY_PARAMS = {
     "data": {
         "dataset": "synthetic",
-        "synthetic": {"seed": 0, "train_size": 300, "test_size": 100, "noise": 0.2},
+        "seed": 0,
+        "synthetic": {"train_size": 300, "test_size": 100, "noise": 0.2},
     },
-    "train": {"epochs": 2, "batch_size": 64, "test_batch_size": 100, "threads": 1},
+    "train": {"epochs": 2, "batch_size": 64, "test_batch_size": 100, "threads": 1, "seeds": [1, 2]},
     "losses": {
         "mae": {"kind": "mae", "input": "probs"},
         "ce": {"kind": "ce"},

@@ -28,8 +28,13 @@ BAD_PARAMS = [
     ("train.epochs", 0, "train.epochs: Input should be greater than or equal to 1"),
     ("train.batch_size", 0, "train.batch_size: Input should be greater than or equal to 1"),
     ("train.lr", 0.0, "train.lr: Input should be greater than 0"),
-    ("data.dataset", "imagenet", "data.dataset: Input should be 'synthetic' or 'cifar10'"),
+    ("data.dataset", "imagenet", "data.dataset: Input should be 'synthetic', 'cifar10' or 'imagefolder'"),
     ("data.cifar10.download", "maybe", "data.cifar10.download: Input should be a valid boolean"),
+    ("train.seeds", [1, 1], "train.seeds: Value error, seeds must be distinct"),
+    ("train.seeds", [], "train.seeds: List should have at least 1 item"),
+    ("data.imbalance_ratio", 0.5, "data.imbalance_ratio: Input should be greater than or equal to 1"),
+    ("data.label_noise", 1.0, "data.label_noise: Input should be less than 1"),
+    ("data.dataset", "imagefolder", "data: Value error, data.imagefolder needs `root`"),
 ]
 
 
@@ -112,6 +117,7 @@ def prepared(tmp_path: Path) -> Path:
     params = copy.deepcopy(TINY_PARAMS)
     params["data"]["synthetic"]["train_size"] = 600  # type: ignore[index]
     params["train"]["epochs"] = 40  # type: ignore[index]
+    params["train"]["seeds"] = [1]  # type: ignore[index]
     write_params(tmp_path, params)
     assert lossbench(tmp_path, "prepare").returncode == 0
     return tmp_path
@@ -186,7 +192,7 @@ def test_interrupted_training_resumes_to_identical_results(prepared: Path, signu
         shutil.rmtree(prepared / outputs)
 
     process = _start_training(prepared)
-    _wait_for(prepared / "data" / "checkpoints" / "ce.pt", process)
+    _wait_for(prepared / "data" / "checkpoints" / "ce" / "seed-1.pt", process)
     os.killpg(process.pid, signum)
     _, stderr = process.communicate(timeout=120)
     if signum == signal.SIGKILL:
@@ -201,13 +207,13 @@ def test_interrupted_training_resumes_to_identical_results(prepared: Path, signu
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming after epoch" in resumed.stdout
     assert _results(prepared) == expected
-    assert not (prepared / "data" / "checkpoints" / "ce.pt").exists()
+    assert list((prepared / "data" / "checkpoints").rglob("*.pt")) == []
     assert _temporaries(prepared) == []
 
 
 def test_a_checkpoint_from_other_params_is_ignored(prepared: Path) -> None:
     process = _start_training(prepared)
-    _wait_for(prepared / "data" / "checkpoints" / "ce.pt", process)
+    _wait_for(prepared / "data" / "checkpoints" / "ce" / "seed-1.pt", process)
     os.killpg(process.pid, signal.SIGINT)
     process.communicate(timeout=120)
     params = yaml.safe_load((prepared / "params.yaml").read_text())
@@ -227,7 +233,7 @@ def test_a_checkpoint_is_loaded_as_weights_only(prepared: Path) -> None:
         def __reduce__(self) -> tuple[object, tuple[str]]:
             return (Path.touch, (str(marker),))  # type: ignore[return-value]
 
-    checkpoint = prepared / "data" / "checkpoints" / "ce.pt"
+    checkpoint = prepared / "data" / "checkpoints" / "ce" / "seed-1.pt"
     checkpoint.parent.mkdir(parents=True)
     torch.save({"fingerprint": Payload()}, checkpoint)
     params = yaml.safe_load((prepared / "params.yaml").read_text())

@@ -26,10 +26,17 @@ def test_repro_caching_gamma_change_metrics_diff_plots_and_a_fifth_loss(project:
         metrics = json.loads((project / "metrics" / f"{name}.json").read_text())
         assert metrics["train_samples"] == 300 and metrics["test_samples"] == 100
         history = (project / "plots" / "history" / f"{name}.csv").read_text().splitlines()
-        assert (
-            history[0] == "epoch,lr,train_loss,train_acc,test_loss,test_acc,wall_time_s" and len(history) == 3
-        )
-    for output in ("curves.png", "final_accuracy.png", "report.md", "curves.csv"):
+        assert history[0] == "seed,epoch,lr,train_loss,train_acc,test_loss,test_acc,wall_time_s"
+        assert len(history) == 1 + 2 * 2  # two seeds, two epochs
+        assert sorted(metrics["per_seed"]) == ["seed1", "seed2"] and metrics["final_test_acc"]["n"] == 2
+    for output in (
+        "curves.png",
+        "final_accuracy.png",
+        "reliability.png",
+        "report.md",
+        "curves.csv",
+        "significance.csv",
+    ):
         assert (project / "plots" / output).stat().st_size > 0
     summary = json.loads((project / "metrics" / "summary.json").read_text())
     assert sorted(summary["rank"].values()) == [1, 2, 3, 4]
@@ -57,8 +64,10 @@ def test_repro_caching_gamma_change_metrics_diff_plots_and_a_fifth_loss(project:
     diff = json.loads(run_in(project, "dvc", "metrics", "diff", "--json").stdout)
     changed = diff["metrics/focal_high.json"]
     assert changed["settings.gamma"] == {"old": 2.0, "new": 0.0, "diff": -2.0}
-    assert {"final_train_loss", "final_test_loss"} <= changed.keys()
-    assert {"final_test_acc", "best_test_acc", "final_train_acc"} & changed.keys(), changed.keys()
+    assert {"final_train_loss.mean", "final_test_loss.mean"} <= changed.keys()
+    assert {"final_test_acc.mean", "best_test_acc.mean", "final_train_acc.mean"} & changed.keys(), (
+        changed.keys()
+    )
     assert set(diff) <= {"metrics/focal_high.json", "metrics/summary.json"}
     table = run_in(project, "dvc", "metrics", "diff").stdout
     assert "settings.gamma" in table and "metrics/focal_high.json" in table
@@ -69,6 +78,8 @@ def test_repro_caching_gamma_change_metrics_diff_plots_and_a_fifth_loss(project:
     for label in ("MAE (L1)", "CE", "Focal (γ=0.5)", "Focal (γ=0)"):
         # The page embeds the data as JSON, which escapes γ.
         assert json.dumps({"loss": label})[1:-1] in page, label
+    for name in ("mae", "ce", "focal_low", "focal_high"):  # a confusion matrix per loss
+        assert f"plots/confusion/{name}.csv" in page, name
 
     # A fifth loss adds a stage, its curves and its report row, with no other edit.
     params["losses"]["focal_mid"] = {"kind": "focal", "gamma": 1.0}
@@ -88,6 +99,7 @@ def test_determinism_tampering_and_a_killed_repro(project: Path) -> None:
     params["losses"] = {"ce": {"kind": "ce"}}
     params["data"]["synthetic"]["train_size"] = 600
     params["train"]["epochs"] = 25
+    params["train"]["seeds"] = [1]
     write_params(project, params)
     run_in(project, "dvc", "repro")
     run_in(project, "git", "add", "-A")
@@ -120,9 +132,9 @@ def test_determinism_tampering_and_a_killed_repro(project: Path) -> None:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    checkpoint = project / "data" / "checkpoints" / "ce.pt"
+    checkpoints = project / "data" / "checkpoints" / "ce"
     deadline = time.monotonic() + 120
-    while not checkpoint.exists():
+    while not list(checkpoints.glob("*.pt")):
         assert process.poll() is None and time.monotonic() < deadline, "training ended before the kill"
         time.sleep(0.01)
     os.killpg(process.pid, signal.SIGKILL)
@@ -138,3 +150,34 @@ def test_determinism_tampering_and_a_killed_repro(project: Path) -> None:
     uninterrupted = run_in(project, "dvc", "repro", "-f", "-s", "train@ce")
     assert "resuming" not in uninterrupted.stdout
     assert json.loads(run_in(project, "dvc", "metrics", "diff", "--json").stdout) == {}
+
+
+def test_gamma_sweep_with_the_experiment_queue_and_sweep_report(project: Path) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["losses"] = {"ce": {"kind": "ce"}, "focal": {"kind": "focal", "gamma": 2.0}}
+    write_params(project, params)
+    run_in(project, "dvc", "repro")
+    run_in(project, "git", "add", "-A")
+    run_in(project, "git", "commit", "-qm", "baseline")
+
+    # Each queued experiment runs in its own temporary workspace; the prepared
+    # data comes from the local cache there, with no manual step.
+    run_in(project, "dvc", "exp", "run", "--queue", "-S", "losses.focal.gamma=0,1")
+    run_in(project, "dvc", "queue", "start", "-j", "1")
+    deadline = time.monotonic() + 300
+    while re.search(r"\b(Queued|Running)\b", run_in(project, "dvc", "queue", "status").stdout):
+        assert time.monotonic() < deadline, "queued experiments did not finish"
+        time.sleep(2)
+    status = run_in(project, "dvc", "queue", "status").stdout
+    assert status.count("Success") == 2, status
+
+    result = run_in(project, "lossbench", "sweep-report", "--loss", "focal")
+    assert "best mean test accuracy at γ=" in result.stdout
+    table = (project / "plots" / "sweep.csv").read_text().splitlines()
+    assert table[0].startswith("gamma,runs,acc_mean")
+    assert [line.split(",")[:2] for line in table[1:]] == [["0.0", "2"], ["1.0", "2"], ["2.0", "2"]]
+    assert (project / "plots" / "sweep.png").stat().st_size > 0
+
+    # Asking for a loss that is not focal is a clear error.
+    wrong = run_in(project, "lossbench", "sweep-report", "--loss", "ce", check=False)
+    assert wrong.returncode == 1 and "sweep-report needs a focal loss" in wrong.stderr

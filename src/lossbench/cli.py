@@ -96,5 +96,21 @@ def report(params: ParamsOption = Path("params.yaml"), root: RootOption = Path("
     _run_stage(params, "report", root)
 
 
+@app.command("sweep-report")
+def sweep_report(
+    loss: Annotated[str, typer.Option("--loss", help="The focal loss whose γ the sweep varied.")],
+    params: ParamsOption = Path("params.yaml"),
+    root: RootOption = Path("."),
+) -> None:
+    """Accuracy and ECE against γ across the experiments of a DVC sweep (plots/sweep.png)."""
+
+    def step(loaded: Params, console: Console) -> object:
+        from lossbench.sweep import sweep_report as run_sweep_report
+
+        return run_sweep_report(loaded, loss, root, console)
+
+    _run(params, step)
+
+
 def main() -> None:
     app()

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lossbench.errors import ParamsError
 
@@ -27,7 +27,6 @@ class Strict(BaseModel):
 
 
 class SyntheticParams(Strict):
-    seed: int = 0
     train_size: int = Field(default=10000, ge=10)
     test_size: int = Field(default=2000, ge=10)
     # Std of the per-pixel Gaussian noise, in units of the 0..255 range / 255.
@@ -40,10 +39,40 @@ class Cifar10Params(Strict):
     download: bool = True
 
 
+class ImageFolderParams(Strict):
+    # Either `root` (one folder per class, split into train/test by
+    # test_fraction) or both `train_root` and `test_root` (each one folder per class).
+    root: str | None = None
+    train_root: str | None = None
+    test_root: str | None = None
+    image_size: int = Field(default=32, ge=10, le=512)
+    test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    # Unreadable images are listed and skipped; more than this fraction stops the stage.
+    max_bad_fraction: float = Field(default=0.05, ge=0.0, lt=1.0)
+
+
 class DataParams(Strict):
-    dataset: Literal["synthetic", "cifar10"] = "synthetic"
+    dataset: Literal["synthetic", "cifar10", "imagefolder"] = "synthetic"
+    # Seeds everything random about the data: synthetic images, the imagefolder
+    # split, which images the imbalance keeps and which labels the noise flips.
+    seed: int = 0
+    # Long-tailed training set (CIFAR-10-LT profile): the largest class keeps all
+    # its images, the smallest 1/imbalance_ratio of them. 1 = off. Test set untouched.
+    imbalance_ratio: float = Field(default=1.0, ge=1.0)
+    # Fraction of training labels replaced by a uniformly random other class. Test labels stay clean.
+    label_noise: float = Field(default=0.0, ge=0.0, lt=1.0)
     synthetic: SyntheticParams = SyntheticParams()
     cifar10: Cifar10Params = Cifar10Params()
+    imagefolder: ImageFolderParams = ImageFolderParams()
+
+    @model_validator(mode="after")
+    def _imagefolder_has_a_source(self) -> DataParams:
+        folders = self.imagefolder
+        if self.dataset == "imagefolder" and not (folders.root or (folders.train_root and folders.test_root)):
+            raise ValueError(
+                "data.imagefolder needs `root` (split by test_fraction) or both `train_root` and `test_root`"
+            )
+        return self
 
 
 class TrainParams(Strict):
@@ -56,10 +85,18 @@ class TrainParams(Strict):
     # StepLR: multiply the learning rate by lr_decay_factor every lr_step_epochs.
     lr_step_epochs: int = Field(default=5, ge=1)
     lr_decay_factor: float = Field(default=0.5, gt=0.0, le=1.0)
-    seed: int = 1
+    # Every training stage trains every seed; the report compares losses seed by seed.
+    seeds: list[int] = Field(default=[1, 2, 3], min_length=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # Intra-op threads for torch; 0 keeps torch's default (one per core).
     threads: int = Field(default=0, ge=0)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_distinct(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError("seeds must be distinct")
+        return seeds
 
 
 class MaeLoss(Strict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib
@@ -14,6 +15,7 @@ from rich.console import Console
 
 from lossbench import synthetic
 from lossbench.cifar10 import read_cifar10
+from lossbench.imagefolder import read_imagefolder
 from lossbench.params import Params
 from lossbench.storage import (
     CLASS_COUNTS_FILE,
@@ -47,24 +49,88 @@ def draw_samples(data: PreparedData, path: Path) -> None:
     plt.close(figure)
 
 
-def prepare(params: Params, root: Path, console: Console) -> PreparedData:
-    started = time.perf_counter()
+def long_tail_counts(largest: int, num_classes: int, ratio: float) -> list[int]:
+    """CIFAR-10-LT's exponential profile: class c keeps largest * ratio^(-c / (C - 1))."""
+    if num_classes == 1:
+        return [largest]
+    return [int(largest * ratio ** (-c / (num_classes - 1))) for c in range(num_classes)]
+
+
+def make_long_tailed(
+    labels: np.ndarray, num_classes: int, ratio: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Indices of the training images kept: a random subset of each class, sized
+    by the long-tail profile (class 0 is the head, the last class the tail)."""
+    largest = int(np.bincount(labels, minlength=num_classes).max())
+    keep = [
+        rng.permutation(np.flatnonzero(labels == label))[:count]
+        for label, count in enumerate(long_tail_counts(largest, num_classes, ratio))
+    ]
+    return np.sort(np.concatenate(keep))
+
+
+def flip_labels(
+    labels: np.ndarray, num_classes: int, fraction: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Exactly round(fraction * N) labels replaced by a uniformly random *other* class."""
+    noisy = labels.copy()
+    chosen = rng.choice(len(labels), size=round(fraction * len(labels)), replace=False)
+    noisy[chosen] = (labels[chosen] + rng.integers(1, num_classes, len(chosen))) % num_classes
+    return noisy
+
+
+def load_dataset(params: Params, root: Path, console: Console) -> PreparedData:
     data_params = params.data
     if data_params.dataset == "synthetic":
         config = data_params.synthetic
-        train = synthetic.generate("train", config.train_size, config.seed, config.noise)
-        test = synthetic.generate("test", config.test_size, config.seed, config.noise)
-        data = PreparedData(*train, *test, classes=synthetic.CLASSES)
-    else:
+        train = synthetic.generate("train", config.train_size, data_params.seed, config.noise)
+        test = synthetic.generate("test", config.test_size, data_params.seed, config.noise)
+        return PreparedData(*train, *test, classes=synthetic.CLASSES)
+    if data_params.dataset == "cifar10":
         cifar_root = root / data_params.cifar10.root  # an absolute root replaces the project root
-        data = PreparedData(*read_cifar10(cifar_root, data_params.cifar10.download))
+        return PreparedData(*read_cifar10(cifar_root, data_params.cifar10.download))
+    train_x, train_y, test_x, test_y, classes, skipped = read_imagefolder(
+        data_params.imagefolder, root, data_params.seed
+    )
+    if skipped:
+        console.print(f"[yellow]skipped {len(skipped)} unreadable image(s):[/]\n  " + "\n  ".join(skipped))
+    return PreparedData(train_x, train_y, test_x, test_y, classes)
+
+
+def prepare(params: Params, root: Path, console: Console) -> PreparedData:
+    started = time.perf_counter()
+    data_params = params.data
+    data = load_dataset(params, root, console)
+    num_classes = len(data.classes)
+    # Separate streams so switching one variant on does not change the other's draw.
+    tail_rng, noise_rng = (np.random.default_rng([data_params.seed, 1000 + i]) for i in range(2))
+    if data_params.imbalance_ratio > 1:
+        keep = make_long_tailed(data.train_labels, num_classes, data_params.imbalance_ratio, tail_rng)
+        data = replace(data, train_images=data.train_images[keep], train_labels=data.train_labels[keep])
+    flipped = 0
+    if data_params.label_noise > 0:
+        noisy = flip_labels(data.train_labels, num_classes, data_params.label_noise, noise_rng)
+        flipped = int((noisy != data.train_labels).sum())
+        data = replace(data, train_labels=noisy)
+
     save_prepared(data, root / PREPARED_DIR)
     counts = data.class_counts()
-    write_json(root / CLASS_COUNTS_FILE, {"dataset": data_params.dataset, **counts})
+    write_json(
+        root / CLASS_COUNTS_FILE,
+        {
+            "dataset": data_params.dataset,
+            "imbalance_ratio": data_params.imbalance_ratio,
+            "label_noise": data_params.label_noise,
+            "labels_flipped": flipped,
+            **counts,
+        },
+    )
     draw_samples(data, root / SAMPLES_FIGURE)
     console.print(
         f"[bold]prepare[/]: {data_params.dataset}, {len(data.train_labels)} train / "
-        f"{len(data.test_labels)} test images of {len(data.classes)} classes "
+        f"{len(data.test_labels)} test images of {num_classes} classes "
         f"({', '.join(data.classes)}) in {time.perf_counter() - started:.1f}s"
+        + (f"; long-tailed x{data_params.imbalance_ratio:g}" if data_params.imbalance_ratio > 1 else "")
+        + (f"; {flipped} training labels flipped" if flipped else "")
     )
     return data

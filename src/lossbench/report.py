@@ -1,16 +1,17 @@
-"""Stage report: compare the losses, draw the study's figures, and test its claims.
+"""Stage report: compare the losses seed by seed, draw the study's figures, test its claims.
 
-Reads every loss's metrics and history, writes the 2x2 curve figure, a final
-accuracy chart, the overlay table for `dvc plots show`, metrics/summary.json
-and plots/report.md. Labels come from the live params, so a new gamma renames
-the legend.
+Reads every loss's metrics, history and calibration bins; writes the 2x2 curve
+figure (seed mean with a min-max band), a final accuracy chart, reliability
+diagrams, the overlay table for `dvc plots show`, metrics/summary.json and
+plots/report.md. Labels come from the live params, so a new gamma renames the
+legend.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,15 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on CI or servers
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 from rich.console import Console
 
 from lossbench.errors import MissingInput
-from lossbench.params import CeLoss, FocalLoss, MaeLoss, Params, loss_label
+from lossbench.params import CeLoss, FocalLoss, LossParams, MaeLoss, Params, loss_label
+from lossbench.stats import direction, paired_comparison
 from lossbench.storage import (
+    CALIBRATION_DIR,
     CLASS_COUNTS_FILE,
     HISTORY_DIR,
     METRICS_DIR,
@@ -32,86 +36,92 @@ from lossbench.storage import (
     write_text,
     write_with,
 )
-from lossbench.train import CONVERGENCE_TOLERANCE
+from lossbench.train import CONVERGENCE_TOLERANCE, PLATEAU_TOLERANCE
 
 CURVES_FIGURE = PLOTS_DIR / "curves.png"
 ACCURACY_FIGURE = PLOTS_DIR / "final_accuracy.png"
+RELIABILITY_FIGURE = PLOTS_DIR / "reliability.png"
 CURVES_TABLE = PLOTS_DIR / "curves.csv"
+SIGNIFICANCE_TABLE = PLOTS_DIR / "significance.csv"
 REPORT_FILE = PLOTS_DIR / "report.md"
 SUMMARY_FILE = METRICS_DIR / "summary.json"
 
-# Claim 2 reads "about the same speed, around epoch 25": we call convergence
-# epochs "about the same" when they span at most this many epochs, and
-# "around epoch 25" when each lies within this many epochs of 25.
-SAME_SPEED_SPREAD = 3
+CURVE_COLUMNS = ("train_loss", "test_loss", "train_acc", "test_acc")
+# Claim 2's "around epoch 25": each loss's mean convergence epoch within this many epochs of 25.
 AROUND_EPOCH_25 = 5
-# Claim 3, "barely changes its loss": the final training loss is within this
-# fraction of the first epoch's, and "near 0.4 accuracy" is within 0.1 of it.
+# Claim 3: "barely changes its loss" = the training loss falls by at most this
+# fraction from epoch 1 to the end; "near 0.4 accuracy" = within this of 0.4.
 BARELY_CHANGES = 0.10
 NEAR_04 = 0.10
+# Head and tail classes of a long-tailed training set: this many largest and smallest.
+HEAD_TAIL_CLASSES = 3
 
 
 @dataclass(frozen=True)
 class LossResult:
     name: str
     label: str
-    spec: Any
+    spec: LossParams
     metrics: dict[str, Any]
-    history: pd.DataFrame
+    history: pd.DataFrame  # one row per seed and epoch
+    calibration: pd.DataFrame  # one row per seed and confidence bin
 
-    @property
-    def test_acc(self) -> float:
-        return float(self.metrics["final_test_acc"])
+    def per_seed(self, key: str) -> list[float]:
+        return [float(values[key]) for values in self.metrics["per_seed"].values()]
 
-    @property
-    def train_acc(self) -> float:
-        return float(self.metrics["final_train_acc"])
+    def mean(self, key: str) -> float:
+        return float(self.metrics[key]["mean"])
 
 
 def load_results(params: Params, root: Path) -> list[LossResult]:
     results = []
     for name, spec in params.losses.items():
-        metrics_path = root / METRICS_DIR / f"{name}.json"
-        history_path = root / HISTORY_DIR / f"{name}.csv"
-        for path in (metrics_path, history_path):
+        paths = [
+            root / METRICS_DIR / f"{name}.json",
+            root / HISTORY_DIR / f"{name}.csv",
+            root / CALIBRATION_DIR / f"{name}.csv",
+        ]
+        for path in paths:
             if not path.is_file():
                 raise MissingInput(f"{path} is missing: run `dvc repro train@{name}` first")
-        results.append(
-            LossResult(
-                name=name,
-                label=loss_label(spec),
-                spec=spec,
-                metrics=json.loads(metrics_path.read_text()),
-                history=pd.read_csv(history_path),
+        metrics = json.loads(paths[0].read_text())
+        if metrics.get("seeds") != params.train.seeds:
+            raise MissingInput(
+                f"{paths[0]} holds seeds {metrics.get('seeds')}, params.yaml asks for {params.train.seeds}: "
+                f"run `dvc repro train@{name}` first"
             )
+        results.append(
+            LossResult(name, loss_label(spec), spec, metrics, pd.read_csv(paths[1]), pd.read_csv(paths[2]))
         )
     return results
-
-
-def sampling_margin(accuracy: float, n: int) -> float:
-    """Half-width of the 95% interval of an accuracy measured on n test images."""
-    return 1.96 * math.sqrt(accuracy * (1 - accuracy) / n)
-
-
-def gap_margin(first: LossResult, second: LossResult) -> float:
-    """Half-width of the 95% interval of a difference of two test accuracies,
-    from test-set sampling alone (treating the two as independent)."""
-    n = int(first.metrics["test_samples"])
-    return math.hypot(sampling_margin(first.test_acc, n), sampling_margin(second.test_acc, n))
-
-
-def within_noise(verdict: str, gap: float, margin: float) -> str:
-    return f"{verdict}, within test-set noise" if abs(gap) < margin else verdict
 
 
 def points(value: float) -> str:
     return f"{100 * value:.1f}"
 
 
-# --- figures -----------------------------------------------------------------
+def describe(comparison: dict[str, Any], scale: float = 100.0, unit: str = " points") -> str:
+    """'+1.2 points [−0.3, +2.7], p=0.08' for a paired comparison."""
+    text = f"{scale * comparison['mean_difference']:+.1f}{unit}"
+    if comparison["ci95_low"] is not None:
+        text += f" [{scale * comparison['ci95_low']:+.1f}, {scale * comparison['ci95_high']:+.1f}]"
+    if comparison["p_value"] is not None:
+        text += f", p={comparison['p_value']:.3g}"
+    return text
 
 
-def draw_curves(results: list[LossResult], path: Path) -> None:
+# --- figures -----------------------------------------------------------------------
+
+
+def seed_mean_curves(result: LossResult) -> pd.DataFrame:
+    grouped = result.history.groupby("epoch")
+    means = grouped[["lr", *CURVE_COLUMNS]].mean()
+    spread = grouped[list(CURVE_COLUMNS)].agg(["min", "max"])
+    spread.columns = ["_".join(map(str, pair)) for pair in spread.columns.to_flat_index()]
+    return means.join(spread).reset_index()
+
+
+def draw_curves(results: list[LossResult], curves: dict[str, pd.DataFrame], path: Path, seeds: int) -> None:
     panels = [
         ("train_loss", "Train loss"),
         ("test_loss", "Test loss"),
@@ -121,31 +131,50 @@ def draw_curves(results: list[LossResult], path: Path) -> None:
     figure, axes = plt.subplots(2, 2, figsize=(11, 8), sharex=True)
     for axis, (column, title) in zip(axes.flat, panels, strict=True):
         for result in results:
-            axis.plot(result.history["epoch"], result.history[column], label=result.label)
+            table = curves[result.name]
+            (line,) = axis.plot(table["epoch"], table[column], label=result.label)
+            if seeds > 1:
+                axis.fill_between(
+                    table["epoch"],
+                    table[f"{column}_min"],
+                    table[f"{column}_max"],
+                    color=line.get_color(),
+                    alpha=0.2,
+                )
         axis.set_title(title)
         axis.grid(alpha=0.3)
     for axis in axes[1]:
         axis.set_xlabel("epoch")
     axes[0, 0].legend()
+    if seeds > 1:
+        figure.suptitle(f"Mean of {seeds} seeds; bands span the lowest to the highest seed")
     figure.tight_layout()
     write_with(path, lambda out: figure.savefig(out, dpi=110, format="png"))
     plt.close(figure)
 
 
+def _interval(result: LossResult, key: str) -> tuple[float, float]:
+    summary = result.metrics[key]
+    if summary["ci95_low"] is None:
+        return 0.0, 0.0
+    return summary["mean"] - summary["ci95_low"], summary["ci95_high"] - summary["mean"]
+
+
 def draw_final_accuracy(results: list[LossResult], path: Path) -> None:
     figure, axis = plt.subplots(figsize=(8, 4.5))
-    positions = range(len(results))
+    positions = np.arange(len(results))
     width = 0.38
-    train_bars = axis.bar(
-        [p - width / 2 for p in positions], [r.train_acc for r in results], width, label="train"
-    )
-    test_bars = axis.bar(
-        [p + width / 2 for p in positions], [r.test_acc for r in results], width, label="test"
-    )
-    axis.bar_label(train_bars, fmt="%.3f", fontsize=8)
-    axis.bar_label(test_bars, fmt="%.3f", fontsize=8)
+    for offset, key, name in (
+        (-width / 2, "final_train_acc", "train"),
+        (width / 2, "final_test_acc", "test"),
+    ):
+        errors = np.array([_interval(r, key) for r in results]).T
+        bars = axis.bar(
+            positions + offset, [r.mean(key) for r in results], width, yerr=errors, capsize=3, label=name
+        )
+        axis.bar_label(bars, fmt="%.3f", fontsize=8, padding=2)
     axis.set_xticks(list(positions), [r.label for r in results])
-    axis.set_ylabel("final accuracy")
+    axis.set_ylabel("final accuracy (seed mean, 95% CI)")
     axis.set_ylim(0, 1)
     axis.set_title("Final accuracy per loss")
     axis.legend()
@@ -154,7 +183,53 @@ def draw_final_accuracy(results: list[LossResult], path: Path) -> None:
     plt.close(figure)
 
 
-# --- the study's claims ---------------------------------------------------------
+def pooled_reliability(result: LossResult) -> pd.DataFrame:
+    """Reliability bins pooled over seeds (count-weighted)."""
+    table = result.calibration.dropna(subset=["confidence"])
+    weighted = table.assign(
+        confidence=table["confidence"] * table["count"], accuracy=table["accuracy"] * table["count"]
+    )
+    pooled = (
+        weighted.groupby(["bin", "lower", "upper"])[["count", "confidence", "accuracy"]].sum().reset_index()
+    )
+    pooled["confidence"] /= pooled["count"]
+    pooled["accuracy"] /= pooled["count"]
+    return pooled
+
+
+def draw_reliability(results: list[LossResult], path: Path) -> None:
+    columns = min(4, len(results))
+    rows = -(-len(results) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.3 * columns, 3.4 * rows), squeeze=False)
+    for axis, result in zip(axes.flat, results, strict=False):
+        pooled = pooled_reliability(result)
+        axis.bar(
+            pooled["lower"],
+            pooled["accuracy"],
+            width=pooled["upper"] - pooled["lower"],
+            align="edge",
+            alpha=0.7,
+            edgecolor="black",
+            linewidth=0.5,
+            label="accuracy",
+        )
+        axis.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+        axis.plot(pooled["confidence"], pooled["accuracy"], "o", color="black", markersize=3)
+        axis.set_title(f"{result.label}\nECE {result.mean('ece'):.3f}", fontsize=9)
+        axis.set_xlim(0, 1)
+        axis.set_ylim(0, 1)
+        axis.set_xlabel("confidence (top-class probability)")
+    for axis in axes.flat[len(results) :]:
+        axis.set_axis_off()
+    axes[0, 0].set_ylabel("accuracy")
+    figure.tight_layout()
+    write_with(path, lambda out: figure.savefig(out, dpi=100, format="png"))
+    plt.close(figure)
+
+
+# --- the study's claims -----------------------------------------------------------------
+
+Verdict = tuple[str, str]
 
 
 def _find_focal(results: list[LossResult], gamma: float) -> LossResult | None:
@@ -168,36 +243,39 @@ def _find_focal(results: list[LossResult], gamma: float) -> LossResult | None:
     )
 
 
-def claim_best_focal(results: list[LossResult]) -> tuple[str, str]:
+def combine(directions: list[str], wanted: str) -> str:
+    """All comparisons go the claimed way and significantly: supported; any
+    significantly the other way: opposite; otherwise: not significant."""
+    opposite = "lower" if wanted == "higher" else "higher"
+    if directions and all(d == wanted for d in directions):
+        return "supported (significant)"
+    if any(d == opposite for d in directions):
+        return "opposite (significant)"
+    return "not significant"
+
+
+def claim_best_focal(results: list[LossResult]) -> Verdict:
     focal = _find_focal(results, 0.5)
-    if focal is None:
+    others = [r for r in results if r is not focal]
+    if focal is None or not others:
         return (
             "not testable",
-            "This run has no focal loss with γ=0.5 (and no α), so claim 1 cannot be checked.",
+            "This run has no focal loss with γ=0.5 (and no α), or nothing to compare it with.",
         )
-    best_test = max(results, key=lambda r: r.test_acc)
-    best_train = max(results, key=lambda r: r.train_acc)
-    runner_up = max((r for r in results if r is not focal), key=lambda r: r.test_acc, default=None)
-    supported = best_test is focal and best_train is focal
-    verdict = "supported" if supported else "not supported"
-    text = (
-        f"{focal.label} ends at {points(focal.test_acc)}% test and {points(focal.train_acc)}% train accuracy. "
-        f"Highest test accuracy: {best_test.label} ({points(best_test.test_acc)}%); "
-        f"highest train accuracy: {best_train.label} ({points(best_train.train_acc)}%)."
+    directions, parts = [], []
+    for key, what in (("final_test_acc", "test"), ("final_train_acc", "train")):
+        for other in others:
+            comparison = paired_comparison(focal.per_seed(key), other.per_seed(key))
+            directions.append(direction(comparison))
+            parts.append(f"{what} vs {other.label}: {describe(comparison)}")
+    return combine(directions, "higher"), (
+        f"{focal.label} ends at {points(focal.mean('final_test_acc'))}% test and "
+        f"{points(focal.mean('final_train_acc'))}% train accuracy (seed means). Paired differences "
+        f"(focal minus other, mean [95% CI], paired t-test): {'; '.join(parts)}."
     )
-    if runner_up is not None:
-        gap = focal.test_acc - runner_up.test_acc
-        margin = gap_margin(focal, runner_up)
-        verdict = within_noise(verdict, gap, margin)
-        text += (
-            f" Its test-accuracy lead over the best other loss ({runner_up.label}) is {100 * gap:+.1f} points; "
-            f"test-set sampling alone makes such a gap uncertain by ±{points(margin)} points (95%), "
-            "before any seed-to-seed variation."
-        )
-    return verdict, text
 
 
-def claim_same_speed(results: list[LossResult]) -> tuple[str, str]:
+def claim_same_speed(results: list[LossResult]) -> Verdict:
     group = [r for r in results if isinstance(r.spec, CeLoss)]
     group += [f for f in (_find_focal(results, 0.5), _find_focal(results, 2.0)) if f is not None]
     if len(group) < 2:
@@ -205,106 +283,182 @@ def claim_same_speed(results: list[LossResult]) -> tuple[str, str]:
             "not testable",
             "Claim 2 needs CE and the focal losses with γ=0.5 and γ=2; this run lacks them.",
         )
-    epochs = {r.label: int(r.metrics["convergence_epoch"]) for r in group}
-    spread = max(epochs.values()) - min(epochs.values())
-    near_25 = all(abs(e - 25) <= AROUND_EPOCH_25 for e in epochs.values())
-    verdict = "supported" if spread <= SAME_SPEED_SPREAD and near_25 else "not supported"
-    listing = ", ".join(f"{label} at epoch {e}" for label, e in epochs.items())
+    means = ", ".join(f"{r.label} {r.mean('convergence_epoch'):.1f}" for r in group)
+    parts, directions = [], []
+    for first, second in combinations(group, 2):
+        comparison = paired_comparison(
+            first.per_seed("convergence_epoch"), second.per_seed("convergence_epoch")
+        )
+        directions.append(direction(comparison))
+        parts.append(f"{first.label} − {second.label}: {describe(comparison, 1.0, ' epochs')}")
+    differ = any(d != "no significant difference" for d in directions)
+    near_25 = all(abs(r.mean("convergence_epoch") - 25) <= AROUND_EPOCH_25 for r in group)
+    if differ:
+        verdict = "not supported (significant difference)"
+    elif near_25:
+        verdict = "supported (no significant difference)"
+    else:
+        verdict = "not supported (not around epoch 25)"
     return verdict, (
-        f"Convergence epochs (first epoch within {points(CONVERGENCE_TOLERANCE)} points of the run's best "
-        f"test accuracy): {listing}. Spread {spread} epochs (we call ≤{SAME_SPEED_SPREAD} 'about the same'); "
-        f"{'all' if near_25 else 'not all'} within {AROUND_EPOCH_25} epochs of epoch 25."
+        f"Mean convergence epochs: {means}. Paired differences: {'; '.join(parts)}. "
+        f"{'All' if near_25 else 'Not all'} means lie within {AROUND_EPOCH_25} epochs of epoch 25. "
+        "No significant difference is not proof of equal speed, only an absence of evidence against it."
     )
 
 
-def claim_mae_flat(results: list[LossResult]) -> tuple[str, str]:
-    maes = [r for r in results if isinstance(r.spec, MaeLoss)]
-    if not maes:
+def claim_mae_flat(results: list[LossResult]) -> Verdict:
+    mae = next((r for r in results if isinstance(r.spec, MaeLoss)), None)
+    if mae is None:
         return "not testable", "This run has no MAE/L1 loss, so claim 3 cannot be checked."
-    mae = maes[0]
-    first, last = float(mae.history["train_loss"].iloc[0]), float(mae.history["train_loss"].iloc[-1])
-    change = (first - last) / first if first else 0.0
-    flat = abs(change) <= BARELY_CHANGES
-    near = abs(mae.test_acc - 0.4) <= NEAR_04
+    by_seed = mae.history.sort_values("epoch").groupby("seed")["train_loss"]
+    change = float(((by_seed.first() - by_seed.last()) / by_seed.first()).mean())
+    accuracy = mae.mean("final_test_acc")
+    flat, near = abs(change) <= BARELY_CHANGES, abs(accuracy - 0.4) <= NEAR_04
     verdict = "supported" if flat and near else ("partly supported" if flat or near else "not supported")
     return verdict, (
-        f"{mae.label}: training loss went from {first:.4f} (epoch 1) to {last:.4f} "
-        f"({100 * change:.1f}% lower; we call ≤{100 * BARELY_CHANGES:.0f}% 'barely changes'), "
-        f"final test accuracy {points(mae.test_acc)}% (claim: about 40%, we allow ±{points(NEAR_04)} points). "
-        "The MAE gradient through the softmax vanishes for confidently wrong predictions, which is why it "
-        "learns slowly; the 0.4 figure is CIFAR-10's and need not carry over to other data."
+        f"{mae.label}: the training loss fell by {100 * change:.1f}% from epoch 1 to the end on average "
+        f"(we call ≤{100 * BARELY_CHANGES:.0f}% 'barely changes'); final test accuracy "
+        f"{points(accuracy)}% (claim: about 40%, we allow ±{points(NEAR_04)} points). The MAE gradient "
+        "through the softmax vanishes for confidently wrong predictions, which is why it learns slowly; "
+        "the 0.4 figure is CIFAR-10's and need not carry over to other data."
     )
 
 
-def claim_gamma_range(results: list[LossResult]) -> tuple[str, str]:
-    # CE is focal with γ=0, so it joins the γ axis.
-    by_gamma: dict[float, LossResult] = {}
+def claim_gamma_range(results: list[LossResult]) -> Verdict:
+    by_gamma: dict[float, LossResult] = {}  # CE is focal with γ=0
     for r in results:
         if isinstance(r.spec, CeLoss):
             by_gamma.setdefault(0.0, r)
         elif isinstance(r.spec, FocalLoss) and r.spec.alpha is None:
             by_gamma.setdefault(r.spec.gamma, r)
-    if len(by_gamma) < 2:
-        return "not testable", "Claim 4 needs at least two values of γ (CE counts as γ=0)."
-    gammas = sorted(by_gamma)
-    best_gamma = max(gammas, key=lambda g: by_gamma[g].test_acc)
-    listing = ", ".join(f"γ={g:g}: {points(by_gamma[g].test_acc)}%" for g in gammas)
-    larger_not_better = best_gamma != gammas[-1]
-    in_range = 0.5 <= best_gamma <= 2
-    verdict = "supported" if larger_not_better and in_range else "not supported"
-    # How sure is "best inside [0.5, 2]" (or not)? The gap between the best γ
-    # inside that range and the best outside it.
-    inside_range = [by_gamma[g] for g in gammas if 0.5 <= g <= 2]
-    outside_range = [by_gamma[g] for g in gammas if not 0.5 <= g <= 2]
-    if inside_range and outside_range:
-        best_in = max(inside_range, key=lambda r: r.test_acc)
-        best_out = max(outside_range, key=lambda r: r.test_acc)
-        verdict = within_noise(verdict, best_in.test_acc - best_out.test_acc, gap_margin(best_in, best_out))
-    inside = [g for g in gammas if 0.5 < g < 2]
-    return verdict, (
-        f"Final test accuracy by γ: {listing}. Best γ = {best_gamma:g}; the largest γ tried "
-        f"({gammas[-1]:g}) is {'not ' if larger_not_better else ''}the best. "
-        + (
-            ""
-            if inside
-            else "No γ strictly between 0.5 and 2 was trained, so 'between 0.5 and 2 is best' is only "
-            "checked at the ends of that range; add a loss with γ=1 (or run the γ sweep) to test inside it."
+    inside = [g for g in by_gamma if 0.5 <= g <= 2]
+    outside = [g for g in by_gamma if not 0.5 <= g <= 2]
+    if not inside or not outside:
+        return "not testable", "Claim 4 needs a γ inside [0.5, 2] and one outside it (CE counts as γ=0)."
+    listing = ", ".join(f"γ={g:g}: {points(by_gamma[g].mean('final_test_acc'))}%" for g in sorted(by_gamma))
+    best_in = max((by_gamma[g] for g in inside), key=lambda r: r.mean("final_test_acc"))
+    best_out = max((by_gamma[g] for g in outside), key=lambda r: r.mean("final_test_acc"))
+    comparison = paired_comparison(best_in.per_seed("final_test_acc"), best_out.per_seed("final_test_acc"))
+    note = (
+        ""
+        if any(0.5 < g < 2 for g in by_gamma)
+        else " No γ strictly between 0.5 and 2 was trained here; the γ sweep (README) tests inside the range."
+    )
+    return combine([direction(comparison)], "higher"), (
+        f"Final test accuracy by γ (seed means): {listing}. Best inside [0.5, 2] ({best_in.label}) minus "
+        f"best outside ({best_out.label}): {describe(comparison)}.{note}"
+    )
+
+
+def head_and_tail(class_counts: dict[str, Any]) -> tuple[list[int], list[int]]:
+    counts = list(class_counts["train"].values())
+    order = sorted(range(len(counts)), key=lambda c: counts[c], reverse=True)
+    size = min(HEAD_TAIL_CLASSES, len(counts) // 2)
+    return order[:size], order[-size:]
+
+
+def claim_imbalance_noise(results: list[LossResult], class_counts: dict[str, Any]) -> Verdict:
+    ce = next((r for r in results if isinstance(r.spec, CeLoss)), None)
+    focals = [r for r in results if isinstance(r.spec, FocalLoss)]
+    imbalanced = class_counts.get("imbalance_ratio", 1.0) > 1
+    noisy = class_counts.get("label_noise", 0.0) > 0
+    if not (imbalanced or noisy) or ce is None or not focals:
+        counts = list(class_counts["train"].values())
+        return "not testable", (
+            f"This run's training set has a largest/smallest class ratio of {max(counts) / max(1, min(counts)):.2f} "
+            "and clean labels (or lacks CE or a focal loss), so it carries no evidence about class imbalance "
+            "or label noise. Set data.imbalance_ratio or data.label_noise (README) to test claim 5."
         )
+    directions, parts = [], []
+    if imbalanced:
+        _, tail = head_and_tail(class_counts)
+        for focal in focals:
+            focal_tail = [
+                float(np.mean([s["per_class_recall"][c] for c in tail]))
+                for s in focal.metrics["per_seed"].values()
+            ]
+            ce_tail = [
+                float(np.mean([s["per_class_recall"][c] for c in tail]))
+                for s in ce.metrics["per_seed"].values()
+            ]
+            comparison = paired_comparison(focal_tail, ce_tail)
+            directions.append(direction(comparison))
+            parts.append(f"tail-class recall, {focal.label} − CE: {describe(comparison)}")
+    if noisy:
+        for focal in focals:
+            comparison = paired_comparison(focal.per_seed("final_test_acc"), ce.per_seed("final_test_acc"))
+            directions.append(direction(comparison))
+            parts.append(
+                f"test accuracy under {points(class_counts['label_noise'])}% label noise, {focal.label} − CE: {describe(comparison)}"
+            )
+    return combine(directions, "higher"), (
+        "Focal should beat CE on the minority classes of a long-tailed set, and CE should lose more to "
+        f"noisy labels. Paired differences: {'; '.join(parts)}. (Sensitivity to noise proper is the drop "
+        "from a clean run, which `dvc metrics diff` against the clean commit shows.)"
     )
 
 
-def claim_imbalance_noise(class_counts: dict[str, Any]) -> tuple[str, str]:
-    train_counts = list(class_counts["train"].values())
-    ratio = max(train_counts) / max(1, min(train_counts))
-    return "not testable", (
-        f"This run's training set has a largest/smallest class ratio of {ratio:.2f} and clean labels, "
-        "so it carries no evidence about class imbalance or label noise either way. The study's data "
-        "(balanced CIFAR-10) could not show it either."
-    )
+# --- report -------------------------------------------------------------------------------
 
 
-# --- report ---------------------------------------------------------------------
+def _cell(result: LossResult, key: str, digits: int = 4) -> str:
+    summary = result.metrics[key]
+    text = f"{summary['mean']:.{digits}f} ± {summary['std']:.{digits}f}"
+    if summary["ci95_low"] is not None:
+        text += f" [{summary['ci95_low']:.{digits}f}, {summary['ci95_high']:.{digits}f}]"
+    return text
 
 
 def results_table(results: list[LossResult], ranking: list[str]) -> pd.DataFrame:
     rows = []
     for r in results:
-        m = r.metrics
+        final_wall = r.history.groupby("seed")["wall_time_s"].last().mean()
         rows.append(
             {
                 "rank": ranking.index(r.name) + 1,
                 "loss": r.label,
                 "stage": f"train@{r.name}",
-                "final test acc": f"{m['final_test_acc']:.4f}",
-                "best test acc (epoch)": f"{m['best_test_acc']:.4f} ({m['best_epoch']})",
-                "final train acc": f"{m['final_train_acc']:.4f}",
-                "final train loss": f"{m['final_train_loss']:.4f}",
-                "final test loss": f"{m['final_test_loss']:.4f}",
-                "converged (epoch)": m["convergence_epoch"],
-                "wall time (s)": f"{r.history['wall_time_s'].iloc[-1]:.1f}",
+                "final test acc": _cell(r, "final_test_acc"),
+                "final train acc": _cell(r, "final_train_acc", 3),
+                "macro-F1": f"{r.mean('macro_f1'):.3f}",
+                "ECE": f"{r.mean('ece'):.3f}",
+                "NLL": f"{r.mean('nll'):.3f}",
+                "Brier": f"{r.mean('brier'):.3f}",
+                "converged (epoch)": f"{r.mean('convergence_epoch'):.1f}",
+                "plateau (epoch)": f"{r.mean('plateau_epoch'):.1f}",
+                "wall time per seed (s)": f"{final_wall:.1f}",
             }
         )
     return pd.DataFrame(rows).sort_values("rank")
+
+
+def significance_table(results: list[LossResult]) -> pd.DataFrame:
+    rows = []
+    for first, second in combinations(results, 2):
+        comparison = paired_comparison(first.per_seed("final_test_acc"), second.per_seed("final_test_acc"))
+        verdict = direction(comparison)
+        rows.append(
+            {
+                "first": first.label,
+                "second": second.label,
+                "mean difference (points)": round(100 * comparison["mean_difference"], 2),
+                "95% CI low": None
+                if comparison["ci95_low"] is None
+                else round(100 * comparison["ci95_low"], 2),
+                "95% CI high": None
+                if comparison["ci95_high"] is None
+                else round(100 * comparison["ci95_high"], 2),
+                "p (paired t)": None if comparison["p_value"] is None else round(comparison["p_value"], 4),
+                "verdict": f"{first.label} {verdict}" if verdict != "no significant difference" else verdict,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def recall_table(results: list[LossResult], classes: list[str]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [{"loss": r.label} | {c: f"{r.metrics['per_class_recall'][c]:.3f}" for c in classes} for r in results]
+    )
 
 
 def report(params: Params, root: Path, console: Console) -> dict[str, Any]:
@@ -313,14 +467,21 @@ def report(params: Params, root: Path, console: Console) -> dict[str, Any]:
     if not counts_path.is_file():
         raise MissingInput(f"{counts_path} is missing: run `dvc repro prepare` first")
     class_counts = json.loads(counts_path.read_text())
-    ranking = [r.name for r in sorted(results, key=lambda r: r.test_acc, reverse=True)]
-    n_test = int(results[0].metrics["test_samples"])
-    margin = sampling_margin(0.5, n_test)  # the widest there is: p(1 - p) peaks at 0.5
+    classes = list(class_counts["train"])
+    seeds = params.train.seeds
+    ranking = [r.name for r in sorted(results, key=lambda r: r.mean("final_test_acc"), reverse=True)]
 
-    draw_curves(results, root / CURVES_FIGURE)
+    curves = {r.name: seed_mean_curves(r) for r in results}
+    draw_curves(results, curves, root / CURVES_FIGURE, len(seeds))
     draw_final_accuracy(results, root / ACCURACY_FIGURE)
-    overlay = pd.concat([r.history.assign(loss=r.label) for r in results], ignore_index=True)
+    draw_reliability(results, root / RELIABILITY_FIGURE)
+    overlay = pd.concat(
+        [curves[r.name][["epoch", "lr", *CURVE_COLUMNS]].assign(loss=r.label) for r in results],
+        ignore_index=True,
+    )
     write_with(root / CURVES_TABLE, lambda path: overlay.to_csv(path, index=False))
+    significance = significance_table(results)
+    write_with(root / SIGNIFICANCE_TABLE, lambda path: significance.to_csv(path, index=False))
 
     claims = [
         ("1. Focal γ=0.5 reaches the highest train and test accuracy.", claim_best_focal(results)),
@@ -332,7 +493,7 @@ def report(params: Params, root: Path, console: Console) -> dict[str, Any]:
         ("4. A γ between 0.5 and 2 is best; larger γ is not better.", claim_gamma_range(results)),
         (
             "5. Focal loss helps with class imbalance; CE is sensitive to label noise.",
-            claim_imbalance_noise(class_counts),
+            claim_imbalance_noise(results, class_counts),
         ),
     ]
     summary = {
@@ -343,35 +504,88 @@ def report(params: Params, root: Path, console: Console) -> dict[str, Any]:
     write_json(root / SUMMARY_FILE, summary)
 
     settings = results[0].metrics["settings"]
-    table = results_table(results, ranking)
+    n_train, n_test = int(results[0].metrics["train_samples"]), int(results[0].metrics["test_samples"])
+    variants = []
+    if class_counts.get("imbalance_ratio", 1.0) > 1:
+        variants.append(f"long-tailed training set (imbalance ratio {class_counts['imbalance_ratio']:g})")
+    if class_counts.get("label_noise", 0.0) > 0:
+        variants.append(f"{points(class_counts['label_noise'])}% of training labels flipped")
     lines = [
         "# Which loss? Results of this run",
         "",
-        f"Dataset **{class_counts['dataset']}**: {int(results[0].metrics['train_samples'])} training and "
-        f"{n_test} test images. Protocol: {settings['epochs']} epochs, batch {settings['batch_size']}, "
-        f"SGD lr {settings['lr']:g} momentum {settings['momentum']:g}, lr × {settings['lr_decay_factor']:g} "
-        f"every {settings['lr_step_epochs']} epochs, seed {settings['seed']}. Ranked by final test accuracy.",
+        f"Dataset **{class_counts['dataset']}**{' — ' + ', '.join(variants) if variants else ''}: "
+        f"{n_train} training and {n_test} test images. Protocol: {settings['epochs']} epochs, batch "
+        f"{settings['batch_size']}, SGD lr {settings['lr']:g} momentum {settings['momentum']:g}, lr × "
+        f"{settings['lr_decay_factor']:g} every {settings['lr_step_epochs']} epochs. Every loss trained with "
+        f"seeds {', '.join(map(str, seeds))} (the same initial weights, batch order and augmentation per seed). "
+        "Ranked by mean final test accuracy; cells are mean ± std [95% CI of the mean].",
         "",
-        table.to_markdown(index=False),
-        "",
-        f"One run per loss. An accuracy measured on {n_test} test images is uncertain by up to "
-        f"±{points(margin)} points (95%) from test-set sampling alone; seed-to-seed variation comes on top "
-        "and is not measured by a single run, so small gaps "
-        "between losses are not evidence of a real difference.",
+        results_table(results, ranking).to_markdown(index=False),
         "",
         f"![Loss and accuracy per epoch]({CURVES_FIGURE.name})",
         "",
         f"![Final accuracy per loss]({ACCURACY_FIGURE.name})",
         "",
+        "## Which differences are real?",
+        "",
+        "Every pair of losses on final test accuracy, seed by seed: mean difference (first minus second) in "
+        "percentage points, its 95% t interval, and the paired t-test. "
+        + (
+            "With one seed no test is possible."
+            if len(seeds) < 2
+            else f"With {len(seeds)} seeds only large, consistent gaps reach p < 0.05."
+        ),
+        "",
+        significance.to_markdown(index=False),
+        "",
+        "## Per-class recall (seed mean)",
+        "",
+        recall_table(results, classes).to_markdown(index=False),
+        "",
+    ]
+    if class_counts.get("imbalance_ratio", 1.0) > 1:
+        head, tail = head_and_tail(class_counts)
+        rows = [
+            {
+                "loss": r.label,
+                "head recall": f"{np.mean([r.metrics['per_class_recall'][classes[c]] for c in head]):.3f}",
+                "tail recall": f"{np.mean([r.metrics['per_class_recall'][classes[c]] for c in tail]):.3f}",
+            }
+            for r in results
+        ]
+        lines += [
+            f"Head classes ({', '.join(classes[c] for c in head)}) have the most training images, tail classes "
+            f"({', '.join(classes[c] for c in tail)}) the fewest; the test set is balanced.",
+            "",
+            pd.DataFrame(rows).to_markdown(index=False),
+            "",
+        ]
+    lines += [
+        "## Calibration",
+        "",
+        "ECE: 15 equal-width bins of the top-class probability; the share of test images in each bin times "
+        "|accuracy − mean confidence|, summed. NLL: mean −log p(true class). Brier: mean squared distance "
+        "between the probability vector and the one-hot label. Reliability diagrams pool all seeds.",
+        "",
+        f"![Reliability diagrams]({RELIABILITY_FIGURE.name})",
+        "",
         "## The study's claims, measured",
+        "",
+        f"Definitions: a run *converges* at the first epoch whose test accuracy is within "
+        f"{points(CONVERGENCE_TOLERANCE)} points of its best; its loss *plateaus* at the first epoch after which "
+        f"the training loss never falls more than {100 * PLATEAU_TOLERANCE:.0f}% below that epoch's value. "
+        "Verdicts: *supported (significant)* — every comparison goes the claimed way at p < 0.05; "
+        "*opposite (significant)* — at least one goes the other way at p < 0.05; *not significant* — neither.",
         "",
     ]
     for title, (verdict, text) in claims:
         lines += [f"**{title}** — *{verdict}*. {text}", ""]
     write_text(root / REPORT_FILE, "\n".join(lines))
 
-    console.print(f"[bold]report[/]: ranking by final test accuracy: {' > '.join(ranking)}")
+    console.print(f"[bold]report[/]: ranking by mean final test accuracy: {' > '.join(ranking)}")
     for title, (verdict, _) in claims:
         console.print(f"  claim {title.split('.')[0]}: {verdict}")
-    console.print(f"  wrote {REPORT_FILE}, {CURVES_FIGURE}, {ACCURACY_FIGURE}, {SUMMARY_FILE}")
+    console.print(
+        f"  wrote {REPORT_FILE}, {CURVES_FIGURE}, {ACCURACY_FIGURE}, {RELIABILITY_FIGURE}, {SUMMARY_FILE}"
+    )
     return summary

@@ -26,6 +26,8 @@ MODELS_DIR = Path("data/models")
 CHECKPOINT_DIR = Path("data/checkpoints")  # per-epoch training state; not a DVC output
 METRICS_DIR = Path("metrics")
 HISTORY_DIR = Path("plots/history")
+CONFUSION_DIR = Path("plots/confusion")  # actual vs predicted test class, first seed
+CALIBRATION_DIR = Path("plots/calibration")  # reliability bins per seed
 PLOTS_DIR = Path("plots")
 
 

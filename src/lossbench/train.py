@@ -1,4 +1,4 @@
-"""Stage train@NAME: train the protocol network with one loss and record its curves.
+"""Stage train@NAME: train the protocol network with one loss, once per seed.
 
 The whole dataset lives in tensors on the training device; each batch is
 gathered, cropped, flipped and normalised in a few tensor ops. Per-batch sums
@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from rich.console import Console
@@ -23,11 +24,15 @@ from rich.console import Console
 from lossbench import augment, losses, model
 from lossbench.augment import Normalizer, crop_and_flip, pad_images
 from lossbench.errors import ParamsError, TrainingDiverged, TrainingInterrupted
+from lossbench.evaluation import TestEvaluation, evaluate_probabilities
 from lossbench.losses import PerSampleLoss, make_loss
 from lossbench.model import ProtocolNet
 from lossbench.params import Params, loss_label
+from lossbench.stats import summarize
 from lossbench.storage import (
+    CALIBRATION_DIR,
     CHECKPOINT_DIR,
+    CONFUSION_DIR,
     HISTORY_DIR,
     METRICS_DIR,
     MODELS_DIR,
@@ -41,6 +46,23 @@ from lossbench.storage import (
 # A run has converged at the first epoch whose test accuracy is within this
 # much (0.5 percentage points) of the best test accuracy of the run.
 CONVERGENCE_TOLERANCE = 0.005
+# A run's training loss has plateaued at the first epoch after which it never
+# falls more than this fraction (1%) below that epoch's value.
+PLATEAU_TOLERANCE = 0.01
+# Per-seed numbers that metrics/NAME.json summarises with mean, std and 95% CI.
+HEADLINE_METRICS = (
+    "final_test_acc",
+    "best_test_acc",
+    "final_train_acc",
+    "final_train_loss",
+    "final_test_loss",
+    "convergence_epoch",
+    "plateau_epoch",
+    "macro_f1",
+    "ece",
+    "nll",
+    "brier",
+)
 
 
 @dataclass(frozen=True)
@@ -56,6 +78,7 @@ class DeviceData:
     test_images: torch.Tensor
     test_labels: torch.Tensor
     normalize: Normalizer
+    num_classes: int
 
     @classmethod
     def from_prepared(cls, data: PreparedData, device: torch.device) -> DeviceData:
@@ -66,20 +89,22 @@ class DeviceData:
             test_images=normalize(torch.from_numpy(data.test_images).to(device)),
             test_labels=torch.from_numpy(data.test_labels).to(device),
             normalize=normalize,
+            num_classes=len(data.classes),
         )
 
 
 @dataclass(frozen=True)
 class EpochRecord:
+    seed: int
     epoch: int
     lr: float
     train_loss: float
     train_acc: float
     test_loss: float
     test_acc: float
-    # Training time so far (data loading included), summed over interruptions.
-    # Kept out of metrics/NAME.json so that a rerun with the same params gives
-    # identical metrics.
+    # Training time of this seed so far (data loading included), summed over
+    # interruptions. Kept out of metrics/NAME.json so that a rerun with the
+    # same params gives identical metrics.
     wall_time_s: float
 
 
@@ -95,22 +120,32 @@ def resolve_device(choice: str) -> torch.device:
 
 @torch.inference_mode()
 def evaluate(
-    model: torch.nn.Module,
+    network: torch.nn.Module,
     images: torch.Tensor,
     labels: torch.Tensor,
     loss_fn: PerSampleLoss,
     batch_size: int,
 ) -> tuple[float, float]:
     """Mean loss and accuracy over a whole (normalised, unaugmented) set."""
-    model.eval()
+    network.eval()
     loss_sum = torch.zeros((), device=images.device)
     correct = torch.zeros((), device=images.device, dtype=torch.int64)
     for start in range(0, len(labels), batch_size):
-        logits = model(images[start : start + batch_size])
+        logits = network(images[start : start + batch_size])
         targets = labels[start : start + batch_size]
         loss_sum += loss_fn(logits, targets).sum()
         correct += (logits.argmax(dim=1) == targets).sum()
     return loss_sum.item() / len(labels), correct.item() / len(labels)
+
+
+@torch.inference_mode()
+def test_probabilities(network: torch.nn.Module, images: torch.Tensor, batch_size: int) -> np.ndarray:
+    network.eval()
+    chunks = [
+        network(images[start : start + batch_size]).double().softmax(dim=1)
+        for start in range(0, len(images), batch_size)
+    ]
+    return torch.cat(chunks).cpu().numpy()
 
 
 def convergence_epoch(test_accuracy: list[float]) -> int:
@@ -118,21 +153,30 @@ def convergence_epoch(test_accuracy: list[float]) -> int:
     return next(epoch for epoch, acc in enumerate(test_accuracy, 1) if acc >= best - CONVERGENCE_TOLERANCE)
 
 
+def plateau_epoch(train_loss: list[float]) -> int:
+    return next(
+        epoch
+        for epoch, loss in enumerate(train_loss, 1)
+        if min(train_loss[epoch - 1 :]) >= loss * (1 - PLATEAU_TOLERANCE)
+    )
+
+
 def effective_settings(params: Params, name: str, device: torch.device) -> dict[str, Any]:
     return (
         params.losses[name].model_dump(exclude_none=True)
-        | params.train.model_dump(exclude={"device", "threads"})
+        | params.train.model_dump(exclude={"device", "threads", "seeds"})
         | {"device": device.type, "threads": torch.get_num_threads(), "dataset": params.data.dataset}
     )
 
 
-def run_fingerprint(params: Params, name: str, prepared_dir: Path) -> str:
+def run_fingerprint(params: Params, name: str, seed: int, prepared_dir: Path) -> str:
     """What a checkpoint must match to be resumed: the training params, this
-    loss's entry, the prepared data's bytes and the training code's source."""
+    loss's entry, the seed, the prepared data's bytes and the training code."""
     digest = hashlib.sha256()
     settings = {
-        "train": params.train.model_dump(mode="json"),
+        "train": params.train.model_dump(mode="json", exclude={"seeds"}),
         "loss": params.losses[name].model_dump(mode="json"),
+        "seed": seed,
     }
     digest.update(json.dumps(settings, sort_keys=True).encode())
     for path in sorted(prepared_dir.iterdir()):
@@ -157,32 +201,26 @@ def load_checkpoint(path: Path, fingerprint: str, console: Console) -> dict[str,
     return checkpoint
 
 
-def train(params: Params, name: str, root: Path, console: Console) -> dict[str, Any]:
-    """Train loss `name` of params.losses; write its weights, metrics and history.
-
-    After every epoch the full training state goes to a checkpoint, so a run
-    that is interrupted (Ctrl-C, SIGTERM, SIGKILL) resumes from its last
-    completed epoch and ends with the same numbers as an uninterrupted one.
-    """
-    if name not in params.losses:
-        raise ParamsError(f"losses.{name}: no such loss in params.yaml; defined: {', '.join(params.losses)}")
-    spec, config = params.losses[name], params.train
-    label = loss_label(spec)
-    device = resolve_device(config.device)
-    if config.threads:
-        torch.set_num_threads(config.threads)
+def train_seed(
+    params: Params,
+    name: str,
+    seed: int,
+    tensors: DeviceData,
+    loss_fn: PerSampleLoss,
+    checkpoint_path: Path,
+    fingerprint: str,
+    console: Console,
+) -> tuple[ProtocolNet, list[EpochRecord]]:
+    """Train one seed to the end, checkpointing after every epoch and resuming
+    from a matching checkpoint (a finished one just hands back its network)."""
+    config = params.train
+    device = tensors.train_labels.device
     started = time.perf_counter()
-
-    data = load_prepared(root / PREPARED_DIR)
-    num_classes = len(data.classes)
-    loss_fn = make_loss(name, spec, num_classes, device)
-    tensors = DeviceData.from_prepared(data, device)
-    n_train, n_test = len(tensors.train_labels), len(tensors.test_labels)
-
-    torch.manual_seed(config.seed)  # model initialisation
-    generator = torch.Generator(device=device).manual_seed(config.seed)  # order and augmentation
-    height, width = data.train_images.shape[2:]
-    network = ProtocolNet(num_classes, height, width).to(device)
+    n_train = len(tensors.train_labels)
+    torch.manual_seed(seed)  # model initialisation
+    generator = torch.Generator(device=device).manual_seed(seed)  # order and augmentation
+    height, width = tensors.test_images.shape[2:]
+    network = ProtocolNet(tensors.num_classes, height, width).to(device)
     optimizer = torch.optim.SGD(
         network.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
@@ -190,8 +228,6 @@ def train(params: Params, name: str, root: Path, console: Console) -> dict[str, 
         optimizer, step_size=config.lr_step_epochs, gamma=config.lr_decay_factor
     )
 
-    checkpoint_path = root / CHECKPOINT_DIR / f"{name}.pt"
-    fingerprint = run_fingerprint(params, name, root / PREPARED_DIR)
     history: list[EpochRecord] = []
     elapsed_before = 0.0  # training time spent before an interruption
     checkpoint = load_checkpoint(checkpoint_path, fingerprint, console)
@@ -202,11 +238,8 @@ def train(params: Params, name: str, root: Path, console: Console) -> dict[str, 
         generator.set_state(checkpoint["generator"])
         history = [EpochRecord(**record) for record in checkpoint["history"]]
         elapsed_before = history[-1].wall_time_s if history else 0.0
-    console.print(
-        f"[bold]train@{name}[/]: {label}, {n_train} train / {n_test} test images, "
-        f"{config.epochs} epochs on {device.type} ({torch.get_num_threads()} threads)"
-        + (f", resuming after epoch {len(history)}" if history else "")
-    )
+        if len(history) < config.epochs:
+            console.print(f"  {name} seed {seed}: resuming after epoch {len(history)}")
 
     epoch = len(history) + 1
     try:
@@ -234,13 +267,15 @@ def train(params: Params, name: str, root: Path, console: Console) -> dict[str, 
             if not torch.isfinite(loss_sum):
                 checkpoint_path.unlink(missing_ok=True)  # a diverged run is not worth resuming
                 raise TrainingDiverged(
-                    f"train@{name} ({label}): the training loss became {train_loss} in epoch {epoch}; "
-                    "nothing was written. Lower train.lr or check the loss settings."
+                    f"train@{name} ({loss_label(params.losses[name])}): the training loss became "
+                    f"{train_loss} in epoch {epoch} (seed {seed}); nothing was written. "
+                    "Lower train.lr or check the loss settings."
                 )
             test_loss, test_acc = evaluate(
                 network, tensors.test_images, tensors.test_labels, loss_fn, config.test_batch_size
             )
             record = EpochRecord(
+                seed=seed,
                 epoch=epoch,
                 lr=lr,
                 train_loss=train_loss,
@@ -260,45 +295,120 @@ def train(params: Params, name: str, root: Path, console: Console) -> dict[str, 
             }
             write_with(checkpoint_path, partial(torch.save, state))
             console.print(
-                f"  {name} epoch {epoch:>3}/{config.epochs}  lr {lr:.4g}  "
+                f"  {name} seed {seed} epoch {epoch:>3}/{config.epochs}  lr {lr:.4g}  "
                 f"train loss {record.train_loss:.4f} acc {record.train_acc:.4f}  "
                 f"test loss {test_loss:.4f} acc {test_acc:.4f}  ({time.perf_counter() - epoch_started:.1f}s)"
             )
     except KeyboardInterrupt:
-        done = len(history)
         raise TrainingInterrupted(
-            f"train@{name}: interrupted in epoch {epoch}; "
-            + (f"epochs 1-{done} are saved in {checkpoint_path}, and " if done else "")
+            f"train@{name}: interrupted in epoch {epoch} of seed {seed}; "
+            + (f"epochs 1-{len(history)} are saved in {checkpoint_path}, and " if history else "")
             + "`dvc repro` resumes from there"
         ) from None
+    return network, history
 
-    accuracies = [record.test_acc for record in history]
-    best = max(range(len(history)), key=lambda i: accuracies[i])
+
+def seed_metrics(history: list[EpochRecord], evaluation: TestEvaluation) -> dict[str, Any]:
+    test_accuracy = [r.test_acc for r in history]
     final = history[-1]
-    metrics = {
-        "loss": name,
-        "label": label,
+    return {
         "final_test_acc": final.test_acc,
-        "best_test_acc": history[best].test_acc,
-        "best_epoch": history[best].epoch,
-        "convergence_epoch": convergence_epoch(accuracies),
+        "best_test_acc": max(test_accuracy),
         "final_train_acc": final.train_acc,
         "final_train_loss": final.train_loss,
         "final_test_loss": final.test_loss,
+        "convergence_epoch": convergence_epoch(test_accuracy),
+        "plateau_epoch": plateau_epoch([r.train_loss for r in history]),
+        "macro_f1": evaluation.macro_f1,
+        "ece": evaluation.ece,
+        "nll": evaluation.nll,
+        "brier": evaluation.brier,
+    }
+
+
+def train(params: Params, name: str, root: Path, console: Console) -> dict[str, Any]:
+    """Train loss `name` of params.losses once per seed; write its weights,
+    metrics (per seed and summarised), history, confusion and calibration data.
+
+    After every epoch the full training state goes to a checkpoint, so a run
+    that is interrupted (Ctrl-C, SIGTERM, SIGKILL) resumes from its last
+    completed epoch and ends with the same numbers as an uninterrupted one.
+    """
+    if name not in params.losses:
+        raise ParamsError(f"losses.{name}: no such loss in params.yaml; defined: {', '.join(params.losses)}")
+    spec, config = params.losses[name], params.train
+    label = loss_label(spec)
+    device = resolve_device(config.device)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+
+    data = load_prepared(root / PREPARED_DIR)
+    loss_fn = make_loss(name, spec, len(data.classes), device)
+    tensors = DeviceData.from_prepared(data, device)
+    n_train, n_test = len(data.train_labels), len(data.test_labels)
+    console.print(
+        f"[bold]train@{name}[/]: {label}, {n_train} train / {n_test} test images, "
+        f"{config.epochs} epochs x seeds {config.seeds} on {device.type} ({torch.get_num_threads()} threads)"
+    )
+
+    networks, history, per_seed, reliability = {}, [], {}, []
+    evaluations: dict[int, TestEvaluation] = {}
+    checkpoints = []
+    for seed in config.seeds:
+        checkpoint_path = root / CHECKPOINT_DIR / name / f"seed-{seed}.pt"
+        checkpoints.append(checkpoint_path)
+        fingerprint = run_fingerprint(params, name, seed, root / PREPARED_DIR)
+        network, seed_history = train_seed(
+            params, name, seed, tensors, loss_fn, checkpoint_path, fingerprint, console
+        )
+        probabilities = test_probabilities(network, tensors.test_images, config.test_batch_size)
+        evaluation = evaluate_probabilities(probabilities, data.test_labels)
+        networks[f"seed{seed}"] = network.state_dict()
+        history += seed_history
+        evaluations[seed] = evaluation
+        per_seed[f"seed{seed}"] = seed_metrics(seed_history, evaluation) | {
+            "per_class_recall": evaluation.per_class_recall
+        }
+        reliability += [{"seed": seed} | row for row in evaluation.reliability]
+        console.print(
+            f"  {name} seed {seed}: test acc {seed_history[-1].test_acc:.4f}, macro-F1 "
+            f"{evaluation.macro_f1:.4f}, ECE {evaluation.ece:.4f} ({seed_history[-1].wall_time_s:.1f}s)"
+        )
+
+    recall = np.array([per_seed[f"seed{s}"]["per_class_recall"] for s in config.seeds])
+    metrics: dict[str, Any] = {"loss": name, "label": label, "seeds": list(config.seeds)}
+    metrics |= {key: summarize([per_seed[f"seed{s}"][key] for s in config.seeds]) for key in HEADLINE_METRICS}
+    metrics |= {
+        "per_class_recall": dict(zip(data.classes, recall.mean(axis=0).tolist(), strict=True)),
+        "per_seed": per_seed,
         "train_samples": n_train,
         "test_samples": n_test,
         "settings": effective_settings(params, name, device),
     }
-    write_with(root / MODELS_DIR / f"{name}.pt", lambda path: torch.save(network.state_dict(), path))
+    first = evaluations[config.seeds[0]]
+    confusion = pd.DataFrame(
+        {
+            "actual": [data.classes[i] for i in data.test_labels],
+            "predicted": [data.classes[i] for i in first.predictions],
+        }
+    )
+    write_with(root / MODELS_DIR / f"{name}.pt", partial(torch.save, networks))
     write_with(
         root / HISTORY_DIR / f"{name}.csv",
         lambda path: pd.DataFrame([asdict(r) for r in history]).to_csv(path, index=False),
     )
+    write_with(root / CONFUSION_DIR / f"{name}.csv", lambda path: confusion.to_csv(path, index=False))
+    write_with(
+        root / CALIBRATION_DIR / f"{name}.csv",
+        lambda path: pd.DataFrame(reliability).to_csv(path, index=False),
+    )
     write_json(root / METRICS_DIR / f"{name}.json", metrics)
-    checkpoint_path.unlink(missing_ok=True)
+    for checkpoint_path in checkpoints:
+        checkpoint_path.unlink(missing_ok=True)
+    accuracy = metrics["final_test_acc"]
     console.print(
-        f"[bold]train@{name}[/] done in {final.wall_time_s:.1f}s: final test acc {final.test_acc:.4f}, "
-        f"best {history[best].test_acc:.4f} (epoch {history[best].epoch}), "
-        f"converged at epoch {metrics['convergence_epoch']}"
+        f"[bold]train@{name}[/] done: final test acc {accuracy['mean']:.4f} ± {accuracy['std']:.4f} "
+        f"over {len(config.seeds)} seed(s), ECE {metrics['ece']['mean']:.4f}, "
+        f"converged at epoch {metrics['convergence_epoch']['mean']:.1f} on average"
     )
     return metrics

@@ -1,0 +1,88 @@
+"""What a trained network does on the test set beyond accuracy: per-class
+recall, macro-F1, and calibration (ECE, NLL, Brier score, reliability bins)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+ECE_BINS = 15
+
+
+@dataclass(frozen=True)
+class TestEvaluation:
+    predictions: np.ndarray  # predicted class per test image
+    per_class_recall: list[float]
+    macro_f1: float
+    ece: float
+    nll: float
+    brier: float
+    reliability: list[dict[str, Any]]  # one row per confidence bin
+
+
+def per_class_recall_and_macro_f1(
+    labels: np.ndarray, predictions: np.ndarray, num_classes: int
+) -> tuple[list[float], float]:
+    recalls, f1s = [], []
+    for label in range(num_classes):
+        true_positive = int(np.sum((predictions == label) & (labels == label)))
+        actual = int(np.sum(labels == label))
+        predicted = int(np.sum(predictions == label))
+        recall = true_positive / actual if actual else 0.0
+        precision = true_positive / predicted if predicted else 0.0
+        recalls.append(recall)
+        f1s.append(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+    return recalls, float(np.mean(f1s))
+
+
+def calibration_bins(
+    confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS
+) -> list[dict[str, Any]]:
+    """Equal-width bins over (0, 1] of the top-class probability (bin i holds
+    i/bins < confidence <= (i+1)/bins; a confidence of 0 goes to bin 0)."""
+    index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    rows = []
+    for b in range(bins):
+        members = index == b
+        count = int(members.sum())
+        rows.append(
+            {
+                "bin": b,
+                "lower": b / bins,
+                "upper": (b + 1) / bins,
+                "count": count,
+                "confidence": float(confidence[members].mean()) if count else None,
+                "accuracy": float(correct[members].mean()) if count else None,
+            }
+        )
+    return rows
+
+
+def expected_calibration_error(rows: list[dict[str, Any]]) -> float:
+    """Sum over bins of (share of images in the bin) * |accuracy - confidence|."""
+    total = sum(row["count"] for row in rows)
+    return float(
+        sum(row["count"] / total * abs(row["accuracy"] - row["confidence"]) for row in rows if row["count"])
+    )
+
+
+def evaluate_probabilities(probabilities: np.ndarray, labels: np.ndarray) -> TestEvaluation:
+    """`probabilities` (N, C): softmax outputs in float64; `labels` (N,)."""
+    num_classes = probabilities.shape[1]
+    predictions = probabilities.argmax(axis=1)
+    confidence = probabilities.max(axis=1)
+    rows = calibration_bins(confidence, predictions == labels)
+    recalls, macro_f1 = per_class_recall_and_macro_f1(labels, predictions, num_classes)
+    true_class = probabilities[np.arange(len(labels)), labels]
+    one_hot = np.eye(num_classes)[labels]
+    return TestEvaluation(
+        predictions=predictions,
+        per_class_recall=recalls,
+        macro_f1=macro_f1,
+        ece=expected_calibration_error(rows),
+        nll=float(-np.log(np.clip(true_class, 1e-12, None)).mean()),
+        brier=float(((probabilities - one_hot) ** 2).sum(axis=1).mean()),
+        reliability=rows,
+    )

@@ -1,0 +1,66 @@
+import math
+
+import numpy as np
+import pytest
+
+from lossbench.evaluation import calibration_bins, evaluate_probabilities, expected_calibration_error
+from lossbench.stats import direction, paired_comparison, summarize
+
+
+def test_summary_with_the_t_interval() -> None:
+    summary = summarize([1.0, 2.0, 3.0])
+    # mean 2, sd 1, t(0.975, df=2) = 4.302653 -> half-width 4.302653 / sqrt(3) = 2.484138
+    assert summary["mean"] == 2.0 and summary["std"] == pytest.approx(1.0)
+    assert summary["ci95_low"] == pytest.approx(2 - 2.484138, abs=1e-6)
+    assert summary["ci95_high"] == pytest.approx(2 + 2.484138, abs=1e-6)
+
+
+def test_one_value_has_no_interval() -> None:
+    assert summarize([0.7]) == {"mean": 0.7, "std": 0.0, "ci95_low": None, "ci95_high": None, "n": 1}
+    comparison = paired_comparison([0.7], [0.6])
+    assert comparison["p_value"] is None and direction(comparison) == "no significant difference"
+
+
+def test_paired_t_test_by_hand() -> None:
+    # Differences 1, 2, 3: t = 2 / (1 / sqrt 3) = 3.4641 with 2 df; for df = 2 the t CDF
+    # is 1/2 + t / (2 sqrt(2 + t^2)), so p = 1 - t / sqrt(2 + t^2) = 0.074180.
+    comparison = paired_comparison([1.0, 2.0, 3.0], [0.0, 0.0, 0.0])
+    t = 2 / (1 / math.sqrt(3))
+    assert comparison["p_value"] == pytest.approx(1 - t / math.sqrt(2 + t * t), rel=1e-6)
+    assert comparison["mean_difference"] == 2.0
+    assert direction(comparison) == "no significant difference"
+
+
+def test_pairing_removes_the_shared_seed_effect() -> None:
+    # Seed effects are large, the loss effect small but constant: paired, it is significant.
+    seed_effect = np.array([0.50, 0.60, 0.70, 0.55])
+    comparison = paired_comparison(seed_effect + 0.01, seed_effect)
+    assert comparison["mean_difference"] == pytest.approx(0.01)
+    assert comparison["p_value"] == 0.0 and direction(comparison) == "higher"
+    assert direction(paired_comparison(seed_effect, seed_effect + 0.01)) == "lower"
+
+
+def test_ece_on_a_hand_made_example() -> None:
+    confidence = np.array([0.95, 0.95, 0.55, 0.55])
+    correct = np.array([True, False, True, True])
+    rows = calibration_bins(confidence, correct)
+    assert len(rows) == 15 and [r["count"] for r in rows if r["count"]] == [2, 2]
+    assert rows[14]["accuracy"] == 0.5 and rows[8]["accuracy"] == 1.0
+    # bin 14: 2/4 * |0.5 - 0.95| ; bin 8: 2/4 * |1.0 - 0.55|
+    assert expected_calibration_error(rows) == pytest.approx(0.45)
+
+
+def test_bin_edges_are_upper_inclusive() -> None:
+    rows = calibration_bins(np.array([1 / 15, 1.0, 0.0]), np.array([True, True, True]))
+    assert rows[0]["count"] == 2 and rows[14]["count"] == 1
+
+
+def test_nll_brier_recall_and_macro_f1_by_hand() -> None:
+    probabilities = np.array([[0.8, 0.2], [0.4, 0.6]])
+    evaluation = evaluate_probabilities(probabilities, np.array([0, 0]))
+    assert evaluation.predictions.tolist() == [0, 1]
+    assert evaluation.nll == pytest.approx(-(math.log(0.8) + math.log(0.4)) / 2)
+    assert evaluation.brier == pytest.approx(((0.2**2 + 0.2**2) + (0.6**2 + 0.6**2)) / 2)
+    assert evaluation.per_class_recall == [0.5, 0.0]
+    # class 0: precision 1, recall 0.5 -> F1 2/3; class 1: precision 0 -> F1 0
+    assert evaluation.macro_f1 == pytest.approx(1 / 3)
