@@ -44,7 +44,8 @@ def main() -> None:
     network = json.loads((METRICS_DIR / "ce.json").read_text())
     print(f"linear softmax on pixels: train {linear_train:.4f}  test {linear_test:.4f}")
     print(
-        f"protocol network, CE:     train {network['final_train_acc']:.4f}  test {network['final_test_acc']:.4f}"
+        f"protocol network, CE:     train {network['final_train_acc']['mean']:.4f}  "
+        f"test {network['final_test_acc']['mean']:.4f} (mean of seeds {network['seeds']})"
     )
 
 
