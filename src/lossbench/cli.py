@@ -99,6 +99,9 @@ def report(params: ParamsOption = Path("params.yaml"), root: RootOption = Path("
 @app.command("sweep-report")
 def sweep_report(
     loss: Annotated[str, typer.Option("--loss", help="The focal loss whose γ the sweep varied.")],
+    all_commits: Annotated[
+        bool, typer.Option("--all-commits", help="Include experiments of every commit, not just HEAD's.")
+    ] = False,
     params: ParamsOption = Path("params.yaml"),
     root: RootOption = Path("."),
 ) -> None:
@@ -107,7 +110,7 @@ def sweep_report(
     def step(loaded: Params, console: Console) -> object:
         from lossbench.sweep import sweep_report as run_sweep_report
 
-        return run_sweep_report(loaded, loss, root, console)
+        return run_sweep_report(loaded, loss, root, console, all_commits)
 
     _run(params, step)
 

@@ -40,14 +40,34 @@ def experiment_records(exp_show: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return records
 
 
+def _other_params(params: dict[str, Any], loss: str) -> str:
+    """Everything but losses.<loss>.gamma, as a comparable string."""
+    rest = json.loads(json.dumps(params))
+    rest.get("losses", {}).get(loss, {}).pop("gamma", None)
+    return json.dumps(rest, sort_keys=True)
+
+
 def sweep_points(records: list[dict[str, Any]], loss: str) -> pd.DataFrame:
-    """One row per (γ, seed) with final test accuracy and ECE; each distinct run counted once."""
+    """One row per (γ, seed) with final test accuracy and ECE; each distinct run counted once.
+
+    Only runs that differ in nothing but this γ belong to one sweep: of the
+    groups of runs sharing all other params, the one with the most γ values wins.
+    """
+    groups: dict[str, set[float]] = {}
+    for record in records:
+        params = (record.get("params") or {}).get("params.yaml", {}).get("data", {})
+        spec = params.get("losses", {}).get(loss, {})
+        if spec.get("kind") == "focal":
+            groups.setdefault(_other_params(params, loss), set()).add(float(spec["gamma"]))
+    sweep = max(groups, key=lambda key: len(groups[key]), default=None)
     rows, seen = [], set()
     for record in records:
         params = (record.get("params") or {}).get("params.yaml", {}).get("data", {})
         metrics = (record.get("metrics") or {}).get(f"metrics/{loss}.json", {}).get("data")
         spec = params.get("losses", {}).get(loss, {})
         if not metrics or spec.get("kind") != "focal" or "per_seed" not in metrics:
+            continue
+        if _other_params(params, loss) != sweep:
             continue
         gamma = float(spec["gamma"])
         per_seed = metrics["per_seed"]
@@ -100,13 +120,17 @@ def draw_sweep(points: pd.DataFrame, loss: str, path: Path) -> pd.DataFrame:
     return table
 
 
-def sweep_report(params: Params, loss: str, root: Path, console: Console) -> pd.DataFrame:
+def sweep_report(
+    params: Params, loss: str, root: Path, console: Console, all_commits: bool = False
+) -> pd.DataFrame:
     if not isinstance(params.losses.get(loss), FocalLoss):
         raise ParamsError(
             f"losses.{loss}: sweep-report needs a focal loss; focal entries: "
             + ", ".join(n for n, s in params.losses.items() if isinstance(s, FocalLoss))
         )
-    shown = subprocess.run(["dvc", "exp", "show", "--json"], cwd=root, capture_output=True, text=True)
+    # By default DVC lists the experiments of the current commit only.
+    command = ["dvc", "exp", "show", "--json", *(["--all-commits"] if all_commits else [])]
+    shown = subprocess.run(command, cwd=root, capture_output=True, text=True)
     if shown.returncode != 0:
         raise MissingInput(f"`dvc exp show --json` failed: {shown.stderr.strip()}")
     points = sweep_points(experiment_records(json.loads(shown.stdout)), loss)
