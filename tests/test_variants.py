@@ -1,7 +1,10 @@
+import copy
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
+from conftest import TINY_PARAMS, run_in, write_params
 from rich.console import Console
 
 from lossbench.params import parse_params
@@ -62,3 +65,19 @@ def test_same_seed_same_noise(tmp_path: Path) -> None:
     _prepare(tmp_path / "b", label_noise=0.1, imbalance_ratio=5)
     a, b = (load_prepared(tmp_path / run / PREPARED_DIR) for run in "ab")
     assert np.array_equal(a.train_labels, b.train_labels) and np.array_equal(a.train_images, b.train_images)
+
+
+def test_report_on_a_long_tailed_noisy_run_tests_claim_five(tmp_path: Path) -> None:
+    params = copy.deepcopy(TINY_PARAMS)
+    params["data"] |= {"imbalance_ratio": 3.0, "label_noise": 0.1}  # type: ignore[operator]
+    params["losses"] = {"ce": {"kind": "ce"}, "focal": {"kind": "focal", "gamma": 2.0}}
+    write_params(tmp_path, params)
+    for command in (["prepare"], ["train", "ce"], ["train", "focal"], ["report"]):
+        run_in(tmp_path, sys.executable, "-m", "lossbench", *command)
+    report = (tmp_path / "plots" / "report.md").read_text()
+    assert "tail recall" in report
+    # Head and tail by the training counts (after noise): the LT profile's first and last classes.
+    assert "Head classes (disc, " in report and "checker) the fewest" in report
+    claim = next(line for line in report.splitlines() if line.startswith("**5."))
+    assert "not testable" not in claim
+    assert "tail-class recall, Focal (γ=2) − CE" in claim and "under 10.0% label noise" in claim

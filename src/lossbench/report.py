@@ -372,16 +372,15 @@ def claim_imbalance_noise(results: list[LossResult], class_counts: dict[str, Any
     directions, parts = [], []
     if imbalanced:
         _, tail = head_and_tail(class_counts)
+
+        def tail_recall(result: LossResult) -> list[float]:
+            return [
+                float(np.mean([s["per_class_recall"][c] for c in tail]))
+                for s in result.metrics["per_seed"].values()
+            ]
+
         for focal in focals:
-            focal_tail = [
-                float(np.mean([s["per_class_recall"][c] for c in tail]))
-                for s in focal.metrics["per_seed"].values()
-            ]
-            ce_tail = [
-                float(np.mean([s["per_class_recall"][c] for c in tail]))
-                for s in ce.metrics["per_seed"].values()
-            ]
-            comparison = paired_comparison(focal_tail, ce_tail)
+            comparison = paired_comparison(tail_recall(focal), tail_recall(ce))
             directions.append(direction(comparison))
             parts.append(f"tail-class recall, {focal.label} − CE: {describe(comparison)}")
     if noisy:

@@ -7,6 +7,7 @@ that has results for the loss, and plots the seed mean with a min-max band.
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 from pathlib import Path
@@ -42,7 +43,7 @@ def experiment_records(exp_show: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _other_params(params: dict[str, Any], loss: str) -> str:
     """Everything but losses.<loss>.gamma, as a comparable string."""
-    rest = json.loads(json.dumps(params))
+    rest = copy.deepcopy(params)
     rest.get("losses", {}).get(loss, {}).pop("gamma", None)
     return json.dumps(rest, sort_keys=True)
 
