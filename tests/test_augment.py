@@ -4,7 +4,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision import transforms
 
-from lossbench.augment import CIFAR10_MEAN, CIFAR10_STD, PADDING, Normalizer, crop_and_flip, pad_images
+from lossbench.augment import CIFAR10_MEAN, CIFAR10_STD, PADDING, Normalizer, PaddedPixels, pad_images
 from lossbench.storage import PreparedData
 from lossbench.train import DeviceData
 
@@ -20,7 +20,10 @@ def test_crops_match_torchvision_with_the_same_offsets_and_cover_every_offset() 
     images = _random_uint8(4000)
     padded = pad_images(images)
     index = torch.arange(len(images))
-    out = crop_and_flip(padded, index, torch.Generator().manual_seed(3))
+    # The identity "normalisation" keeps pixel values comparable with the uint8 source.
+    pixels = PaddedPixels.from_images(images, lambda batch: batch.float())
+    out = pixels.crop_and_flip(index, torch.Generator().manual_seed(3)).to(torch.uint8)
+    assert out.shape == (4000, 3, 32, 32) and out.is_contiguous(memory_format=torch.channels_last)
 
     tops, lefts, flips = [], [], []
     for i in range(601):  # enough to see every offset
@@ -44,8 +47,11 @@ def test_crops_match_torchvision_with_the_same_offsets_and_cover_every_offset() 
 
 def test_about_half_the_images_are_flipped() -> None:
     # Left-right symmetric source can't tell a flip; use an image whose column index is its value.
-    columns = torch.arange(40, dtype=torch.int64).expand(20000, 1, 40, 40).contiguous()
-    out = crop_and_flip(columns, torch.arange(20000), torch.Generator().manual_seed(5))
+    columns = torch.arange(40, dtype=torch.float32).expand(20000, 1, 40, 40)
+    out = PaddedPixels.from_padded(columns).crop_and_flip(
+        torch.arange(20000), torch.Generator().manual_seed(5)
+    )
+    out = out.long()
     flipped = (out[:, 0, 0, 0] > out[:, 0, 0, 1]).double()
     # Binomial(20000, 0.5): 4 standard deviations is 0.014.
     assert abs(flipped.mean().item() - 0.5) < 0.014
@@ -74,4 +80,17 @@ def test_test_images_are_only_normalised_never_augmented() -> None:
     )
     tensors = DeviceData.from_prepared(data, CPU)
     torch.testing.assert_close(tensors.test_images, Normalizer(CPU)(test))
-    assert tensors.train_padded.dtype == torch.uint8 and tensors.train_padded.shape == (10, 3, 40, 40)
+    # Training pixels: padded with black, then normalised, one row per pixel.
+    expected_pixels = Normalizer(CPU)(pad_images(train)).permute(0, 2, 3, 1).reshape(-1, 3)
+    torch.testing.assert_close(tensors.train_pixels.pixels, expected_pixels)
+
+
+def test_crops_of_normalised_pixels_are_normalised_crops() -> None:
+    images = _random_uint8(64, seed=4)
+    normalize = Normalizer(CPU)
+    raw = PaddedPixels.from_images(images, lambda batch: batch.float())
+    normalised = PaddedPixels.from_images(images, normalize)
+    index = torch.arange(63, -1, -1)
+    crops = normalised.crop_and_flip(index, torch.Generator().manual_seed(9))
+    raw_crops = raw.crop_and_flip(index, torch.Generator().manual_seed(9))
+    torch.testing.assert_close(crops, normalize(raw_crops.to(torch.uint8)))

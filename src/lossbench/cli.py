@@ -96,6 +96,27 @@ def report(params: ParamsOption = Path("params.yaml"), root: RootOption = Path("
     _run_stage(params, "report", root)
 
 
+@app.command()
+def repro(
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs", "-j", min=1, help="Training stages run at once (default: cores / train.threads)."
+        ),
+    ] = None,
+    params: ParamsOption = Path("params.yaml"),
+    root: RootOption = Path("."),
+) -> None:
+    """The whole pipeline, like `dvc repro`, with the training stages run concurrently."""
+
+    def step(loaded: Params, console: Console) -> object:
+        from lossbench.runner import repro as run_repro
+
+        return run_repro(loaded, root, console, jobs)
+
+    _run(params, step)
+
+
 @app.command("sweep-report")
 def sweep_report(
     loss: Annotated[str, typer.Option("--loss", help="The focal loss whose γ the sweep varied.")],

@@ -88,8 +88,11 @@ class TrainParams(Strict):
     # Every training stage trains every seed; the report compares losses seed by seed.
     seeds: list[int] = Field(default=[1, 2, 3], min_length=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # Intra-op threads for torch; 0 keeps torch's default (one per core).
-    threads: int = Field(default=0, ge=0)
+    # Intra-op threads for torch on CPU. CPU results depend on the thread count
+    # (reduction order), so it is a fixed number by default: `dvc repro` and
+    # `lossbench repro --jobs N` then give the same metrics on any machine.
+    # 0 = torch's default (one per core; `lossbench repro` splits the cores).
+    threads: int = Field(default=1, ge=0)
 
     @field_validator("seeds")
     @classmethod

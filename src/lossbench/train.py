@@ -22,7 +22,7 @@ import torch
 from rich.console import Console
 
 from lossbench import augment, losses, model
-from lossbench.augment import Normalizer, crop_and_flip, pad_images
+from lossbench.augment import Normalizer, PaddedPixels
 from lossbench.errors import ParamsError, TrainingDiverged, TrainingInterrupted
 from lossbench.evaluation import TestEvaluation, evaluate_probabilities
 from lossbench.losses import PerSampleLoss, make_loss
@@ -69,26 +69,26 @@ HEADLINE_METRICS = (
 class DeviceData:
     """The prepared data as tensors on the training device.
 
-    Training images stay uint8 and padded, to be cropped, flipped and normalised
-    batch by batch; test images are normalised once and never augmented.
+    Training images are padded and normalised once, to be cropped and flipped
+    batch by batch; test images are normalised once and never augmented. Both
+    come out channels_last, the layout the network is run in.
     """
 
-    train_padded: torch.Tensor
+    train_pixels: PaddedPixels
     train_labels: torch.Tensor
     test_images: torch.Tensor
     test_labels: torch.Tensor
-    normalize: Normalizer
     num_classes: int
 
     @classmethod
     def from_prepared(cls, data: PreparedData, device: torch.device) -> DeviceData:
         normalize = Normalizer(device)
+        test_images = normalize(torch.from_numpy(data.test_images).to(device))
         return cls(
-            train_padded=pad_images(torch.from_numpy(data.train_images).to(device)),
+            train_pixels=PaddedPixels.from_images(torch.from_numpy(data.train_images).to(device), normalize),
             train_labels=torch.from_numpy(data.train_labels).to(device),
-            test_images=normalize(torch.from_numpy(data.test_images).to(device)),
+            test_images=test_images.contiguous(memory_format=torch.channels_last),
             test_labels=torch.from_numpy(data.test_labels).to(device),
-            normalize=normalize,
             num_classes=len(data.classes),
         )
 
@@ -169,22 +169,26 @@ def effective_settings(params: Params, name: str, device: torch.device) -> dict[
     )
 
 
-def run_fingerprint(params: Params, name: str, seed: int, prepared_dir: Path) -> str:
-    """What a checkpoint must match to be resumed: the training params, this
-    loss's entry, the seed, the prepared data's bytes and the training code."""
+def inputs_digest(prepared_dir: Path) -> bytes:
+    """sha256 of the prepared data's bytes and of the training code."""
     digest = hashlib.sha256()
-    settings = {
-        "train": params.train.model_dump(mode="json", exclude={"seeds"}),
-        "loss": params.losses[name].model_dump(mode="json"),
-        "seed": seed,
-    }
-    digest.update(json.dumps(settings, sort_keys=True).encode())
     for path in sorted(prepared_dir.iterdir()):
         with path.open("rb") as handle:
             digest.update(path.name.encode() + hashlib.file_digest(handle, "sha256").digest())
     for module in (augment, losses, model, sys.modules[__name__]):
         digest.update(Path(module.__file__ or "").read_bytes())
-    return digest.hexdigest()
+    return digest.digest()
+
+
+def run_fingerprint(params: Params, name: str, seed: int, inputs: bytes) -> str:
+    """What a checkpoint must match to be resumed: the training params, this
+    loss's entry, the seed, and the data and code (`inputs_digest`)."""
+    settings = {
+        "train": params.train.model_dump(mode="json", exclude={"seeds"}),
+        "loss": params.losses[name].model_dump(mode="json"),
+        "seed": seed,
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode() + inputs).hexdigest()
 
 
 def load_checkpoint(path: Path, fingerprint: str, console: Console) -> dict[str, Any] | None:
@@ -220,7 +224,7 @@ def train_seed(
     torch.manual_seed(seed)  # model initialisation
     generator = torch.Generator(device=device).manual_seed(seed)  # order and augmentation
     height, width = tensors.test_images.shape[2:]
-    network = ProtocolNet(tensors.num_classes, height, width).to(device)
+    network = ProtocolNet(tensors.num_classes, height, width).to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(
         network.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
@@ -252,7 +256,7 @@ def train_seed(
             order = torch.randperm(n_train, generator=generator, device=device)
             for start in range(0, n_train, config.batch_size):
                 index = order[start : start + config.batch_size]
-                images = tensors.normalize(crop_and_flip(tensors.train_padded, index, generator))
+                images = tensors.train_pixels.crop_and_flip(index, generator)
                 targets = tensors.train_labels[index]
                 logits = network(images)
                 batch_losses = loss_fn(logits, targets)
@@ -352,12 +356,13 @@ def train(params: Params, name: str, root: Path, console: Console) -> dict[str, 
     )
 
     networks, history, per_seed, reliability = {}, [], {}, []
-    evaluations: dict[int, TestEvaluation] = {}
+    first_evaluation: TestEvaluation | None = None  # its predictions make the confusion plot
     checkpoints = []
+    inputs = inputs_digest(root / PREPARED_DIR)
     for seed in config.seeds:
         checkpoint_path = root / CHECKPOINT_DIR / name / f"seed-{seed}.pt"
         checkpoints.append(checkpoint_path)
-        fingerprint = run_fingerprint(params, name, seed, root / PREPARED_DIR)
+        fingerprint = run_fingerprint(params, name, seed, inputs)
         network, seed_history = train_seed(
             params, name, seed, tensors, loss_fn, checkpoint_path, fingerprint, console
         )
@@ -365,7 +370,7 @@ def train(params: Params, name: str, root: Path, console: Console) -> dict[str, 
         evaluation = evaluate_probabilities(probabilities, data.test_labels)
         networks[f"seed{seed}"] = network.state_dict()
         history += seed_history
-        evaluations[seed] = evaluation
+        first_evaluation = first_evaluation or evaluation
         per_seed[f"seed{seed}"] = seed_metrics(seed_history, evaluation) | {
             "per_class_recall": evaluation.per_class_recall
         }
@@ -385,11 +390,11 @@ def train(params: Params, name: str, root: Path, console: Console) -> dict[str, 
         "test_samples": n_test,
         "settings": effective_settings(params, name, device),
     }
-    first = evaluations[config.seeds[0]]
+    assert first_evaluation is not None  # params require at least one seed
     confusion = pd.DataFrame(
         {
             "actual": [data.classes[i] for i in data.test_labels],
-            "predicted": [data.classes[i] for i in first.predictions],
+            "predicted": [data.classes[i] for i in first_evaluation.predictions],
         }
     )
     write_with(root / MODELS_DIR / f"{name}.pt", partial(torch.save, networks))
