@@ -246,7 +246,7 @@ def repro(params: Params, root: Path, console: Console, jobs: int | None = None)
                 run.state = "not started"
         print_summary(runs, root, console, time.perf_counter() - started)
         raise TrainingInterrupted(
-            "lossbench repro: stopped; finished stages are recorded in dvc.lock and "
+            "stopped; finished stages are recorded in dvc.lock and "
             "interrupted ones resume from their last epoch on the next run"
         ) from None
     for run in runs:

@@ -1,0 +1,83 @@
+"""Beyond one machine, with DVC's own engines: the experiment queue from a
+fresh checkout, and the run-cache shared through a remote (a local folder)."""
+
+import json
+import re
+import time
+from pathlib import Path
+
+import yaml
+from conftest import run_in, write_params
+
+LOSSES = ("mae", "ce", "focal_low", "focal_high")
+
+
+def _commit(root: Path, message: str) -> None:
+    run_in(root, "git", "add", "-A")
+    run_in(root, "git", "commit", "-qm", message)
+
+
+def test_queued_seed_grid_regenerates_the_data_in_each_temporary_workspace(project: Path) -> None:
+    # Nothing has run here: no dvc.lock and an empty cache, so each queued
+    # experiment must run prepare itself in its temporary workspace.
+    _commit(project, "init")
+    for seed in (5, 6):
+        run_in(project, "dvc", "exp", "run", "--queue", "-S", f"train.seeds=[{seed}]")
+    run_in(project, "dvc", "queue", "start", "-j", "2")
+    deadline = time.monotonic() + 400
+    while re.search(r"\b(Queued|Running)\b", run_in(project, "dvc", "queue", "status").stdout):
+        assert time.monotonic() < deadline, "queued experiments did not finish"
+        time.sleep(2)
+    status = run_in(project, "dvc", "queue", "status").stdout
+    assert status.count("Success") == 2, status
+
+    shown = json.loads(run_in(project, "dvc", "exp", "show", "--json").stdout)
+    experiments = [exp for commit in shown for exp in commit.get("experiments") or []]
+    seeds = set()
+    for experiment in experiments:
+        data = experiment["revs"][0]["data"]
+        experiment_seeds = data["params"]["params.yaml"]["data"]["train"]["seeds"]
+        seeds.add(tuple(experiment_seeds))
+        for name in LOSSES:
+            metrics = data["metrics"][f"metrics/{name}.json"]["data"]
+            assert list(metrics["per_seed"]) == [f"seed{seed}" for seed in experiment_seeds]
+            assert 0.0 <= metrics["final_test_acc"]["mean"] <= 1.0
+    assert seeds == {(5,), (6,)}
+    # The workspace itself was not touched.
+    assert not (project / "dvc.lock").exists()
+
+
+def test_run_cache_pushed_from_one_machine_is_reused_on_another(project: Path, tmp_path: Path) -> None:
+    remote = tmp_path / "remote"
+    run_in(project, "dvc", "remote", "add", "-d", "shared", str(remote))
+    _commit(project, "init with a shared remote")
+    other = tmp_path / "other-machine"
+    run_in(tmp_path, "git", "clone", "-q", str(project), str(other))
+
+    # Machine 1 computes the pipeline and shares its run-cache.
+    run_in(project, "dvc", "repro")
+    run_in(project, "dvc", "push", "--run-cache")
+
+    # Machine 2, same commit, nothing computed: pull the run-cache and reproduce.
+    run_in(other, "dvc", "pull", "--run-cache", check=False)  # no dvc.lock yet: only the run-cache comes
+    reused = run_in(other, "dvc", "repro")
+    # prepare and report rerun (seconds; their uncached outputs keep them out of
+    # the run-cache); prepare rebuilds identical data, so no training stage retrains.
+    for stage in (f"train@{n}" for n in LOSSES):
+        assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in reused.stdout, stage
+    assert "Running stage 'prepare'" in reused.stdout and "Running stage 'report'" in reused.stdout
+    assert " epoch " not in reused.stdout  # nothing was trained
+    for name in LOSSES:
+        assert (other / "metrics" / f"{name}.json").read_bytes() == (
+            project / "metrics" / f"{name}.json"
+        ).read_bytes()
+    assert "Data and pipelines are up to date." in run_in(other, "dvc", "status").stdout
+
+    # A γ that machine 1 never ran trains only that stage; the report reruns too.
+    params = yaml.safe_load((other / "params.yaml").read_text())
+    params["losses"]["focal_high"]["gamma"] = 1.0
+    write_params(other, params)
+    changed = run_in(other, "dvc", "repro")
+    assert "Running stage 'train@focal_high'" in changed.stdout
+    assert "Running stage 'report'" in changed.stdout
+    assert changed.stdout.count("Running stage") == 2
