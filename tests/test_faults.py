@@ -131,15 +131,15 @@ def test_a_diverging_loss_stops_with_the_loss_and_epoch_named(prepared: Path) ->
     assert result.returncode == 1
     assert "train@ce (CE): the training loss became nan in epoch 1" in result.stderr
     assert "Traceback" not in result.stderr
-    assert not (prepared / "metrics").exists() and not (prepared / "data" / "models").exists()
+    assert not (prepared / "data" / "runs").exists()
 
 
 def test_a_failed_metrics_write_is_a_clear_error_and_leaves_no_partial_file(prepared: Path) -> None:
     # The metrics path is taken by a folder: the rename onto it fails, as a full disk would.
-    (prepared / "metrics" / "ce.json").mkdir(parents=True)
+    (prepared / "data" / "runs" / "ce" / "metrics.json").mkdir(parents=True)
     result = lossbench(prepared, "train", "ce")
     assert result.returncode == 1
-    assert "could not write metrics/ce.json" in result.stderr and "Traceback" not in result.stderr
+    assert "could not write data/runs/ce/metrics.json" in result.stderr and "Traceback" not in result.stderr
     assert _temporaries(prepared) == []
 
 
@@ -150,10 +150,10 @@ def test_a_missing_history_names_the_stage_to_rerun(prepared: Path) -> None:
     write_params(prepared, params)
     assert lossbench(prepared, "train", "ce").returncode == 0
     assert lossbench(prepared, "train", "mae").returncode == 0
-    (prepared / "plots" / "history" / "mae.csv").unlink()
+    (prepared / "data" / "runs" / "mae" / "history.csv").unlink()
     result = lossbench(prepared, "report")
     assert result.returncode == 1
-    assert "plots/history/mae.csv is missing: run `dvc repro train@mae` first" in result.stderr
+    assert "data/runs/mae/history.csv is missing: run `dvc repro train@mae` first" in result.stderr
 
 
 def _start_training(root: Path) -> subprocess.Popen[str]:
@@ -178,8 +178,8 @@ def _wait_for(path: Path, process: subprocess.Popen[str]) -> None:
 
 
 def _results(root: Path) -> tuple[dict[str, object], list[str]]:
-    metrics = json.loads((root / "metrics" / "ce.json").read_text())
-    history = (root / "plots" / "history" / "ce.csv").read_text().splitlines()
+    metrics = json.loads((root / "data" / "runs" / "ce" / "metrics.json").read_text())
+    history = (root / "data" / "runs" / "ce" / "history.csv").read_text().splitlines()
     # The last column is wall time, which is allowed to differ.
     return metrics, [line.rsplit(",", 1)[0] for line in history]
 
@@ -188,8 +188,7 @@ def _results(root: Path) -> tuple[dict[str, object], list[str]]:
 def test_interrupted_training_resumes_to_identical_results(prepared: Path, signum: signal.Signals) -> None:
     assert lossbench(prepared, "train", "ce").returncode == 0  # the uninterrupted reference
     expected = _results(prepared)
-    for outputs in ("metrics", "plots", "data/models"):
-        shutil.rmtree(prepared / outputs)
+    shutil.rmtree(prepared / "data" / "runs")
 
     process = _start_training(prepared)
     _wait_for(prepared / "data" / "checkpoints" / "ce" / "seed-1.pt", process)
@@ -201,7 +200,7 @@ def test_interrupted_training_resumes_to_identical_results(prepared: Path, signu
         assert process.returncode == 130
         assert "interrupted: train@ce: interrupted in epoch" in stderr and "`dvc repro` resumes" in stderr
         assert "Traceback" not in stderr
-    assert not (prepared / "metrics" / "ce.json").exists()
+    assert not (prepared / "data" / "runs" / "ce" / "metrics.json").exists()
 
     resumed = lossbench(prepared, "train", "ce")
     assert resumed.returncode == 0, resumed.stderr

@@ -42,7 +42,7 @@ def test_imagefolder_is_resized_split_and_trains_with_the_adapted_network(tmp_pa
     assert counts["train"] == {"cats": 4, "dogs": 4, "owls": 4}  # 6 per class, 2 to test
     assert counts["test"] == {"cats": 2, "dogs": 2, "owls": 2}
     run_in(tmp_path, sys.executable, "-m", "lossbench", "train", "ce")  # a 16x16 network: flatten 8*2*2
-    metrics = json.loads((tmp_path / "metrics" / "ce.json").read_text())
+    metrics = json.loads((tmp_path / "data" / "runs" / "ce" / "metrics.json").read_text())
     assert metrics["train_samples"] == 12 and metrics["test_samples"] == 6
     assert list(metrics["per_class_recall"]) == list(CLASSES)
 

@@ -1,7 +1,8 @@
 """Stage report: compare the losses seed by seed, draw the study's figures, test its claims.
 
-Reads every loss's metrics, history and calibration bins; writes the 2x2 curve
-figure (seed mean with a min-max band), a final accuracy chart, reliability
+Reads every loss's run files (data/runs/NAME) and publishes its metrics,
+history, calibration bins and confusion table to metrics/ and plots/, where git
+and `dvc metrics/plots` see them. Writes the 2x2 curve figure (seed mean with a min-max band), a final accuracy chart, reliability
 diagrams, the overlay table for `dvc plots show`, metrics/summary.json and
 plots/report.md. Labels come from the live params, so a new gamma renames the
 legend.
@@ -10,7 +11,9 @@ legend.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
+from functools import partial
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -29,9 +32,11 @@ from lossbench.stats import direction, paired_comparison
 from lossbench.storage import (
     CALIBRATION_DIR,
     CLASS_COUNTS_FILE,
+    CONFUSION_DIR,
     HISTORY_DIR,
     METRICS_DIR,
     PLOTS_DIR,
+    RunFiles,
     write_json,
     write_text,
     write_with,
@@ -76,11 +81,8 @@ class LossResult:
 def load_results(params: Params, root: Path) -> list[LossResult]:
     results = []
     for name, spec in params.losses.items():
-        paths = [
-            root / METRICS_DIR / f"{name}.json",
-            root / HISTORY_DIR / f"{name}.csv",
-            root / CALIBRATION_DIR / f"{name}.csv",
-        ]
+        run = RunFiles.of(root, name)
+        paths = [run.metrics, run.history, run.calibration, run.confusion]
         for path in paths:
             if not path.is_file():
                 raise MissingInput(f"{path} is missing: run `dvc repro train@{name}` first")
@@ -94,6 +96,29 @@ def load_results(params: Params, root: Path) -> list[LossResult]:
             LossResult(name, loss_label(spec), spec, metrics, pd.read_csv(paths[1]), pd.read_csv(paths[2]))
         )
     return results
+
+
+def publish(params: Params, root: Path) -> list[Path]:
+    """Copy every loss's run files to metrics/ and plots/ (the report stage's
+    outputs, tracked by git); files of losses no longer in params.yaml go."""
+    targets = {
+        METRICS_DIR: ("metrics", ".json"),
+        HISTORY_DIR: ("history", ".csv"),
+        CALIBRATION_DIR: ("calibration", ".csv"),
+        CONFUSION_DIR: ("confusion", ".csv"),
+    }
+    written = []
+    for folder, (kind, suffix) in targets.items():
+        wanted = {root / folder / f"{name}{suffix}" for name in params.losses}
+        for stale in (root / folder).glob(f"*{suffix}"):
+            if stale not in wanted and stale != root / SUMMARY_FILE:
+                stale.unlink()
+        for name in params.losses:
+            source: Path = getattr(RunFiles.of(root, name), kind)
+            target = root / folder / f"{name}{suffix}"
+            write_with(target, partial(shutil.copyfile, source))
+            written.append(target)
+    return written
 
 
 def points(value: float) -> str:
@@ -462,6 +487,7 @@ def recall_table(results: list[LossResult], classes: list[str]) -> pd.DataFrame:
 
 def report(params: Params, root: Path, console: Console) -> dict[str, Any]:
     results = load_results(params, root)
+    publish(params, root)
     counts_path = root / CLASS_COUNTS_FILE
     if not counts_path.is_file():
         raise MissingInput(f"{counts_path} is missing: run `dvc repro prepare` first")
@@ -585,6 +611,7 @@ def report(params: Params, root: Path, console: Console) -> dict[str, Any]:
     for title, (verdict, _) in claims:
         console.print(f"  claim {title.split('.')[0]}: {verdict}")
     console.print(
-        f"  wrote {REPORT_FILE}, {CURVES_FIGURE}, {ACCURACY_FIGURE}, {RELIABILITY_FIGURE}, {SUMMARY_FILE}"
+        f"  wrote {REPORT_FILE}, {CURVES_FIGURE}, {ACCURACY_FIGURE}, {RELIABILITY_FIGURE}, {SUMMARY_FILE}, "
+        f"and each loss's {METRICS_DIR}/NAME.json, {HISTORY_DIR}/, {CALIBRATION_DIR}/, {CONFUSION_DIR}/ files"
     )
     return summary

@@ -27,7 +27,7 @@ from rich.text import Text
 
 from lossbench.errors import LossbenchError, ParamsError, TrainingInterrupted
 from lossbench.params import Params
-from lossbench.storage import METRICS_DIR
+from lossbench.storage import RunFiles
 
 LOG_DIR = Path("logs")  # one log per stage of the last `lossbench repro`
 # The training stage's per-epoch line, e.g. "  ce seed 2 epoch   7/30  lr 0.1 ...".
@@ -277,7 +277,7 @@ def print_summary(runs: list[StageRun], root: Path, console: Console, seconds: f
     style = {"failed": "red", "stopped": "yellow", "not started": "yellow"}
     for run in runs:
         accuracy = ""
-        metrics_path = root / METRICS_DIR / f"{run.stage.removeprefix('train@')}.json"
+        metrics_path = RunFiles.of(root, run.stage.removeprefix("train@")).metrics
         finished = run.state in ("ran", "up to date", "from run-cache")
         if run.stage.startswith("train@") and finished and metrics_path.is_file():
             final = json.loads(metrics_path.read_text())["final_test_acc"]

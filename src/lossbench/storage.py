@@ -22,13 +22,51 @@ from lossbench.errors import MissingInput, OutputWriteError
 # Paths relative to the project root; dvc.yaml names the same ones.
 PREPARED_DIR = Path("data/prepared")
 CLASS_COUNTS_FILE = Path("data/class_counts.json")
-MODELS_DIR = Path("data/models")
+RUNS_DIR = Path("data/runs")  # train@NAME's outputs, all DVC-cached: see RunFiles
 CHECKPOINT_DIR = Path("data/checkpoints")  # per-epoch training state; not a DVC output
+# The report publishes every loss's run files here, for git and `dvc metrics/plots`.
 METRICS_DIR = Path("metrics")
 HISTORY_DIR = Path("plots/history")
 CONFUSION_DIR = Path("plots/confusion")  # actual vs predicted test class, first seed
 CALIBRATION_DIR = Path("plots/calibration")  # reliability bins per seed
 PLOTS_DIR = Path("plots")
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """What train@NAME writes, in one DVC-cached folder data/runs/NAME.
+
+    Every output of a training stage is cached, which is what lets DVC's
+    run-cache hand a finished training stage to another machine (`dvc push
+    --run-cache` only carries cached files). The report copies the text files
+    to metrics/ and plots/, where git tracks them.
+    """
+
+    folder: Path
+
+    @classmethod
+    def of(cls, root: Path, name: str) -> RunFiles:
+        return cls(root / RUNS_DIR / name)
+
+    @property
+    def model(self) -> Path:  # one state dict per seed
+        return self.folder / "model.pt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.folder / "metrics.json"
+
+    @property
+    def history(self) -> Path:
+        return self.folder / "history.csv"
+
+    @property
+    def calibration(self) -> Path:
+        return self.folder / "calibration.csv"
+
+    @property
+    def confusion(self) -> Path:
+        return self.folder / "confusion.csv"
 
 
 @contextmanager

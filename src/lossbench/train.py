@@ -30,14 +30,10 @@ from lossbench.model import ProtocolNet
 from lossbench.params import Params, loss_label
 from lossbench.stats import summarize
 from lossbench.storage import (
-    CALIBRATION_DIR,
     CHECKPOINT_DIR,
-    CONFUSION_DIR,
-    HISTORY_DIR,
-    METRICS_DIR,
-    MODELS_DIR,
     PREPARED_DIR,
     PreparedData,
+    RunFiles,
     load_prepared,
     write_json,
     write_with,
@@ -397,17 +393,12 @@ def train(params: Params, name: str, root: Path, console: Console) -> dict[str, 
             "predicted": [data.classes[i] for i in first_evaluation.predictions],
         }
     )
-    write_with(root / MODELS_DIR / f"{name}.pt", partial(torch.save, networks))
-    write_with(
-        root / HISTORY_DIR / f"{name}.csv",
-        lambda path: pd.DataFrame([asdict(r) for r in history]).to_csv(path, index=False),
-    )
-    write_with(root / CONFUSION_DIR / f"{name}.csv", lambda path: confusion.to_csv(path, index=False))
-    write_with(
-        root / CALIBRATION_DIR / f"{name}.csv",
-        lambda path: pd.DataFrame(reliability).to_csv(path, index=False),
-    )
-    write_json(root / METRICS_DIR / f"{name}.json", metrics)
+    run = RunFiles.of(root, name)
+    write_with(run.model, partial(torch.save, networks))
+    write_with(run.history, lambda path: pd.DataFrame([asdict(r) for r in history]).to_csv(path, index=False))
+    write_with(run.confusion, lambda path: confusion.to_csv(path, index=False))
+    write_with(run.calibration, lambda path: pd.DataFrame(reliability).to_csv(path, index=False))
+    write_json(run.metrics, metrics)
     for checkpoint_path in checkpoints:
         checkpoint_path.unlink(missing_ok=True)
     accuracy = metrics["final_test_acc"]
