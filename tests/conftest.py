@@ -1,7 +1,9 @@
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,6 +40,29 @@ def run_in(cwd: Path, *command: str, check: bool = True) -> subprocess.Completed
             f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
         )
     return result
+
+
+def start_in(cwd: Path, *command: str, merge_stderr: bool = False) -> subprocess.Popen[str]:
+    """Start a command in its own process group (so a test can signal all of it)."""
+    env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def wait_for_queue(root: Path, timeout_s: float = 400) -> str:
+    """Wait until `dvc queue status` shows nothing queued or running; return it."""
+    deadline = time.monotonic() + timeout_s
+    while re.search(r"\b(Queued|Running)\b", run_in(root, "dvc", "queue", "status").stdout):
+        assert time.monotonic() < deadline, "queued experiments did not finish"
+        time.sleep(2)
+    return run_in(root, "dvc", "queue", "status").stdout
 
 
 def write_params(root: Path, params: dict[str, object]) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import BIN, TINY_PARAMS, run_in, write_params
+from conftest import TINY_PARAMS, run_in, start_in, write_params
 
 DELETE = object()
 
@@ -157,16 +157,7 @@ def test_a_missing_history_names_the_stage_to_rerun(prepared: Path) -> None:
 
 
 def _start_training(root: Path) -> subprocess.Popen[str]:
-    env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "lossbench", "train", "ce"],
-        cwd=root,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    return start_in(root, sys.executable, "-m", "lossbench", "train", "ce")
 
 
 def _wait_for(path: Path, process: subprocess.Popen[str]) -> None:

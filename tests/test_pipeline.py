@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import yaml
-from conftest import BIN, run_in, write_params
+from conftest import BIN, run_in, wait_for_queue, write_params
 
 STAGES = ["prepare", "train@mae", "train@ce", "train@focal_low", "train@focal_high", "report"]
 
@@ -165,11 +165,7 @@ def test_gamma_sweep_with_the_experiment_queue_and_sweep_report(project: Path) -
     # data comes from the local cache there, with no manual step.
     run_in(project, "dvc", "exp", "run", "--queue", "-S", "losses.focal.gamma=0,1")
     run_in(project, "dvc", "queue", "start", "-j", "1")
-    deadline = time.monotonic() + 300
-    while re.search(r"\b(Queued|Running)\b", run_in(project, "dvc", "queue", "status").stdout):
-        assert time.monotonic() < deadline, "queued experiments did not finish"
-        time.sleep(2)
-    status = run_in(project, "dvc", "queue", "status").stdout
+    status = wait_for_queue(project)
     assert status.count("Success") == 2, status
 
     result = run_in(project, "lossbench", "sweep-report", "--loss", "focal")

@@ -4,12 +4,11 @@ the same numbers as `dvc repro`, and a clean stop when a stage fails."""
 import copy
 import os
 import signal
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, TINY_PARAMS, run_in, write_params
+from conftest import BIN, TINY_PARAMS, run_in, start_in, write_params
 from rich.console import Console
 
 from lossbench.params import load_params
@@ -102,16 +101,7 @@ def test_ctrl_c_stops_every_stage_and_exits_130(project: Path) -> None:
     params["losses"] = {"slow": {"kind": "ce"}, "slow_mae": {"kind": "mae"}}
     write_params(project, params)
     _commit(project)
-    env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONUNBUFFERED": "1"}
-    runner = subprocess.Popen(
-        ["lossbench", "repro", "--jobs", "2"],
-        cwd=project,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    runner = start_in(project, "lossbench", "repro", "--jobs", "2", merge_stderr=True)
     assert runner.stdout is not None
     seen: list[str] = []
     for line in runner.stdout:

@@ -3,11 +3,10 @@ fresh checkout, and the run-cache shared through a remote (a local folder)."""
 
 import json
 import re
-import time
 from pathlib import Path
 
 import yaml
-from conftest import run_in, write_params
+from conftest import run_in, wait_for_queue, write_params
 
 LOSSES = ("mae", "ce", "focal_low", "focal_high")
 
@@ -24,11 +23,7 @@ def test_queued_seed_grid_regenerates_the_data_in_each_temporary_workspace(proje
     for seed in (5, 6):
         run_in(project, "dvc", "exp", "run", "--queue", "-S", f"train.seeds=[{seed}]")
     run_in(project, "dvc", "queue", "start", "-j", "2")
-    deadline = time.monotonic() + 400
-    while re.search(r"\b(Queued|Running)\b", run_in(project, "dvc", "queue", "status").stdout):
-        assert time.monotonic() < deadline, "queued experiments did not finish"
-        time.sleep(2)
-    status = run_in(project, "dvc", "queue", "status").stdout
+    status = wait_for_queue(project)
     assert status.count("Success") == 2, status
 
     shown = json.loads(run_in(project, "dvc", "exp", "show", "--json").stdout)
