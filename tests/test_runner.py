@@ -88,10 +88,9 @@ def test_a_failing_stage_stops_the_others_and_nothing_half_done_is_recorded(proj
     assert states["train@slow"] == "stopped"
     assert states["train@ce"] == states["train@mae"] == states["report"] == "not started"
     assert "train@bad failed" in result.stderr and "losses.bad.alpha" in result.stderr
-    assert "interrupted in epoch" in (project / "logs" / "train@slow.log").read_text()
-    # The stopped stage left a checkpoint to resume from, and no outputs.
-    assert (project / "data" / "checkpoints" / "slow" / "seed-1.pt").is_file()
-    assert not (project / "metrics" / "slow.json").exists()
+    # Stopped like Ctrl-C (checkpointing whatever epochs it finished), no outputs.
+    assert "interrupted" in (project / "logs" / "train@slow.log").read_text()
+    assert not (project / "data" / "runs" / "slow").exists()
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     assert set(lock["stages"]) == {"prepare"}
 

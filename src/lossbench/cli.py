@@ -37,6 +37,9 @@ def _run(params_path: Path, step: Callable[[Params, Console], object]) -> None:
     console = Console(soft_wrap=True)
     errors = Console(stderr=True, soft_wrap=True)
     signal.signal(signal.SIGTERM, _interrupt)
+    # A shell starts background jobs with SIGINT ignored and Python keeps that;
+    # a stage must still stop cleanly when `lossbench repro` or a user sends it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         step(load_params(params_path), console)
     except TrainingInterrupted as error:
