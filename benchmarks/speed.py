@@ -182,12 +182,13 @@ def pipeline_part(scratch: Path, update: dict[str, Any]) -> list[list[str]]:
     params["losses"]["focal_high"]["gamma"] = 1.0
     (sequential / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     gamma_s = shell(sequential, "dvc", "repro")
+    size = f"{len(params['losses'])} losses × {len(params['train']['seeds'])} seeds"
     return [
         [
             "`dvc repro`, sequential, from prepared data",
             f"{sequential_s:.0f} s",
             "1.00×",
-            "4 losses × 3 seeds",
+            size,
         ],
         [
             "`lossbench repro`, concurrent, from prepared data",

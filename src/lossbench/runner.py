@@ -173,12 +173,8 @@ class Runner:
                     running.remove(run)
                     if self.finish(run) != 0:
                         self.stop_all(running)
-                        for left in waiting:
-                            left.state = "not started"
                         return run
         except KeyboardInterrupt:
-            for left in waiting:
-                left.state = "not started"
             self.stop_all(running)
             raise
         return None
@@ -234,6 +230,7 @@ def repro(params: Params, root: Path, console: Console, jobs: int | None = None)
     runs = [prepare, *trains, rest]
     started = time.perf_counter()
     failed: StageRun | None = None
+    interrupted = False
     try:
         with runner.progress:
             for phase in ([prepare], trains, [rest]):
@@ -241,18 +238,16 @@ def repro(params: Params, root: Path, console: Console, jobs: int | None = None)
                 if failed is not None:
                     break
     except KeyboardInterrupt:
-        for run in runs:
-            if run.state == "waiting":
-                run.state = "not started"
-        print_summary(runs, root, console, time.perf_counter() - started)
-        raise TrainingInterrupted(
-            "stopped; finished stages are recorded in dvc.lock and "
-            "interrupted ones resume from their last epoch on the next run"
-        ) from None
+        interrupted = True
     for run in runs:
         if run.state == "waiting":
             run.state = "not started"
     print_summary(runs, root, console, time.perf_counter() - started)
+    if interrupted:
+        raise TrainingInterrupted(
+            "stopped; finished stages are recorded in dvc.lock and "
+            "interrupted ones resume from their last epoch on the next run"
+        )
     if failed is not None:
         tail = "\n".join(f"    {line}" for line in failed.lines[-12:])
         raise PipelineFailed(
