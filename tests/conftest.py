@@ -6,6 +6,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -32,9 +33,9 @@ TINY_PARAMS = {
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
-def run_in(cwd: Path, *command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run_in(cwd: Path, *command: str, check: bool = True, **popen: Any) -> subprocess.CompletedProcess[str]:
     env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, **popen)
     if check and result.returncode != 0:
         raise AssertionError(
             f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
@@ -69,18 +70,52 @@ def write_params(root: Path, params: dict[str, object]) -> None:
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A fresh git + DVC repository holding this project's pipeline, with tiny params."""
-    root = tmp_path / "project"
-    root.mkdir()
+def _only_readmes(folder: str, names: list[str]) -> list[str]:
+    """data/raw as committed: each dataset's folder with its README, no data."""
+    return [name for name in names if name != "README.md" and not (Path(folder) / name).is_dir()]
+
+
+def make_project(root: Path, params: dict[str, object] = TINY_PARAMS) -> Path:
+    """A fresh git + DVC repository holding this project's pipeline and `params`."""
+    root.mkdir(parents=True)
     shutil.copytree(PROJECT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copytree(PROJECT / "plots" / "templates", root / "plots" / "templates")
-    shutil.copy(PROJECT / "dvc.yaml", root / "dvc.yaml")
-    write_params(root, TINY_PARAMS)
+    shutil.copytree(PROJECT / "data" / "raw", root / "data" / "raw", ignore=_only_readmes)
+    for name in ("dvc.yaml", ".gitignore"):
+        shutil.copy(PROJECT / name, root / name)
+    write_params(root, params)
     run_in(root, "git", "init", "-q")
     run_in(root, "git", "config", "user.email", "test@example.com")
     run_in(root, "git", "config", "user.name", "test")
     run_in(root, "dvc", "init", "-q")
     run_in(root, "dvc", "config", "core.analytics", "false")
+    return root
+
+
+def commit(root: Path, message: str = "commit") -> None:
+    run_in(root, "git", "add", "-A")
+    run_in(root, "git", "commit", "-qm", message)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A fresh git + DVC repository holding this project's pipeline, with tiny params."""
+    return make_project(tmp_path / "project")
+
+
+@pytest.fixture(scope="session")
+def reproduced_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The tiny project after one `dvc repro`, committed: built once per test run.
+    Returns the project and the output of that first `dvc repro`."""
+    root = make_project(tmp_path_factory.mktemp("template") / "project")
+    first = run_in(root, "dvc", "repro").stdout
+    commit(root, "reproduced")
+    return root, first
+
+
+@pytest.fixture
+def reproduced(tmp_path: Path, reproduced_template: tuple[Path, str]) -> Path:
+    """A copy of the reproduced tiny project, for one test to change."""
+    root = tmp_path / "project"
+    shutil.copytree(reproduced_template[0], root, symlinks=True)
     return root

@@ -1,9 +1,10 @@
 """Faults and bad input: what the user sees, and that nothing is lost or half-written."""
 
 import copy
+import hashlib
 import json
 import os
-import shutil
+import resource
 import signal
 import subprocess
 import sys
@@ -13,82 +14,144 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import TINY_PARAMS, run_in, start_in, write_params
-
-DELETE = object()
-
-# (key path, new value or DELETE or a renamed loss, message the user must see)
-BAD_PARAMS = [
-    ("losses.ce.kind", "hinge", "losses.ce.kind: unknown loss kind; allowed: mae, ce, focal"),
-    ("losses.focal_low.gamma", -0.5, "losses.focal_low.gamma: Input should be greater than or equal to 0"),
-    ("losses.focal_low.gamma", DELETE, "losses.focal_low.gamma: required key is missing"),
-    ("losses", DELETE, "losses: required key is missing"),
-    ("train.epohcs", 3, "train.epohcs: unknown key (check its spelling)"),
-    ("train.epochs", "ten", "train.epochs: Input should be a valid integer"),
-    ("train.epochs", 0, "train.epochs: Input should be greater than or equal to 1"),
-    ("train.batch_size", 0, "train.batch_size: Input should be greater than or equal to 1"),
-    ("train.lr", 0.0, "train.lr: Input should be greater than 0"),
-    ("data.dataset", "imagenet", "data.dataset: Input should be 'synthetic', 'cifar10' or 'imagefolder'"),
-    ("data.cifar10.download", "maybe", "data.cifar10.download: Input should be a valid boolean"),
-    ("train.seeds", [1, 1], "train.seeds: Value error, seeds must be distinct"),
-    ("train.seeds", [], "train.seeds: List should have at least 1 item"),
-    ("data.imbalance_ratio", 0.5, "data.imbalance_ratio: Input should be greater than or equal to 1"),
-    ("data.label_noise", 1.0, "data.label_noise: Input should be less than 1"),
-    ("data.dataset", "imagefolder", "data: Value error, data.imagefolder needs `root`"),
-]
+from conftest import BIN, TINY_PARAMS, commit, run_in, start_in, write_params
 
 
-def changed(path: str, value: object) -> dict[str, object]:
-    params = copy.deepcopy(TINY_PARAMS)
-    *parents, last = path.split(".")
-    node: dict[str, object] = params
-    for key in parents:
-        node = node.setdefault(key, {})  # type: ignore[assignment]
-    if value is DELETE:
-        del node[last]
-    else:
-        node[last] = value
+def lossbench(cwd: Path, *args: str, **popen: object) -> subprocess.CompletedProcess[str]:
+    return run_in(cwd, sys.executable, "-m", "lossbench", *args, check=False, **popen)
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """sha256 of every file of the project but DVC's and git's own bookkeeping."""
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and not {".git", ".dvc"} & set(path.relative_to(root).parts)
+    }
+
+
+def edit_params(root: Path, change: object) -> dict[str, object]:
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    change(params)  # type: ignore[operator]
+    write_params(root, params)
     return params
 
 
-def lossbench(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return run_in(cwd, sys.executable, "-m", "lossbench", *args, check=False)
+# --- params never reach a shell, and bad params cost no file under `dvc repro` ---------------
+
+SHELL_PAYLOADS = [
+    "x;touch PWNED;",
+    "$(touch PWNED)",
+    "`touch PWNED`",
+    "x' ; touch PWNED ; '",
+    'x"\ntouch PWNED\n"',
+]
 
 
-@pytest.mark.parametrize(("path", "value", "message"), BAD_PARAMS, ids=[f"{p}={v}" for p, v, _ in BAD_PARAMS])
-@pytest.mark.parametrize("command", [["check"], ["prepare"], ["train", "ce"], ["report"]], ids=" ".join)
-def test_bad_params_fail_before_any_work_with_one_message(
-    tmp_path: Path, path: str, value: object, message: str, command: list[str]
-) -> None:
-    write_params(tmp_path, changed(path, value))
-    result = lossbench(tmp_path, *command)
-    assert result.returncode == 1
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing written
+@pytest.mark.parametrize("payload", SHELL_PAYLOADS)
+def test_a_loss_name_never_reaches_a_shell(reproduced: Path, payload: str) -> None:
+    before = snapshot(reproduced)
+    edit_params(reproduced, lambda p: p["losses"].__setitem__(payload, {"kind": "ce"}))
+    result = run_in(reproduced, "dvc", "repro", check=False)
+    assert result.returncode != 0
+    assert not list(reproduced.rglob("PWNED")) and not Path("PWNED").exists()
+    errors = [line for line in result.stderr.splitlines() if line.startswith("  losses")]
+    assert errors == [
+        f"  losses: Value error, loss name {payload!r} is not allowed: use a letter, then "
+        "letters, digits, '_' or '-', at most 64 characters"
+    ], result.stderr
+    assert {k: v for k, v in snapshot(reproduced).items() if k != "params.yaml"} == {
+        k: v for k, v in before.items() if k != "params.yaml"
+    }
 
 
-def test_a_dotted_loss_name_is_refused_with_the_reason(tmp_path: Path) -> None:
-    params = copy.deepcopy(TINY_PARAMS)
-    params["losses"]["focal_0.5"] = params["losses"].pop("focal_low")  # type: ignore[index, attr-defined]
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda p: p.__setitem__("losses", {}), "losses: Value error, at least one loss is required"),
+        (lambda p: p["data"]["synthetic"].__setitem__("noise", 2.0), "data.synthetic.noise: Input should be"),
+        (lambda p: p["train"].__setitem__("epochs", 0), "train.epochs: Input should be greater than"),
+        (
+            lambda p: p["losses"]["focal_low"].__setitem__("alpha", [1.0, 2.0]),
+            "losses.focal_low.alpha: 2 weights",
+        ),
+    ],
+    ids=["no losses", "bad data value", "bad train value", "alpha for 2 classes"],
+)
+def test_bad_params_under_dvc_repro_change_no_file(reproduced: Path, change: object, message: str) -> None:
+    edit_params(reproduced, change)
+    before = snapshot(reproduced)
+    result = run_in(reproduced, "dvc", "repro", check=False)
+    assert result.returncode != 0 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert snapshot(reproduced) == before
+
+
+def test_files_the_pipeline_does_not_own_are_never_deleted(reproduced: Path) -> None:
+    mine = [reproduced / "metrics" / "mine.json", reproduced / "plots" / "history" / "mine.csv"]
+    for path in mine:
+        path.write_text("{}\n")
+    edit_params(reproduced, lambda p: p["losses"]["focal_high"].__setitem__("gamma", 1.0))
+    result = run_in(reproduced, "dvc", "repro")
+    assert "Running stage 'publish@focal_high'" in result.stdout and "Running stage 'report'" in result.stdout
+    assert "note: metrics/mine.json is not written by this pipeline" in result.stdout
+    report = lossbench(reproduced, "report")
+    assert report.returncode == 0 and "note: plots/history/mine.csv is not written" in report.stdout
+    assert all(path.read_text() == "{}\n" for path in mine)
+
+
+def test_a_failed_prepare_leaves_the_previous_prepared_data_whole(tmp_path: Path) -> None:
+    # The test set is larger than the training set here, so a size limit lets
+    # the new training arrays be written and stops at the test images.
+    params = changed_sizes(train_size=100, test_size=300)
     write_params(tmp_path, params)
-    result = lossbench(tmp_path, "check")
-    assert result.returncode == 1
-    assert "loss name 'focal_0.5' contains '.', which DVC cannot address as a parameter path" in result.stderr
-    assert "use e.g. 'focal_0_5'" in result.stderr
+    assert lossbench(tmp_path, "prepare").returncode == 0
+    before = snapshot(tmp_path)
+    params["data"]["seed"] = 7  # type: ignore[index]
+    write_params(tmp_path, params)
+    limited = lossbench(tmp_path, "prepare", preexec_fn=lambda: _file_size_limit(500_000))
+    assert limited.returncode == 1 and "could not write data/prepared" in limited.stderr, limited.stderr
+    assert (
+        "the previous version, if any, is unchanged" in limited.stderr and "Traceback" not in limited.stderr
+    )
+    assert {k: v for k, v in snapshot(tmp_path).items() if k != "params.yaml"} == {
+        k: v for k, v in before.items() if k != "params.yaml"
+    }
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["class_counts.json", "prepared"]
 
 
-def test_unreadable_yaml_names_the_file(tmp_path: Path) -> None:
-    (tmp_path / "params.yaml").write_text("train: [unclosed\n")
-    result = lossbench(tmp_path, "check")
-    assert result.returncode == 1 and "params.yaml: not valid YAML" in result.stderr
+def changed_sizes(train_size: int, test_size: int) -> dict[str, object]:
+    params = copy.deepcopy(TINY_PARAMS)
+    params["data"]["synthetic"].update(train_size=train_size, test_size=test_size)  # type: ignore[index]
+    return params
 
 
-def test_check_prints_the_defaulted_configuration(tmp_path: Path) -> None:
-    write_params(tmp_path, {"losses": {"ce": {"kind": "ce"}}})
-    result = lossbench(tmp_path, "check")
-    assert result.returncode == 0
-    assert "lr_decay_factor: 0.5" in result.stdout and "dataset: synthetic" in result.stdout
+def _file_size_limit(size: int) -> None:
+    """In the child: writes beyond `size` bytes fail with EFBIG, as on a full disk."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+
+def test_files_are_written_with_the_users_umask(tmp_path: Path) -> None:
+    write_params(tmp_path, changed_sizes(100, 50))
+    old = os.umask(0o022)
+    try:
+        assert lossbench(tmp_path, "prepare").returncode == 0
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "data").rglob("*") if p.is_file()}
+    assert modes and set(modes.values()) == {0o644}, modes
+    assert (tmp_path / "plots" / "samples.png").stat().st_mode & 0o777 == 0o644
+
+
+# --- training: errors, checkpoints, interruptions -------------------------------------------
+
+
+def test_train_without_prepared_data_names_the_stage(tmp_path: Path) -> None:
+    write_params(tmp_path, TINY_PARAMS)
+    result = lossbench(tmp_path, "train", "ce")
+    assert result.returncode == 1 and "run `dvc repro prepare`" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_unknown_loss_name_for_train(tmp_path: Path) -> None:
@@ -100,13 +163,6 @@ def test_unknown_loss_name_for_train(tmp_path: Path) -> None:
     )
 
 
-def test_train_without_prepared_data_names_the_stage(tmp_path: Path) -> None:
-    write_params(tmp_path, TINY_PARAMS)
-    result = lossbench(tmp_path, "train", "ce")
-    assert result.returncode == 1 and "run `dvc repro prepare`" in result.stderr
-    assert "Traceback" not in result.stderr
-
-
 def _temporaries(root: Path) -> list[Path]:
     return [p for p in root.rglob(".*.tmp") if ".dvc" not in p.parts]
 
@@ -114,19 +170,15 @@ def _temporaries(root: Path) -> list[Path]:
 @pytest.fixture
 def prepared(tmp_path: Path) -> Path:
     """Tiny prepared data and params for one CE training of a couple of seconds."""
-    params = copy.deepcopy(TINY_PARAMS)
-    params["data"]["synthetic"]["train_size"] = 600  # type: ignore[index]
-    params["train"]["epochs"] = 40  # type: ignore[index]
-    params["train"]["seeds"] = [1]  # type: ignore[index]
+    params = changed_sizes(600, 100)
+    params["train"].update(epochs=40, seeds=[1])  # type: ignore[attr-defined]
     write_params(tmp_path, params)
     assert lossbench(tmp_path, "prepare").returncode == 0
     return tmp_path
 
 
 def test_a_diverging_loss_stops_with_the_loss_and_epoch_named(prepared: Path) -> None:
-    params = yaml.safe_load((prepared / "params.yaml").read_text())
-    params["train"]["lr"] = 1e30  # blows the weights up in the first steps
-    write_params(prepared, params)
+    edit_params(prepared, lambda p: p["train"].__setitem__("lr", 1e30))  # blows the weights up at once
     result = lossbench(prepared, "train", "ce")
     assert result.returncode == 1
     assert "train@ce (CE): the training loss became nan in epoch 1" in result.stderr
@@ -136,6 +188,7 @@ def test_a_diverging_loss_stops_with_the_loss_and_epoch_named(prepared: Path) ->
 
 def test_a_failed_metrics_write_is_a_clear_error_and_leaves_no_partial_file(prepared: Path) -> None:
     # The metrics path is taken by a folder: the rename onto it fails, as a full disk would.
+    edit_params(prepared, lambda p: p["train"].__setitem__("epochs", 1))
     (prepared / "data" / "runs" / "ce" / "metrics.json").mkdir(parents=True)
     result = lossbench(prepared, "train", "ce")
     assert result.returncode == 1
@@ -143,17 +196,21 @@ def test_a_failed_metrics_write_is_a_clear_error_and_leaves_no_partial_file(prep
     assert _temporaries(prepared) == []
 
 
+def test_a_full_disk_while_saving_a_checkpoint_is_one_line(prepared: Path) -> None:
+    result = lossbench(prepared, "train", "ce", preexec_fn=lambda: _file_size_limit(20_000))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "error: could not write data/checkpoints/ce/seed-1.pt: " in result.stderr
+    assert "the previous version, if any, is unchanged" in result.stderr
+    assert _temporaries(prepared) == []
+
+
 def test_a_missing_history_names_the_stage_to_rerun(prepared: Path) -> None:
-    params = yaml.safe_load((prepared / "params.yaml").read_text())
-    params["train"]["epochs"] = 1
-    params["losses"] = {"ce": {"kind": "ce"}, "mae": {"kind": "mae"}}
-    write_params(prepared, params)
+    edit_params(prepared, lambda p: p.update(losses={"ce": {"kind": "ce"}}) or p["train"].update(epochs=1))
     assert lossbench(prepared, "train", "ce").returncode == 0
-    assert lossbench(prepared, "train", "mae").returncode == 0
-    (prepared / "data" / "runs" / "mae" / "history.csv").unlink()
+    (prepared / "data" / "runs" / "ce" / "history.csv").unlink()
     result = lossbench(prepared, "report")
     assert result.returncode == 1
-    assert "data/runs/mae/history.csv is missing: run `dvc repro train@mae` first" in result.stderr
+    assert "data/runs/ce/history.csv is missing: run `dvc repro train@ce` first" in result.stderr
 
 
 def _start_training(root: Path) -> subprocess.Popen[str]:
@@ -179,7 +236,8 @@ def _results(root: Path) -> tuple[dict[str, object], list[str]]:
 def test_interrupted_training_resumes_to_identical_results(prepared: Path, signum: signal.Signals) -> None:
     assert lossbench(prepared, "train", "ce").returncode == 0  # the uninterrupted reference
     expected = _results(prepared)
-    shutil.rmtree(prepared / "data" / "runs")
+    for path in (prepared / "data" / "runs" / "ce").iterdir():
+        path.unlink()
 
     process = _start_training(prepared)
     _wait_for(prepared / "data" / "checkpoints" / "ce" / "seed-1.pt", process)
@@ -206,30 +264,87 @@ def test_a_checkpoint_from_other_params_is_ignored(prepared: Path) -> None:
     _wait_for(prepared / "data" / "checkpoints" / "ce" / "seed-1.pt", process)
     os.killpg(process.pid, signal.SIGINT)
     process.communicate(timeout=120)
-    params = yaml.safe_load((prepared / "params.yaml").read_text())
-    params["train"]["lr"] = 0.05
-    params["train"]["epochs"] = 2
-    write_params(prepared, params)
+    edit_params(prepared, lambda p: p["train"].update(lr=0.05, epochs=2))
     result = lossbench(prepared, "train", "ce")
     assert result.returncode == 0
     assert "ignoring checkpoint" in result.stdout and "made with other params, data or code" in result.stdout
     assert "resuming" not in result.stdout
 
 
-def test_a_checkpoint_is_loaded_as_weights_only(prepared: Path) -> None:
+def _fingerprint_of_a_real_checkpoint(root: Path) -> str:
+    process = _start_training(root)
+    checkpoint = root / "data" / "checkpoints" / "ce" / "seed-1.pt"
+    _wait_for(checkpoint, process)
+    os.killpg(process.pid, signal.SIGINT)
+    process.communicate(timeout=120)
+    return str(torch.load(checkpoint, weights_only=True)["fingerprint"])
+
+
+def test_checkpoints_that_load_but_are_not_ours_are_ignored_with_one_line(prepared: Path) -> None:
     marker = prepared / "code-ran"
 
     class Payload:
         def __reduce__(self) -> tuple[object, tuple[str]]:
             return (Path.touch, (str(marker),))  # type: ignore[return-value]
 
+    fingerprint = _fingerprint_of_a_real_checkpoint(prepared)
+    edit_params(prepared, lambda p: p["train"].__setitem__("epochs", 40))  # same params: fingerprint holds
     checkpoint = prepared / "data" / "checkpoints" / "ce" / "seed-1.pt"
-    checkpoint.parent.mkdir(parents=True)
-    torch.save({"fingerprint": Payload()}, checkpoint)
-    params = yaml.safe_load((prepared / "params.yaml").read_text())
-    params["train"]["epochs"] = 1
-    write_params(prepared, params)
-    result = lossbench(prepared, "train", "ce")
-    assert result.returncode == 0
-    assert "ignoring checkpoint" in result.stdout and "unreadable" in result.stdout
+    real = torch.load(checkpoint, weights_only=True)
+    cuda_generator = real | {"generator": torch.zeros(16, dtype=torch.uint8)}  # a CUDA state's size
+    for content, seen in [
+        ({"fingerprint": Payload()}, "unreadable"),
+        ([1, 2, 3], "not a lossbench checkpoint (list)"),
+        (torch.zeros(3), "not a lossbench checkpoint (Tensor)"),
+        ({"fingerprint": fingerprint, "model": {}}, "another structure (KeyError)"),
+        (cuda_generator, "another structure (RuntimeError)"),
+    ]:
+        torch.save(content, checkpoint)
+        edit_params(prepared, lambda p: p["train"].__setitem__("epochs", 1))
+        result = lossbench(prepared, "train", "ce")
+        edit_params(prepared, lambda p: p["train"].__setitem__("epochs", 40))
+        assert "Traceback" not in result.stderr, result.stderr
+        assert seen in result.stdout or "made with other params" in result.stdout, (seen, result.stdout)
     assert not marker.exists()
+
+
+def test_killing_dvc_alone_ends_its_training_stage(reproduced: Path) -> None:
+    edit_params(
+        reproduced,
+        lambda p: p["train"].update(epochs=400, seeds=[1]) or p.update(losses={"ce": {"kind": "ce"}}),
+    )
+    commit(reproduced)
+    env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    dvc = subprocess.Popen(
+        ["dvc", "repro"],
+        cwd=reproduced,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    checkpoint = reproduced / "data" / "checkpoints" / "ce" / "seed-1.pt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists():
+        assert dvc.poll() is None and time.monotonic() < deadline, "training ended before the kill"
+        time.sleep(0.05)
+    dvc.kill()  # SIGKILL to dvc only, not its process group
+    dvc.wait()
+    deadline = time.monotonic() + 30
+    while _trainers_in(reproduced):
+        assert time.monotonic() < deadline, f"trainer outlived dvc: {_trainers_in(reproduced)}"
+        time.sleep(0.2)
+
+
+def _trainers_in(folder: Path) -> list[str]:
+    """Command lines of live `lossbench train` processes working in `folder`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "cwd").resolve() == folder.resolve():
+                command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                if "lossbench" in command or "multiprocessing" in command:
+                    found.append(command)
+        except OSError:
+            continue  # exited meanwhile, or not ours to read
+    return found

@@ -1,4 +1,4 @@
-"""Whole-batch augmentation and normalisation on tensors.
+"""The prepared data on the training device, and whole-batch augmentation.
 
 Same distribution as the protocol's torchvision pipeline, RandomCrop(32,
 padding=4) then RandomHorizontalFlip(0.5) then ToTensor and Normalize, but done
@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from lossbench.storage import PreparedData
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
@@ -84,3 +86,43 @@ class PaddedPixels:
         rows_read = (corner[:, None, None] + within).reshape(-1)
         crops = self.pixels.index_select(0, rows_read).view(batch, height, width, -1)
         return crops.permute(0, 3, 1, 2)
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """The prepared training images on the training device, padded and
+    normalised once, to be cropped and flipped batch by batch."""
+
+    pixels: PaddedPixels
+    labels: torch.Tensor
+    num_classes: int
+    image_height: int
+    image_width: int
+
+    @classmethod
+    def from_prepared(cls, data: PreparedData, device: torch.device) -> TrainingSet:
+        images = torch.from_numpy(data.train_images).to(device)
+        return cls(
+            pixels=PaddedPixels.from_images(images, Normalizer(device)),
+            labels=torch.from_numpy(data.train_labels).to(device),
+            num_classes=len(data.classes),
+            image_height=images.shape[2],
+            image_width=images.shape[3],
+        )
+
+
+@dataclass(frozen=True)
+class TestSet:
+    """The prepared test images on the device, normalised once, never
+    augmented, channels_last (the layout the network is run in)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    @classmethod
+    def from_prepared(cls, data: PreparedData, device: torch.device) -> TestSet:
+        images = Normalizer(device)(torch.from_numpy(data.test_images).to(device))
+        return cls(
+            images=images.contiguous(memory_format=torch.channels_last),
+            labels=torch.from_numpy(data.test_labels).to(device),
+        )

@@ -18,6 +18,8 @@ from torchvision.datasets import CIFAR10
 from torchvision.datasets.utils import check_integrity, download_url
 
 from lossbench.errors import DatasetUnavailable
+from lossbench.params import DataParams
+from lossbench.storage import PreparedData
 
 BATCH_FOLDER = CIFAR10.base_folder  # "cifar-10-batches-py"
 ARCHIVE_NAME = CIFAR10.filename  # "cifar-10-python.tar.gz"
@@ -67,8 +69,8 @@ def _fetch(root: Path, download: bool, url: str, archive_md5: str) -> None:
             raise DatasetUnavailable(
                 f"CIFAR-10 not found: no {root / BATCH_FOLDER} and no {archive}, and "
                 "data.cifar10.download is false. Fix: put an extracted cifar-10-batches-py "
-                "folder or the cifar-10-python.tar.gz archive in that folder (or point "
-                "data.cifar10.root at one), or set data.cifar10.download: true on a machine "
+                "folder or the cifar-10-python.tar.gz archive in that folder, or set "
+                "data.cifar10.download: true on a machine "
                 "with network access."
             )
         try:
@@ -78,7 +80,7 @@ def _fetch(root: Path, download: bool, url: str, archive_md5: str) -> None:
                 f"CIFAR-10 not found under {root} and the download from {url} failed "
                 f"({error.__class__.__name__}: {error}). Fix: copy an extracted "
                 "cifar-10-batches-py folder or cifar-10-python.tar.gz into "
-                f"{root} (or set data.cifar10.root to a folder that has one), or run "
+                f"{root}, or run "
                 "`dvc repro` where the network reaches the download."
             ) from None
     if not check_integrity(str(archive), archive_md5):
@@ -92,14 +94,19 @@ def _fetch(root: Path, download: bool, url: str, archive_md5: str) -> None:
         raise DatasetUnavailable(f"{archive}: refusing to extract it: {error}") from None
 
 
+def read(data_params: DataParams, raw: Path) -> PreparedData:
+    """CIFAR-10 from `raw` (data/raw/cifar10), downloaded there if allowed and missing."""
+    return read_cifar10(raw, data_params.cifar10.download)
+
+
 def read_cifar10(
     root: Path,
     download: bool = True,
     expected_md5: Mapping[str, str] = OFFICIAL_MD5,
     url: str = DOWNLOAD_URL,
     archive_md5: str = ARCHIVE_MD5,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
-    """Train images, train labels, test images, test labels (uint8 NCHW, int64) and class names.
+) -> PreparedData:
+    """The official batches in root/cifar-10-batches-py (uint8 NCHW images, int64 labels).
 
     `expected_md5` maps each batch file to its checksum and `archive_md5` is
     the archive's; tests pass their fixtures' own, everyone else gets the
@@ -124,4 +131,4 @@ def read_cifar10(
     train_images, train_labels = split(TRAIN_FILES)
     test_images, test_labels = split(TEST_FILES)
     classes = tuple(_load_batch(folder / META_FILE)["label_names"])
-    return train_images, train_labels, test_images, test_labels, classes
+    return PreparedData(train_images, train_labels, test_images, test_labels, classes)

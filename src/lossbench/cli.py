@@ -7,23 +7,25 @@ function and turns the project's known failures into one line and exit code 1.
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
 from rich.console import Console
+from ruamel.yaml import YAML
 
-from lossbench.errors import LossbenchError, TrainingInterrupted
-from lossbench.params import Params, load_params
+from lossbench.errors import LossbenchError, ParamsError, TrainingInterrupted
+from lossbench.params import Params, check_fits_in_memory, load_params, require_loss
 
 app = typer.Typer(
     help="Compare classification losses on CIFAR-10 or its offline stand-in.", no_args_is_help=True
 )
 
 ParamsOption = Annotated[Path, typer.Option("--params", help="The params file to read.")]
+PER_LOSS_STAGES = ("train", "publish")
 RootOption = Annotated[
     Path, typer.Option("--root", help="Project root that holds data/, metrics/ and plots/.")
 ]
@@ -53,16 +55,37 @@ def _run(params_path: Path, step: Callable[[Params, Console], object]) -> None:
         raise typer.Exit(130) from None
 
 
-def _run_stage(params_path: Path, stage: str, *args: object) -> None:
-    """Validate params, then call `lossbench.<stage>.<stage>(params, *args, console)`.
+def _stage_item(stage: str, name: str | None) -> str:
+    """The loss a foreach stage is for: given, or read from DVC's $DVC_STAGE.
 
-    The stage module is imported only after validation, so bad params fail in
-    a fraction of a second instead of after torch has loaded.
+    dvc.yaml does not put the loss name into the command (a shell would read
+    it); DVC sets DVC_STAGE to the stage's address, e.g. `train@ce`, or
+    `sub/dvc.yaml:train@ce` for a dvc.yaml in a subfolder.
+    """
+    if name is not None:
+        return name
+    address = os.environ.get("DVC_STAGE", "").rsplit(":", 1)[-1]
+    if not address.startswith(f"{stage}@"):
+        raise ParamsError(f"lossbench {stage}: give a loss name, e.g. `lossbench {stage} ce`")
+    return address.removeprefix(f"{stage}@")
+
+
+def _run_stage(params_path: Path, stage: str, root: Path, loss: str | None = None) -> None:
+    """Validate params, then call `lossbench.<stage>.<stage>(params, [loss,] root, console)`.
+
+    `loss` is given for the per-loss stages (train, publish). The stage module
+    is imported only after validation, so bad params fail in a fraction of a
+    second instead of after torch has loaded.
     """
 
     def step(loaded: Params, console: Console) -> object:
+        arguments: tuple[object, ...] = (root,)
+        if stage in PER_LOSS_STAGES:
+            name = _stage_item(stage, loss)
+            require_loss(loaded, name)
+            arguments = (name, root)
         entry = getattr(importlib.import_module(f"lossbench.{stage}"), stage)
-        return entry(loaded, *args, console)
+        return entry(loaded, *arguments, console)
 
     _run(params_path, step)
 
@@ -72,9 +95,16 @@ def check(params: ParamsOption = Path("params.yaml")) -> None:
     """Validate params.yaml and print the full configuration with every default filled in."""
 
     def show(loaded: Params, console: Console) -> None:
-        console.print(yaml.safe_dump(loaded.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
+        check_fits_in_memory(loaded)
+        YAML(typ="safe", pure=True).dump(loaded.model_dump(mode="json"), console.file)
 
     _run(params, show)
+
+
+@app.command()
+def validate(params: ParamsOption = Path("params.yaml"), root: RootOption = Path(".")) -> None:
+    """Stage validate: check all of params.yaml (and the data's class count) before any stage runs."""
+    _run_stage(params, "validate", root)
 
 
 @app.command()
@@ -83,41 +113,32 @@ def prepare(params: ParamsOption = Path("params.yaml"), root: RootOption = Path(
     _run_stage(params, "prepare", root)
 
 
+LossArgument = Annotated[
+    str | None,
+    typer.Argument(help="A loss name under `losses` in params.yaml (default: from DVC's stage name)."),
+]
+
+
 @app.command()
 def train(
-    name: Annotated[str, typer.Argument(help="A loss name under `losses` in params.yaml.")],
-    params: ParamsOption = Path("params.yaml"),
-    root: RootOption = Path("."),
+    name: LossArgument = None, params: ParamsOption = Path("params.yaml"), root: RootOption = Path(".")
 ) -> None:
-    """Stage train@NAME: train the protocol network with one loss."""
-    _run_stage(params, "train", name, root)
+    """Stage train@NAME: train the protocol network with one loss, every seed."""
+    _run_stage(params, "train", root, name)
+
+
+@app.command()
+def publish(
+    name: LossArgument = None, params: ParamsOption = Path("params.yaml"), root: RootOption = Path(".")
+) -> None:
+    """Stage publish@NAME: copy one loss's metrics and plot tables to metrics/ and plots/."""
+    _run_stage(params, "publish", root, name)
 
 
 @app.command()
 def report(params: ParamsOption = Path("params.yaml"), root: RootOption = Path(".")) -> None:
     """Stage report: figures, summary metrics and the claims report."""
     _run_stage(params, "report", root)
-
-
-@app.command()
-def repro(
-    jobs: Annotated[
-        int | None,
-        typer.Option(
-            "--jobs", "-j", min=1, help="Training stages run at once (default: cores / train.threads)."
-        ),
-    ] = None,
-    params: ParamsOption = Path("params.yaml"),
-    root: RootOption = Path("."),
-) -> None:
-    """The whole pipeline, like `dvc repro`, with the training stages run concurrently."""
-
-    def step(loaded: Params, console: Console) -> object:
-        from lossbench.runner import repro as run_repro
-
-        return run_repro(loaded, root, console, jobs)
-
-    _run(params, step)
 
 
 @app.command("sweep-report")

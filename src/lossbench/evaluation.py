@@ -1,14 +1,40 @@
-"""What a trained network does on the test set beyond accuracy: per-class
-recall, macro-F1, and calibration (ECE, NLL, Brier score, reliability bins)."""
+"""The metric definitions: what a seed's run is measured by.
+
+From the per-epoch history: the final and best accuracies, the convergence
+and plateau epochs. From the trained network's test probabilities: per-class
+recall, macro-F1 and calibration (ECE, NLL, Brier score, reliability bins).
+numpy only, so the report can use the same definitions without torch.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 ECE_BINS = 15
+# A run has converged at the first epoch whose test accuracy is within this
+# much (0.5 percentage points) of the best test accuracy of the run.
+CONVERGENCE_TOLERANCE = 0.005
+# A run's training loss has plateaued at the first epoch after which it never
+# falls more than this fraction (1%) below that epoch's value.
+PLATEAU_TOLERANCE = 0.01
+# Per-seed numbers that metrics/NAME.json summarises with mean, std and 95% CI.
+HEADLINE_METRICS = (
+    "final_test_acc",
+    "best_test_acc",
+    "final_train_acc",
+    "final_train_loss",
+    "final_test_loss",
+    "convergence_epoch",
+    "plateau_epoch",
+    "macro_f1",
+    "ece",
+    "nll",
+    "brier",
+)
 
 
 @dataclass(frozen=True)
@@ -86,3 +112,43 @@ def evaluate_probabilities(probabilities: np.ndarray, labels: np.ndarray) -> Tes
         brier=float(((probabilities - one_hot) ** 2).sum(axis=1).mean()),
         reliability=rows,
     )
+
+
+def convergence_epoch(test_accuracy: Sequence[float]) -> int:
+    best = max(test_accuracy)
+    return next(epoch for epoch, acc in enumerate(test_accuracy, 1) if acc >= best - CONVERGENCE_TOLERANCE)
+
+
+def plateau_epoch(train_loss: Sequence[float]) -> int:
+    return next(
+        epoch
+        for epoch, loss in enumerate(train_loss, 1)
+        if min(train_loss[epoch - 1 :]) >= loss * (1 - PLATEAU_TOLERANCE)
+    )
+
+
+@dataclass(frozen=True)
+class Curves:
+    """One seed's per-epoch numbers, epoch 1 first."""
+
+    train_loss: Sequence[float]
+    train_acc: Sequence[float]
+    test_loss: Sequence[float]
+    test_acc: Sequence[float]
+
+
+def seed_metrics(curves: Curves, evaluation: TestEvaluation) -> dict[str, Any]:
+    """The headline numbers of one seed's run (HEADLINE_METRICS)."""
+    return {
+        "final_test_acc": curves.test_acc[-1],
+        "best_test_acc": max(curves.test_acc),
+        "final_train_acc": curves.train_acc[-1],
+        "final_train_loss": curves.train_loss[-1],
+        "final_test_loss": curves.test_loss[-1],
+        "convergence_epoch": convergence_epoch(curves.test_acc),
+        "plateau_epoch": plateau_epoch(curves.train_loss),
+        "macro_f1": evaluation.macro_f1,
+        "ece": evaluation.ece,
+        "nll": evaluation.nll,
+        "brier": evaluation.brier,
+    }

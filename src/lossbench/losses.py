@@ -12,8 +12,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from lossbench.errors import ParamsError
-from lossbench.params import CeLoss, FocalLoss, LossParams, MaeLoss
+from lossbench.params import CeLoss, FocalLoss, LossParams, MaeLoss, check_alpha
 
 PerSampleLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -59,13 +58,9 @@ def make_loss(name: str, spec: LossParams, num_classes: int, device: torch.devic
     if isinstance(spec, CeLoss):
         return ce_loss
     assert isinstance(spec, FocalLoss)
+    check_alpha(name, spec, num_classes)
     alpha = None
     if isinstance(spec.alpha, list):
-        if len(spec.alpha) != num_classes:
-            raise ParamsError(
-                f"losses.{name}.alpha: {len(spec.alpha)} weights given but the dataset has "
-                f"{num_classes} classes; give one weight per class, a single number, or null"
-            )
         alpha = torch.tensor(spec.alpha, dtype=torch.float32, device=device)
     elif spec.alpha is not None:
         alpha = torch.tensor(float(spec.alpha), dtype=torch.float32, device=device)

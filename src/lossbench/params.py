@@ -1,47 +1,82 @@
 """params.yaml, parsed and validated in one place into typed objects.
 
-Every CLI command calls `load_params` before doing any work, so a typo or an
-out-of-range value ends the run with one message naming the key, not a
-traceback halfway through training.
+Every CLI command, and the pipeline's first stage (`validate`), calls
+`load_params` before doing any work, so a typo or an out-of-range value ends
+the run with one message naming the key, not a traceback halfway through
+training, and before DVC removes any stage's outputs.
+
+The file is read the way DVC reads it (ruamel.yaml, YAML 1.2, duplicate keys
+refused), so lossbench and dvc.lock never disagree on a value: under YAML 1.1
+`epochs: 010` would be 8 here and 10 for DVC.
 """
 
 from __future__ import annotations
 
+import os
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
 from lossbench.errors import ParamsError
 
-# DVC addresses params with dots (`losses.ce.gamma`), so a loss name may not
-# contain one; stage names (`train@NAME`) and file names come from it too.
-LOSS_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+# A loss name becomes a DVC stage name (train@NAME), a parameter path
+# (losses.NAME), and file names (data/runs/NAME, metrics/NAME.json). So it is a
+# letter then letters, digits, '_' or '-', short enough for any file system.
+# \A and \Z, not ^ and $: `$` also matches before a trailing newline.
+MAX_LOSS_NAME = 64
+LOSS_NAME_PATTERN = re.compile(rf"\A[A-Za-z][A-Za-z0-9_-]{{0,{MAX_LOSS_NAME - 1}}}\Z")
+# Names of files the report writes beside the per-loss files.
+RESERVED_LOSS_NAMES = frozenset({"summary"})
+# Seeds go to torch.manual_seed and numpy, which take non-negative 64-bit integers.
+MAX_SEED = 2**63 - 1
+MAX_THREADS = 1024
+# The network trains in float32: a larger learning rate, decay or weight cannot even be applied.
+FLOAT32_MAX = 3.4028234663852886e38
+
+# Where each dataset's raw files live, relative to the project root. The
+# prepare stage depends on data/raw/<dataset>, so DVC sees any change there.
+RAW_DIR = PurePosixPath("data/raw")
 
 
 class Strict(BaseModel):
     # Unknown keys are errors: a mistyped `epohcs` must not be silently ignored.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan are never meaningful here (`.inf` is valid YAML for a float).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SyntheticParams(Strict):
-    train_size: int = Field(default=10000, ge=10)
-    test_size: int = Field(default=2000, ge=10)
+    train_size: int = Field(default=20000, ge=10)
+    test_size: int = Field(default=5000, ge=10)
     # Std of the per-pixel Gaussian noise, in units of the 0..255 range / 255.
     noise: float = Field(default=0.2, ge=0.0, le=1.0)
 
 
 class Cifar10Params(Strict):
-    # A folder holding (or to receive) `cifar-10-batches-py/`.
-    root: str = "data/raw"
+    # The archive or the extracted cifar-10-batches-py/ lives in data/raw/cifar10.
     download: bool = True
+
+
+def _inside_raw_folder(value: str | None) -> str | None:
+    """A folder relative to data/raw/imagefolder that stays inside it."""
+    if value is None:
+        return None
+    path = PurePosixPath(value)
+    if not value.strip() or path.is_absolute() or ".." in path.parts or "\\" in value:
+        raise ValueError(
+            f"{value!r} must be a folder inside {RAW_DIR / 'imagefolder'}, given relative to it "
+            "(no absolute path, no '..'): DVC tracks that folder, so a change to the images reruns prepare"
+        )
+    return value
 
 
 class ImageFolderParams(Strict):
     # Either `root` (one folder per class, split into train/test by
-    # test_fraction) or both `train_root` and `test_root` (each one folder per class).
+    # test_fraction) or both `train_root` and `test_root` (each one folder per
+    # class). All are relative to data/raw/imagefolder.
     root: str | None = None
     train_root: str | None = None
     test_root: str | None = None
@@ -50,12 +85,17 @@ class ImageFolderParams(Strict):
     # Unreadable images are listed and skipped; more than this fraction stops the stage.
     max_bad_fraction: float = Field(default=0.05, ge=0.0, lt=1.0)
 
+    @field_validator("root", "train_root", "test_root")
+    @classmethod
+    def _relative(cls, value: str | None) -> str | None:
+        return _inside_raw_folder(value)
+
 
 class DataParams(Strict):
     dataset: Literal["synthetic", "cifar10", "imagefolder"] = "synthetic"
     # Seeds everything random about the data: synthetic images, the imagefolder
     # split, which images the imbalance keeps and which labels the noise flips.
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
     # Long-tailed training set (CIFAR-10-LT profile): the largest class keeps all
     # its images, the smallest 1/imbalance_ratio of them. 1 = off. Test set untouched.
     imbalance_ratio: float = Field(default=1.0, ge=1.0)
@@ -66,9 +106,17 @@ class DataParams(Strict):
     imagefolder: ImageFolderParams = ImageFolderParams()
 
     @model_validator(mode="after")
-    def _imagefolder_has_a_source(self) -> DataParams:
+    def _imagefolder_has_one_source(self) -> DataParams:
         folders = self.imagefolder
-        if self.dataset == "imagefolder" and not (folders.root or (folders.train_root and folders.test_root)):
+        if self.dataset != "imagefolder":
+            return self
+        split = folders.train_root or folders.test_root
+        if folders.root and split:
+            raise ValueError(
+                "data.imagefolder: give either `root` (split by test_fraction) or `train_root` and "
+                "`test_root`, not both"
+            )
+        if not (folders.root or (folders.train_root and folders.test_root)):
             raise ValueError(
                 "data.imagefolder needs `root` (split by test_fraction) or both `train_root` and `test_root`"
             )
@@ -76,23 +124,23 @@ class DataParams(Strict):
 
 
 class TrainParams(Strict):
-    epochs: int = Field(default=30, ge=1)
+    epochs: int = Field(default=30, ge=1, le=100_000)
     batch_size: int = Field(default=128, ge=1)
     test_batch_size: int = Field(default=128, ge=1)
-    lr: float = Field(default=0.1, gt=0.0)
+    lr: float = Field(default=0.1, gt=0.0, le=FLOAT32_MAX)
     momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
-    weight_decay: float = Field(default=0.0, ge=0.0)
+    weight_decay: float = Field(default=0.0, ge=0.0, le=FLOAT32_MAX)
     # StepLR: multiply the learning rate by lr_decay_factor every lr_step_epochs.
     lr_step_epochs: int = Field(default=5, ge=1)
     lr_decay_factor: float = Field(default=0.5, gt=0.0, le=1.0)
     # Every training stage trains every seed; the report compares losses seed by seed.
-    seeds: list[int] = Field(default=[1, 2, 3], min_length=1)
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(default=[1, 2, 3], min_length=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # Intra-op threads for torch on CPU. CPU results depend on the thread count
     # (reduction order), so it is a fixed number by default: `dvc repro` and
     # `lossbench repro --jobs N` then give the same metrics on any machine.
     # 0 = torch's default (one per core; `lossbench repro` splits the cores).
-    threads: int = Field(default=1, ge=0)
+    threads: int = Field(default=1, ge=0, le=MAX_THREADS)
 
     @field_validator("seeds")
     @classmethod
@@ -118,40 +166,82 @@ class FocalLoss(Strict):
     gamma: float = Field(ge=0.0, le=100.0)
     # None: no weighting. A number scales every sample; a list gives one weight
     # per class (its length is checked against the dataset's classes).
-    alpha: float | list[Annotated[float, Field(gt=0.0)]] | None = None
+    alpha: float | list[Annotated[float, Field(gt=0.0, le=FLOAT32_MAX)]] | None = None
 
     @field_validator("alpha")
     @classmethod
     def _alpha_positive(cls, value: float | list[float] | None) -> float | list[float] | None:
-        if isinstance(value, float | int) and value <= 0:
-            raise ValueError("alpha must be > 0, a list of per-class weights > 0, or null")
+        if isinstance(value, float | int) and not 0 < value <= FLOAT32_MAX:
+            raise ValueError("alpha must be > 0 (and fit a float32), a list of per-class weights > 0, or null")
         return value
 
 
 LossParams = Annotated[MaeLoss | CeLoss | FocalLoss, Field(discriminator="kind")]
 
 
+def check_alpha(name: str, loss: LossParams, num_classes: int) -> None:
+    """A per-class alpha needs one weight per class of the dataset."""
+    if isinstance(loss, FocalLoss) and isinstance(loss.alpha, list) and len(loss.alpha) != num_classes:
+        raise ParamsError(
+            f"losses.{name}.alpha: {len(loss.alpha)} weights given but the dataset has "
+            f"{num_classes} classes; give one weight per class, a single number, or null"
+        )
+
+
+def check_loss_name(name: str) -> None:
+    """Raise ValueError unless `name` can be a stage, parameter path and file name."""
+    if "." in name:
+        raise ValueError(
+            f"loss name {name!r} contains '.', which DVC cannot address as a "
+            f"parameter path (losses.{name}); use e.g. {name.replace('.', '_')!r}"
+        )
+    if not LOSS_NAME_PATTERN.match(name):
+        raise ValueError(
+            f"loss name {name!r} is not allowed: use a letter, then letters, digits, '_' or '-', "
+            f"at most {MAX_LOSS_NAME} characters"
+        )
+    if name.lower() in RESERVED_LOSS_NAMES:
+        raise ValueError(f"loss name {name!r} is taken by a file the report writes; choose another")
+
+
+class MachineParams(Strict):
+    # Seeds a training stage trains at once, one process each (0 = as many as
+    # the cores hold at train.threads each). Results never depend on it, so no
+    # stage tracks it: changing it reruns nothing and keeps the run-cache.
+    workers: int = Field(default=0, ge=0, le=MAX_THREADS)
+
+
 class Params(Strict):
     data: DataParams = DataParams()
     train: TrainParams = TrainParams()
+    machine: MachineParams = MachineParams()
     losses: dict[str, LossParams]
 
-    @field_validator("losses")
+    @field_validator("losses", mode="before")
     @classmethod
-    def _loss_names_addressable(cls, losses: dict[str, LossParams]) -> dict[str, LossParams]:
+    def _loss_names_addressable(cls, losses: object) -> object:
+        # Before the entries are parsed, so a bad name is reported as such, once.
+        if not isinstance(losses, dict):
+            return losses
         if not losses:
             raise ValueError("at least one loss is required")
+        seen: dict[str, str] = {}
         for name in losses:
-            if "." in name:
+            check_loss_name(str(name))
+            other = seen.setdefault(str(name).lower(), str(name))
+            if other != name:
                 raise ValueError(
-                    f"loss name {name!r} contains '.', which DVC cannot address as a "
-                    f"parameter path (losses.{name}); use e.g. {name.replace('.', '_')!r}"
-                )
-            if not LOSS_NAME_PATTERN.match(name):
-                raise ValueError(
-                    f"loss name {name!r} is not allowed: use a letter, then letters, digits, '_' or '-'"
+                    f"loss names {other!r} and {name!r} differ only in case; their files would "
+                    "overwrite each other on macOS and Windows"
                 )
         return losses
+
+
+def require_loss(params: Params, name: str) -> LossParams:
+    if name not in params.losses:
+        shown = name if name.isprintable() else repr(name)
+        raise ParamsError(f"losses.{shown}: no such loss in params.yaml; defined: {', '.join(params.losses)}")
+    return params.losses[name]
 
 
 def loss_label(loss: LossParams) -> str:
@@ -166,6 +256,14 @@ def loss_label(loss: LossParams) -> str:
     elif loss.alpha is not None:
         label += ", α per class"
     return label + ")"
+
+
+BOUNDS = {
+    "less_than_equal": ("le", "less than or equal to"),
+    "greater_than_equal": ("ge", "greater than or equal to"),
+    "less_than": ("lt", "less than"),
+    "greater_than": ("gt", "greater than"),
+}
 
 
 def _format_validation_error(error: ValidationError, source: str) -> str:
@@ -187,7 +285,11 @@ def _format_validation_error(error: ValidationError, source: str) -> str:
             message = "unknown loss kind; allowed: mae, ce, focal"
         elif item["type"] == "union_tag_not_found":
             message = "missing 'kind'; allowed: mae, ce, focal"
-        lines.append(f"  {'.'.join(parts) or '(top level)'}: {message}")
+        elif item["type"] in BOUNDS and isinstance(limit := item.get("ctx", {}).get(BOUNDS[item["type"]][0]), float):
+            message = f"Input should be {BOUNDS[item['type']][1]} {limit:.8g}"  # not 39 digits of FLOAT32_MAX
+        # repr() keeps a newline or other control character in a key visible.
+        path = ".".join(part if part.isprintable() else repr(part) for part in parts)
+        lines.append(f"  {path or '(top level)'}: {message}")
     return "\n".join(lines)
 
 
@@ -200,11 +302,63 @@ def parse_params(raw: object, source: str = "params.yaml") -> Params:
         raise ParamsError(_format_validation_error(error, source)) from None
 
 
+def read_yaml(path: Path) -> object:
+    """A YAML file as DVC reads it: YAML 1.2, duplicate keys refused."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ParamsError(f"{path}: not UTF-8 text (byte {error.start}); save it as UTF-8") from None
+    except OSError as error:
+        raise ParamsError(f"{path}: cannot read it ({error.strerror})") from None
+    try:
+        return YAML(typ="safe").load(text)
+    except YAMLError as error:
+        # ruamel's message spans lines; its first line and the mark say enough.
+        where = getattr(error, "problem_mark", None)
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        at = f" (line {where.line + 1}, column {where.column + 1})" if where is not None else ""
+        raise ParamsError(f"{path}: not valid YAML: {problem}{at}") from None
+
+
+# Bytes per image while preparing (uint8 arrays) and per training process (the
+# padded float pixel table of a training image, or a normalised test image,
+# plus its uint8 copy). Measured sizes of the tensors in prepare and train.
+PREPARED_BYTES_PER_IMAGE = 3 * 32 * 32
+TRAIN_BYTES_PER_IMAGE = 3 * 40 * 40 * 4 + PREPARED_BYTES_PER_IMAGE
+TEST_BYTES_PER_IMAGE = 3 * 32 * 32 * 4 + PREPARED_BYTES_PER_IMAGE
+
+
+def physical_memory() -> int:
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def check_fits_in_memory(params: Params, available: int | None = None) -> None:
+    """Refuse synthetic sizes whose tensors cannot fit in this machine's memory.
+
+    The other datasets have a fixed or on-disk size; the synthetic sizes are
+    just numbers, and a typo of a few zeros would otherwise end in an
+    out-of-memory kill after minutes of work.
+    """
+    if params.data.dataset != "synthetic":
+        return
+    sizes = params.data.synthetic
+    needed = max(
+        (sizes.train_size + sizes.test_size) * PREPARED_BYTES_PER_IMAGE,
+        sizes.train_size * TRAIN_BYTES_PER_IMAGE + sizes.test_size * TEST_BYTES_PER_IMAGE,
+    )
+    available = physical_memory() if available is None else available
+    if needed > available:
+        raise ParamsError(
+            f"data.synthetic.train_size / test_size: {sizes.train_size} + {sizes.test_size} images "
+            f"would need about {_gib(needed)} of memory to train on; this machine has {_gib(available)}"
+        )
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:,.1f} GiB"
+
+
 def load_params(path: Path = Path("params.yaml")) -> Params:
     if not path.is_file():
         raise ParamsError(f"{path}: file not found (run from the project root or pass --params)")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ParamsError(f"{path}: not valid YAML: {error}") from None
-    return parse_params(raw, str(path))
+    return parse_params(read_yaml(path), str(path))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,10 +14,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from rich.console import Console
 
-from lossbench import synthetic
-from lossbench.cifar10 import read_cifar10
-from lossbench.imagefolder import read_imagefolder
-from lossbench.params import Params
+from lossbench import cifar10, imagefolder, synthetic
+from lossbench.errors import DatasetUnavailable
+from lossbench.params import RAW_DIR, DataParams, Params
 from lossbench.storage import (
     CLASS_COUNTS_FILE,
     PLOTS_DIR,
@@ -79,32 +79,37 @@ def flip_labels(
     return noisy
 
 
-def load_dataset(params: Params, root: Path, console: Console) -> PreparedData:
-    data_params = params.data
-    if data_params.dataset == "synthetic":
-        config = data_params.synthetic
-        train = synthetic.generate("train", config.train_size, data_params.seed, config.noise)
-        test = synthetic.generate("test", config.test_size, data_params.seed, config.noise)
-        return PreparedData(*train, *test, classes=synthetic.CLASSES)
-    if data_params.dataset == "cifar10":
-        cifar_root = root / data_params.cifar10.root  # an absolute root replaces the project root
-        return PreparedData(*read_cifar10(cifar_root, data_params.cifar10.download))
-    train_x, train_y, test_x, test_y, classes, skipped = read_imagefolder(
-        data_params.imagefolder, root, data_params.seed
-    )
-    if skipped:
-        console.print(f"[yellow]skipped {len(skipped)} unreadable image(s):[/]\n  " + "\n  ".join(skipped))
-    return PreparedData(train_x, train_y, test_x, test_y, classes)
+# Each reader takes the data params and the dataset's raw folder, data/raw/<dataset>.
+READERS: dict[str, Callable[[DataParams, Path], PreparedData]] = {
+    "synthetic": synthetic.read,
+    "cifar10": cifar10.read,
+    "imagefolder": imagefolder.read,
+}
 
 
 def prepare(params: Params, root: Path, console: Console) -> PreparedData:
     started = time.perf_counter()
     data_params = params.data
-    data = load_dataset(params, root, console)
+    data = READERS[data_params.dataset](data_params, root / RAW_DIR / data_params.dataset)
+    if data.skipped:
+        console.print(
+            f"[yellow]skipped {len(data.skipped)} unreadable image(s):[/]\n  " + "\n  ".join(data.skipped)
+        )
     num_classes = len(data.classes)
+    if num_classes < 2:
+        raise DatasetUnavailable(
+            f"data.dataset: {data_params.dataset} has {num_classes} class ({', '.join(data.classes)}); "
+            "a classifier needs at least 2"
+        )
     # Separate streams so switching one variant on does not change the other's draw.
     tail_rng, noise_rng = (np.random.default_rng([data_params.seed, 1000 + i]) for i in range(2))
     if data_params.imbalance_ratio > 1:
+        largest = int(np.bincount(data.train_labels, minlength=num_classes).max())
+        if min(long_tail_counts(largest, num_classes, data_params.imbalance_ratio)) < 1:
+            raise DatasetUnavailable(
+                f"data.imbalance_ratio: {data_params.imbalance_ratio:g} leaves the smallest class with no "
+                f"training image (the largest has {largest}); use at most {largest}"
+            )
         keep = make_long_tailed(data.train_labels, num_classes, data_params.imbalance_ratio, tail_rng)
         data = replace(data, train_images=data.train_images[keep], train_labels=data.train_labels[keep])
     flipped = 0

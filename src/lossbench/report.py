@@ -1,8 +1,7 @@
 """Stage report: compare the losses seed by seed, draw the study's figures, test its claims.
 
-Reads every loss's run files (data/runs/NAME) and publishes its metrics,
-history, calibration bins and confusion table to metrics/ and plots/, where git
-and `dvc metrics/plots` see them. Writes the 2x2 curve figure (seed mean with a min-max band), a final accuracy chart, reliability
+Reads every loss's run files (data/runs/NAME; publish@NAME copies them to
+metrics/ and plots/ for git). Writes the 2x2 curve figure (seed mean with a min-max band), a final accuracy chart, reliability
 diagrams, the overlay table for `dvc plots show`, metrics/summary.json and
 plots/report.md. Labels come from the live params, so a new gamma renames the
 legend.
@@ -11,9 +10,7 @@ legend.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
-from functools import partial
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -27,13 +24,12 @@ import pandas as pd
 from rich.console import Console
 
 from lossbench.errors import MissingInput
+from lossbench.evaluation import CONVERGENCE_TOLERANCE, PLATEAU_TOLERANCE
 from lossbench.params import CeLoss, FocalLoss, LossParams, MaeLoss, Params, loss_label
+from lossbench.publish import published_copies
 from lossbench.stats import direction, paired_comparison
 from lossbench.storage import (
-    CALIBRATION_DIR,
     CLASS_COUNTS_FILE,
-    CONFUSION_DIR,
-    HISTORY_DIR,
     METRICS_DIR,
     PLOTS_DIR,
     RunFiles,
@@ -41,7 +37,6 @@ from lossbench.storage import (
     write_text,
     write_with,
 )
-from lossbench.train import CONVERGENCE_TOLERANCE, PLATEAU_TOLERANCE
 
 CURVES_FIGURE = PLOTS_DIR / "curves.png"
 ACCURACY_FIGURE = PLOTS_DIR / "final_accuracy.png"
@@ -98,27 +93,16 @@ def load_results(params: Params, root: Path) -> list[LossResult]:
     return results
 
 
-def publish(params: Params, root: Path) -> list[Path]:
-    """Copy every loss's run files to metrics/ and plots/ (the report stage's
-    outputs, tracked by git); files of losses no longer in params.yaml go."""
-    targets = {
-        METRICS_DIR: ("metrics", ".json"),
-        HISTORY_DIR: ("history", ".csv"),
-        CALIBRATION_DIR: ("calibration", ".csv"),
-        CONFUSION_DIR: ("confusion", ".csv"),
-    }
-    written = []
-    for folder, (kind, suffix) in targets.items():
-        wanted = {root / folder / f"{name}{suffix}" for name in params.losses}
-        for stale in (root / folder).glob(f"*{suffix}"):
-            if stale not in wanted and stale != root / SUMMARY_FILE:
-                stale.unlink()
-        for name in params.losses:
-            source: Path = getattr(RunFiles.of(root, name), kind)
-            target = root / folder / f"{name}{suffix}"
-            write_with(target, partial(shutil.copyfile, source))
-            written.append(target)
-    return written
+def foreign_files(params: Params, root: Path) -> list[Path]:
+    """Files in the folders publish@NAME writes to that no current loss owns:
+    left from a loss removed from params.yaml, or put there by hand. Never
+    deleted here; the report names them."""
+    owned = {target for name in params.losses for target in published_copies(root, name).values()}
+    owned.add(root / SUMMARY_FILE)
+    folders = {target.parent for target in owned}
+    return sorted(
+        path for folder in folders if folder.is_dir() for path in folder.iterdir() if path not in owned
+    )
 
 
 def points(value: float) -> str:
@@ -487,7 +471,6 @@ def recall_table(results: list[LossResult], classes: list[str]) -> pd.DataFrame:
 
 def report(params: Params, root: Path, console: Console) -> dict[str, Any]:
     results = load_results(params, root)
-    publish(params, root)
     counts_path = root / CLASS_COUNTS_FILE
     if not counts_path.is_file():
         raise MissingInput(f"{counts_path} is missing: run `dvc repro prepare` first")
@@ -607,11 +590,15 @@ def report(params: Params, root: Path, console: Console) -> dict[str, Any]:
         lines += [f"**{title}** — *{verdict}*. {text}", ""]
     write_text(root / REPORT_FILE, "\n".join(lines))
 
+    for path in foreign_files(params, root):
+        console.print(
+            f"  note: {path.relative_to(root)} is not written by this pipeline (no such loss in params.yaml); "
+            "left as it is"
+        )
     console.print(f"[bold]report[/]: ranking by mean final test accuracy: {' > '.join(ranking)}")
     for title, (verdict, _) in claims:
         console.print(f"  claim {title.split('.')[0]}: {verdict}")
     console.print(
-        f"  wrote {REPORT_FILE}, {CURVES_FIGURE}, {ACCURACY_FIGURE}, {RELIABILITY_FIGURE}, {SUMMARY_FILE}, "
-        f"and each loss's {METRICS_DIR}/NAME.json, {HISTORY_DIR}/, {CALIBRATION_DIR}/, {CONFUSION_DIR}/ files"
+        f"  wrote {REPORT_FILE}, {CURVES_FIGURE}, {ACCURACY_FIGURE}, {RELIABILITY_FIGURE}, {SUMMARY_FILE}"
     )
     return summary

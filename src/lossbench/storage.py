@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -69,6 +70,18 @@ class RunFiles:
         return self.folder / "confusion.csv"
 
 
+def _create_private_name(folder: Path, name: str) -> Path:
+    """Create an empty file `.NAME.<random>.tmp` in folder, with the mode any
+    new file gets (0666 less the user's umask), not mkstemp's 0600."""
+    while True:
+        candidate = folder / f".{name}.{secrets.token_hex(6)}.tmp"
+        try:
+            os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return candidate
+        except FileExistsError:
+            continue
+
+
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path in target's folder; rename it onto target on success.
@@ -81,16 +94,19 @@ def atomic_path(target: Path) -> Iterator[Path]:
         target.parent.mkdir(parents=True, exist_ok=True)
         for leftover in target.parent.glob(f".{target.name}.*.tmp"):
             leftover.unlink()
-        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        os.close(handle)
+        temporary = _create_private_name(target.parent, target.name)
     except OSError as error:
         raise OutputWriteError(f"could not write {target}: {error}") from None
     try:
-        yield Path(temporary)
+        yield temporary
         os.replace(temporary, target)
-    except OSError as error:
+    except (OSError, RuntimeError) as error:
+        # RuntimeError: torch.save reports a full disk as a C++ stream error.
+        reason = (
+            error.strerror if isinstance(error, OSError) and error.strerror else str(error).splitlines()[0]
+        )
         raise OutputWriteError(
-            f"could not write {target}: {error}; the previous version, if any, is unchanged"
+            f"could not write {target}: {reason}; the previous version, if any, is unchanged"
         ) from None
     finally:
         if os.path.exists(temporary):
@@ -114,13 +130,16 @@ def write_with(target: Path, writer: Callable[[Path], object]) -> None:
 
 @dataclass(frozen=True)
 class PreparedData:
-    """The prepare stage's output: uint8 images (N, 3, H, W), int64 labels, class names."""
+    """What every dataset reader returns and the prepare stage saves: uint8
+    images (N, 3, H, W), int64 labels, class names (and, not saved, the input
+    files that could not be read)."""
 
     train_images: np.ndarray
     train_labels: np.ndarray
     test_images: np.ndarray
     test_labels: np.ndarray
     classes: tuple[str, ...]
+    skipped: tuple[str, ...] = ()
 
     def class_counts(self) -> dict[str, dict[str, int]]:
         def counts(labels: np.ndarray) -> dict[str, int]:
@@ -134,12 +153,31 @@ _ARRAYS = ("train_images", "train_labels", "test_images", "test_labels")
 
 
 def save_prepared(data: PreparedData, folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in _ARRAYS:
-        # A file handle, not a path: np.save appends ".npy" to the temporary name.
-        with atomic_path(folder / f"{name}.npy") as temporary, temporary.open("wb") as handle:
-            np.save(handle, getattr(data, name))
-    write_json(folder / "classes.json", list(data.classes))
+    """Write the prepared folder as a whole: build it beside the target, then
+    swap it in, so training never sees new train arrays beside old test ones."""
+    building = folder.parent / f".{folder.name}.building"
+    replaced = folder.parent / f".{folder.name}.replaced"
+    try:
+        for leftover in (building, replaced):  # from a run that was killed
+            if leftover.exists():
+                shutil.rmtree(leftover)
+        building.mkdir(parents=True)
+        for name in _ARRAYS:
+            with (building / f"{name}.npy").open("wb") as handle:
+                np.save(handle, getattr(data, name))
+        (building / "classes.json").write_text(json.dumps(list(data.classes)) + "\n", encoding="utf-8")
+        if folder.exists():
+            folder.rename(replaced)
+        building.rename(folder)
+        if replaced.exists():
+            shutil.rmtree(replaced)
+    except OSError as error:
+        if replaced.exists() and not folder.exists():
+            replaced.rename(folder)  # put the previous data back
+        shutil.rmtree(building, ignore_errors=True)
+        raise OutputWriteError(
+            f"could not write {folder}: {error.strerror or error}; the previous version, if any, is unchanged"
+        ) from None
 
 
 def load_prepared(folder: Path) -> PreparedData:

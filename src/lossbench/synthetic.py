@@ -16,7 +16,12 @@ Why it is a fair stand-in for comparing losses:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+
+from lossbench.params import DataParams
+from lossbench.storage import PreparedData
 
 CLASSES = (
     "disc",
@@ -115,6 +120,14 @@ def _draw(labels: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndar
     image = image + rng.normal(0, noise, image.shape)
     pixels: np.ndarray = np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
     return pixels
+
+
+def read(data_params: DataParams, raw: Path) -> PreparedData:
+    """The synthetic train and test sets of data.synthetic's sizes (`raw` holds nothing for it)."""
+    config = data_params.synthetic
+    train = generate("train", config.train_size, data_params.seed, config.noise)
+    test = generate("test", config.test_size, data_params.seed, config.noise)
+    return PreparedData(*train, *test, classes=CLASSES)
 
 
 def generate(split: str, size: int, seed: int, noise: float) -> tuple[np.ndarray, np.ndarray]:

@@ -1,18 +1,23 @@
 """Stage train@NAME: train the protocol network with one loss, once per seed.
 
-The whole dataset lives in tensors on the training device; each batch is
-gathered, cropped, flipped and normalised in a few tensor ops. Per-batch sums
-stay on the device, so the loop never waits on a host sync until the epoch ends.
+The seeds are trained side by side, one worker process each, as many at once
+as `machine.workers` allows (default: one per core). A seed's run depends only
+on its seed and the params, never on which process trains it or how many run
+at once, so the metrics are the same on any machine (tested). After every
+epoch a seed's full training state goes to a checkpoint; an interrupted stage
+(Ctrl-C, SIGTERM, SIGKILL, its dvc process killed) resumes from there.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import multiprocessing
+import os
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
 from functools import partial
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
@@ -21,72 +26,26 @@ import pandas as pd
 import torch
 from rich.console import Console
 
-from lossbench import augment, losses, model
-from lossbench.augment import Normalizer, PaddedPixels
-from lossbench.errors import ParamsError, TrainingDiverged, TrainingInterrupted
-from lossbench.evaluation import TestEvaluation, evaluate_probabilities
+from lossbench import augment, checkpoint, inference, lifeline, losses, model
+from lossbench.augment import TestSet, TrainingSet
+from lossbench.checkpoint import TrainingState, checkpoint_path, inputs_digest, load_saved, run_fingerprint
+from lossbench.errors import LossbenchError, ParamsError, TrainingDiverged, TrainingInterrupted
+from lossbench.evaluation import (
+    HEADLINE_METRICS,
+    Curves,
+    TestEvaluation,
+    evaluate_probabilities,
+    seed_metrics,
+)
+from lossbench.inference import evaluate, test_probabilities
 from lossbench.losses import PerSampleLoss, make_loss
 from lossbench.model import ProtocolNet
-from lossbench.params import Params, loss_label
+from lossbench.params import Params, loss_label, require_loss
 from lossbench.stats import summarize
-from lossbench.storage import (
-    CHECKPOINT_DIR,
-    PREPARED_DIR,
-    PreparedData,
-    RunFiles,
-    load_prepared,
-    write_json,
-    write_with,
-)
+from lossbench.storage import PREPARED_DIR, RunFiles, load_prepared, write_json, write_with
 
-# A run has converged at the first epoch whose test accuracy is within this
-# much (0.5 percentage points) of the best test accuracy of the run.
-CONVERGENCE_TOLERANCE = 0.005
-# A run's training loss has plateaued at the first epoch after which it never
-# falls more than this fraction (1%) below that epoch's value.
-PLATEAU_TOLERANCE = 0.01
-# Per-seed numbers that metrics/NAME.json summarises with mean, std and 95% CI.
-HEADLINE_METRICS = (
-    "final_test_acc",
-    "best_test_acc",
-    "final_train_acc",
-    "final_train_loss",
-    "final_test_loss",
-    "convergence_epoch",
-    "plateau_epoch",
-    "macro_f1",
-    "ece",
-    "nll",
-    "brier",
-)
-
-
-@dataclass(frozen=True)
-class DeviceData:
-    """The prepared data as tensors on the training device.
-
-    Training images are padded and normalised once, to be cropped and flipped
-    batch by batch; test images are normalised once and never augmented. Both
-    come out channels_last, the layout the network is run in.
-    """
-
-    train_pixels: PaddedPixels
-    train_labels: torch.Tensor
-    test_images: torch.Tensor
-    test_labels: torch.Tensor
-    num_classes: int
-
-    @classmethod
-    def from_prepared(cls, data: PreparedData, device: torch.device) -> DeviceData:
-        normalize = Normalizer(device)
-        test_images = normalize(torch.from_numpy(data.test_images).to(device))
-        return cls(
-            train_pixels=PaddedPixels.from_images(torch.from_numpy(data.train_images).to(device), normalize),
-            train_labels=torch.from_numpy(data.train_labels).to(device),
-            test_images=test_images.contiguous(memory_format=torch.channels_last),
-            test_labels=torch.from_numpy(data.test_labels).to(device),
-            num_classes=len(data.classes),
-        )
+# Seconds a stopped worker gets to finish writing its checkpoint before it is killed.
+STOP_GRACE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -104,6 +63,21 @@ class EpochRecord:
     wall_time_s: float
 
 
+@dataclass(frozen=True)
+class SeedJob:
+    """Everything a worker process needs to train one seed (picklable)."""
+
+    params: Params
+    name: str
+    seed: int
+    root: Path
+    fingerprint: str
+
+    @property
+    def checkpoint(self) -> Path:
+        return checkpoint_path(self.root, self.name, self.seed)
+
+
 def resolve_device(choice: str) -> torch.device:
     if choice == "cuda" and not torch.cuda.is_available():
         raise ParamsError(
@@ -114,136 +88,70 @@ def resolve_device(choice: str) -> torch.device:
     return torch.device(choice)
 
 
-@torch.inference_mode()
-def evaluate(
-    network: torch.nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    loss_fn: PerSampleLoss,
-    batch_size: int,
-) -> tuple[float, float]:
-    """Mean loss and accuracy over a whole (normalised, unaugmented) set."""
-    network.eval()
-    loss_sum = torch.zeros((), device=images.device)
-    correct = torch.zeros((), device=images.device, dtype=torch.int64)
-    for start in range(0, len(labels), batch_size):
-        logits = network(images[start : start + batch_size])
-        targets = labels[start : start + batch_size]
-        loss_sum += loss_fn(logits, targets).sum()
-        correct += (logits.argmax(dim=1) == targets).sum()
-    return loss_sum.item() / len(labels), correct.item() / len(labels)
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-@torch.inference_mode()
-def test_probabilities(network: torch.nn.Module, images: torch.Tensor, batch_size: int) -> np.ndarray:
-    network.eval()
-    chunks = [
-        network(images[start : start + batch_size]).double().softmax(dim=1)
-        for start in range(0, len(images), batch_size)
-    ]
-    return torch.cat(chunks).cpu().numpy()
+def worker_count(params: Params, cores: int) -> int:
+    """Seeds trained at once: machine.workers, or as many as the cores hold at
+    train.threads each; never more than there are seeds."""
+    threads = params.train.threads or cores  # 0: torch's default, every core
+    wanted = params.machine.workers or max(1, cores // threads)
+    return max(1, min(wanted, len(params.train.seeds)))
 
 
-def convergence_epoch(test_accuracy: list[float]) -> int:
-    best = max(test_accuracy)
-    return next(epoch for epoch, acc in enumerate(test_accuracy, 1) if acc >= best - CONVERGENCE_TOLERANCE)
-
-
-def plateau_epoch(train_loss: list[float]) -> int:
-    return next(
-        epoch
-        for epoch, loss in enumerate(train_loss, 1)
-        if min(train_loss[epoch - 1 :]) >= loss * (1 - PLATEAU_TOLERANCE)
-    )
-
-
-def effective_settings(params: Params, name: str, device: torch.device) -> dict[str, Any]:
-    return (
-        params.losses[name].model_dump(exclude_none=True)
-        | params.train.model_dump(exclude={"device", "threads", "seeds"})
-        | {"device": device.type, "threads": torch.get_num_threads(), "dataset": params.data.dataset}
-    )
-
-
-def inputs_digest(prepared_dir: Path) -> bytes:
-    """sha256 of the prepared data's bytes and of the training code."""
-    digest = hashlib.sha256()
-    for path in sorted(prepared_dir.iterdir()):
-        with path.open("rb") as handle:
-            digest.update(path.name.encode() + hashlib.file_digest(handle, "sha256").digest())
-    for module in (augment, losses, model, sys.modules[__name__]):
-        digest.update(Path(module.__file__ or "").read_bytes())
-    return digest.digest()
-
-
-def run_fingerprint(params: Params, name: str, seed: int, inputs: bytes) -> str:
-    """What a checkpoint must match to be resumed: the training params, this
-    loss's entry, the seed, and the data and code (`inputs_digest`)."""
-    settings = {
-        "train": params.train.model_dump(mode="json", exclude={"seeds"}),
-        "loss": params.losses[name].model_dump(mode="json"),
-        "seed": seed,
-    }
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode() + inputs).hexdigest()
-
-
-def load_checkpoint(path: Path, fingerprint: str, console: Console) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        checkpoint: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # any unreadable file is just not resumable
-        console.print(f"  ignoring checkpoint {path}: unreadable ({error.__class__.__name__})")
-        return None
-    if checkpoint.get("fingerprint") != fingerprint:
-        console.print(f"  ignoring checkpoint {path}: made with other params, data or code")
-        return None
-    return checkpoint
-
-
-def train_seed(
-    params: Params,
-    name: str,
-    seed: int,
-    tensors: DeviceData,
-    loss_fn: PerSampleLoss,
-    checkpoint_path: Path,
-    fingerprint: str,
-    console: Console,
-) -> tuple[ProtocolNet, list[EpochRecord]]:
-    """Train one seed to the end, checkpointing after every epoch and resuming
-    from a matching checkpoint (a finished one just hands back its network)."""
-    config = params.train
-    device = tensors.train_labels.device
-    started = time.perf_counter()
-    n_train = len(tensors.train_labels)
-    torch.manual_seed(seed)  # model initialisation
-    generator = torch.Generator(device=device).manual_seed(seed)  # order and augmentation
-    height, width = tensors.test_images.shape[2:]
-    network = ProtocolNet(tensors.num_classes, height, width).to(device).to(memory_format=torch.channels_last)
+def new_state(job: SeedJob, training: TrainingSet, device: torch.device) -> TrainingState:
+    """The network, optimiser, schedule and batch-order generator of a fresh run."""
+    config = job.params.train
+    torch.manual_seed(job.seed)  # model initialisation
+    network = ProtocolNet(training.num_classes, training.image_height, training.image_width)
+    network = network.to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(
         network.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.StepLR(
         optimizer, step_size=config.lr_step_epochs, gamma=config.lr_decay_factor
     )
+    generator = torch.Generator(device=device).manual_seed(job.seed)  # order and augmentation
+    return TrainingState(network, optimizer, scheduler, generator, history=[])
 
-    history: list[EpochRecord] = []
-    elapsed_before = 0.0  # training time spent before an interruption
-    checkpoint = load_checkpoint(checkpoint_path, fingerprint, console)
-    if checkpoint is not None:
-        network.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        generator.set_state(checkpoint["generator"])
-        history = [EpochRecord(**record) for record in checkpoint["history"]]
-        elapsed_before = history[-1].wall_time_s if history else 0.0
-        if len(history) < config.epochs:
-            console.print(f"  {name} seed {seed}: resuming after epoch {len(history)}")
 
-    epoch = len(history) + 1
+def resumed_state(
+    job: SeedJob, training: TrainingSet, device: torch.device, console: Console
+) -> TrainingState:
+    """A fresh state, or the one saved in the seed's checkpoint if it matches."""
+    state = new_state(job, training, device)
+    saved = load_saved(job.checkpoint, job.fingerprint, console)
+    if saved is None:
+        return state
     try:
-        for epoch in range(len(history) + 1, config.epochs + 1):
+        state.restore(saved)
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        console.print(
+            f"  ignoring checkpoint {job.checkpoint}: another structure ({error.__class__.__name__})"
+        )
+        return new_state(job, training, device)  # the failed restore may have changed some of it
+    return state
+
+
+def train_seed(
+    job: SeedJob, training: TrainingSet, test: TestSet, loss_fn: PerSampleLoss, console: Console
+) -> list[EpochRecord]:
+    """Train one seed to the end, checkpointing after every epoch and resuming
+    from a matching checkpoint (a finished one returns at once)."""
+    config, name, seed = job.params.train, job.name, job.seed
+    device = training.labels.device
+    started = time.perf_counter()
+    n_train = len(training.labels)
+    state = resumed_state(job, training, device, console)
+    network, optimizer, generator = state.network, state.optimizer, state.generator
+    elapsed_before = state.history[-1]["wall_time_s"] if state.history else 0.0
+    if 0 < len(state.history) < config.epochs:
+        console.print(f"  {name} seed {seed}: resuming after epoch {len(state.history)}")
+
+    epoch = len(state.history) + 1
+    try:
+        for epoch in range(len(state.history) + 1, config.epochs + 1):
             epoch_started = time.perf_counter()
             network.train()
             lr = optimizer.param_groups[0]["lr"]
@@ -252,8 +160,8 @@ def train_seed(
             order = torch.randperm(n_train, generator=generator, device=device)
             for start in range(0, n_train, config.batch_size):
                 index = order[start : start + config.batch_size]
-                images = tensors.train_pixels.crop_and_flip(index, generator)
-                targets = tensors.train_labels[index]
+                images = training.pixels.crop_and_flip(index, generator)
+                targets = training.labels[index]
                 logits = network(images)
                 batch_losses = loss_fn(logits, targets)
                 optimizer.zero_grad(set_to_none=True)
@@ -261,19 +169,17 @@ def train_seed(
                 optimizer.step()
                 loss_sum += batch_losses.detach().sum()
                 correct += (logits.detach().argmax(dim=1) == targets).sum()
-            scheduler.step()
+            state.scheduler.step()
 
             train_loss = loss_sum.item() / n_train
             if not torch.isfinite(loss_sum):
-                checkpoint_path.unlink(missing_ok=True)  # a diverged run is not worth resuming
+                job.checkpoint.unlink(missing_ok=True)  # a diverged run is not worth resuming
                 raise TrainingDiverged(
-                    f"train@{name} ({loss_label(params.losses[name])}): the training loss became "
+                    f"train@{name} ({loss_label(job.params.losses[name])}): the training loss became "
                     f"{train_loss} in epoch {epoch} (seed {seed}); nothing was written. "
                     "Lower train.lr or check the loss settings."
                 )
-            test_loss, test_acc = evaluate(
-                network, tensors.test_images, tensors.test_labels, loss_fn, config.test_batch_size
-            )
+            test_loss, test_acc = evaluate(network, test.images, test.labels, loss_fn, config.test_batch_size)
             record = EpochRecord(
                 seed=seed,
                 epoch=epoch,
@@ -284,95 +190,198 @@ def train_seed(
                 test_acc=test_acc,
                 wall_time_s=round(elapsed_before + time.perf_counter() - started, 2),
             )
-            history.append(record)
-            state = {
-                "fingerprint": fingerprint,
-                "model": network.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "generator": generator.get_state(),
-                "history": [asdict(r) for r in history],
-            }
-            write_with(checkpoint_path, partial(torch.save, state))
+            state.history.append(asdict(record))
+            state.save(job.checkpoint, job.fingerprint)
             console.print(
                 f"  {name} seed {seed} epoch {epoch:>3}/{config.epochs}  lr {lr:.4g}  "
                 f"train loss {record.train_loss:.4f} acc {record.train_acc:.4f}  "
                 f"test loss {test_loss:.4f} acc {test_acc:.4f}  ({time.perf_counter() - epoch_started:.1f}s)"
             )
     except KeyboardInterrupt:
+        saved = len(state.history)
         raise TrainingInterrupted(
             f"train@{name}: interrupted in epoch {epoch} of seed {seed}; "
-            + (f"epochs 1-{len(history)} are saved in {checkpoint_path}, and " if history else "")
+            + (f"epochs 1-{saved} are saved in {job.checkpoint}, and " if saved else "")
             + "`dvc repro` resumes from there"
         ) from None
-    return network, history
+    return [EpochRecord(**record) for record in state.history]
 
 
-def seed_metrics(history: list[EpochRecord], evaluation: TestEvaluation) -> dict[str, Any]:
-    test_accuracy = [r.test_acc for r in history]
-    final = history[-1]
-    return {
-        "final_test_acc": final.test_acc,
-        "best_test_acc": max(test_accuracy),
-        "final_train_acc": final.train_acc,
-        "final_train_loss": final.train_loss,
-        "final_test_loss": final.test_loss,
-        "convergence_epoch": convergence_epoch(test_accuracy),
-        "plateau_epoch": plateau_epoch([r.train_loss for r in history]),
-        "macro_f1": evaluation.macro_f1,
-        "ece": evaluation.ece,
-        "nll": evaluation.nll,
-        "brier": evaluation.brier,
-    }
+@dataclass(frozen=True)
+class DeviceData:
+    """What training needs on the device, built once per process."""
+
+    training: TrainingSet
+    test: TestSet
+    loss_fn: PerSampleLoss
+
+    @classmethod
+    def load(cls, params: Params, name: str, root: Path) -> DeviceData:
+        device = resolve_device(params.train.device)
+        data = load_prepared(root / PREPARED_DIR)
+        return cls(
+            TrainingSet.from_prepared(data, device),
+            TestSet.from_prepared(data, device),
+            make_loss(name, params.losses[name], len(data.classes), device),
+        )
+
+
+def _use_threads(params: Params) -> None:
+    if params.train.threads:
+        torch.set_num_threads(params.train.threads)
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _seed_worker(job: SeedJob, outcomes: Any) -> None:
+    """A worker process: train one seed, report ('done' | 'interrupted' | 'failed', message)."""
+    lifeline.die_with_parent()
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    _use_threads(job.params)
+    console = Console(soft_wrap=True)
+    try:
+        device_data = DeviceData.load(job.params, job.name, job.root)
+        train_seed(job, device_data.training, device_data.test, device_data.loss_fn, console)
+    except TrainingInterrupted as error:
+        outcomes.put((job.seed, "interrupted", str(error)))
+        sys.exit(130)
+    except KeyboardInterrupt:  # before training started: nothing to save
+        outcomes.put((job.seed, "interrupted", f"train@{job.name}: seed {job.seed} stopped before training"))
+        sys.exit(130)
+    except LossbenchError as error:
+        outcomes.put((job.seed, "failed", str(error)))
+        sys.exit(1)
+    outcomes.put((job.seed, "done", ""))
+
+
+def _stop(processes: list[multiprocessing.process.BaseProcess]) -> None:
+    """Stop workers as SIGTERM does (they finish the checkpoint they are writing)."""
+    for process in processes:
+        if process.is_alive() and process.pid is not None:
+            os.kill(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    for process in processes:
+        process.join(max(0.1, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
+def train_in_workers(jobs: list[SeedJob], workers: int) -> None:
+    """Train every job's seed in its own process, `workers` at a time. A failed
+    seed stops the others; so does Ctrl-C or SIGTERM (all checkpoint first)."""
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or locks inherited
+    outcomes = context.SimpleQueue()
+    waiting = list(jobs)
+    running: dict[Any, tuple[multiprocessing.process.BaseProcess, SeedJob]] = {}
+    reports: dict[int, tuple[str, str]] = {}
+
+    def collect() -> None:
+        while not outcomes.empty():
+            seed, outcome, message = outcomes.get()
+            reports[seed] = (outcome, message)
+
+    try:
+        while waiting or running:
+            while waiting and len(running) < workers:
+                job = waiting.pop(0)
+                started = context.Process(target=_seed_worker, args=(job, outcomes), name=f"seed {job.seed}")
+                started.start()
+                running[started.sentinel] = (started, job)
+            finished = [running.pop(sentinel) for sentinel in wait(list(running))]
+            for ended, _ in finished:
+                ended.join()
+            collect()
+            for ended, job in finished:
+                outcome, message = reports.get(job.seed, ("died", ""))
+                if outcome == "done":
+                    continue
+                _stop([other for other, _ in running.values()])
+                if outcome == "died":
+                    message = (
+                        f"train@{job.name}: the worker for seed {job.seed} ended with exit code "
+                        f"{ended.exitcode} without a report (killed, or out of memory?); "
+                        "finished epochs are checkpointed and `dvc repro` resumes"
+                    )
+                raise TrainingInterrupted(message) if outcome == "interrupted" else LossbenchError(message)
+    except KeyboardInterrupt:
+        _stop([process for process, _ in running.values()])
+        collect()
+        saved = [message for outcome, message in reports.values() if outcome == "interrupted"]
+        raise TrainingInterrupted(
+            "; ".join(saved) if saved else f"train@{jobs[0].name}: stopped; `dvc repro` resumes"
+        ) from None
 
 
 def train(params: Params, name: str, root: Path, console: Console) -> dict[str, Any]:
     """Train loss `name` of params.losses once per seed; write its weights,
-    metrics (per seed and summarised), history, confusion and calibration data.
-
-    After every epoch the full training state goes to a checkpoint, so a run
-    that is interrupted (Ctrl-C, SIGTERM, SIGKILL) resumes from its last
-    completed epoch and ends with the same numbers as an uninterrupted one.
-    """
-    if name not in params.losses:
-        raise ParamsError(f"losses.{name}: no such loss in params.yaml; defined: {', '.join(params.losses)}")
-    spec, config = params.losses[name], params.train
+    metrics (per seed and summarised), history, confusion and calibration data."""
+    spec, config = require_loss(params, name), params.train
     label = loss_label(spec)
     device = resolve_device(config.device)
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    _use_threads(params)
+    lifeline.stop_when_ancestors_die()
 
     data = load_prepared(root / PREPARED_DIR)
-    loss_fn = make_loss(name, spec, len(data.classes), device)
-    tensors = DeviceData.from_prepared(data, device)
     n_train, n_test = len(data.train_labels), len(data.test_labels)
-    console.print(
-        f"[bold]train@{name}[/]: {label}, {n_train} train / {n_test} test images, "
-        f"{config.epochs} epochs x seeds {config.seeds} on {device.type} ({torch.get_num_threads()} threads)"
+    inputs = inputs_digest(
+        root / PREPARED_DIR, [augment, checkpoint, inference, losses, model, sys.modules[__name__]]
     )
+    jobs = [
+        SeedJob(params, name, seed, root, run_fingerprint(params, name, seed, inputs))
+        for seed in config.seeds
+    ]
+    workers = worker_count(params, available_cores())
+    console.print(
+        f"[bold]train@{name}[/]: {label}, {n_train} train / {n_test} test images, {config.epochs} epochs "
+        f"x seeds {config.seeds} on {device.type}, {workers} seed(s) at a time, "
+        f"{torch.get_num_threads()} thread(s) each"
+    )
+    test = TestSet.from_prepared(data, device)
+    loss_fn = make_loss(name, spec, len(data.classes), device)
+    if workers == 1:
+        training = TrainingSet.from_prepared(data, device)
+        for job in jobs:
+            train_seed(job, training, test, loss_fn, console)
+        del training
+    else:
+        train_in_workers(jobs, workers)
 
     networks, history, per_seed, reliability = {}, [], {}, []
     first_evaluation: TestEvaluation | None = None  # its predictions make the confusion plot
-    checkpoints = []
-    inputs = inputs_digest(root / PREPARED_DIR)
-    for seed in config.seeds:
-        checkpoint_path = root / CHECKPOINT_DIR / name / f"seed-{seed}.pt"
-        checkpoints.append(checkpoint_path)
-        fingerprint = run_fingerprint(params, name, seed, inputs)
-        network, seed_history = train_seed(
-            params, name, seed, tensors, loss_fn, checkpoint_path, fingerprint, console
+    for job in jobs:
+        saved = load_saved(job.checkpoint, job.fingerprint, console)
+        if saved is None:
+            raise LossbenchError(
+                f"train@{name}: seed {job.seed}'s finished run is missing from {job.checkpoint}"
+            )
+        network = ProtocolNet(len(data.classes), *data.test_images.shape[2:]).to(device)
+        network.load_state_dict(saved["model"])
+        seed_history = [EpochRecord(**record) for record in saved["history"]]
+        evaluation = evaluate_probabilities(
+            test_probabilities(
+                network.to(memory_format=torch.channels_last), test.images, config.test_batch_size
+            ),
+            data.test_labels,
         )
-        probabilities = test_probabilities(network, tensors.test_images, config.test_batch_size)
-        evaluation = evaluate_probabilities(probabilities, data.test_labels)
-        networks[f"seed{seed}"] = network.state_dict()
+        curves = Curves(
+            train_loss=[r.train_loss for r in seed_history],
+            train_acc=[r.train_acc for r in seed_history],
+            test_loss=[r.test_loss for r in seed_history],
+            test_acc=[r.test_acc for r in seed_history],
+        )
+        networks[f"seed{job.seed}"] = network.state_dict()
         history += seed_history
         first_evaluation = first_evaluation or evaluation
-        per_seed[f"seed{seed}"] = seed_metrics(seed_history, evaluation) | {
+        per_seed[f"seed{job.seed}"] = seed_metrics(curves, evaluation) | {
             "per_class_recall": evaluation.per_class_recall
         }
-        reliability += [{"seed": seed} | row for row in evaluation.reliability]
+        reliability += [{"seed": job.seed} | row for row in evaluation.reliability]
         console.print(
-            f"  {name} seed {seed}: test acc {seed_history[-1].test_acc:.4f}, macro-F1 "
+            f"  {name} seed {job.seed}: test acc {seed_history[-1].test_acc:.4f}, macro-F1 "
             f"{evaluation.macro_f1:.4f}, ECE {evaluation.ece:.4f} ({seed_history[-1].wall_time_s:.1f}s)"
         )
 
@@ -384,7 +393,9 @@ def train(params: Params, name: str, root: Path, console: Console) -> dict[str, 
         "per_seed": per_seed,
         "train_samples": n_train,
         "test_samples": n_test,
-        "settings": effective_settings(params, name, device),
+        "settings": spec.model_dump(exclude_none=True)
+        | config.model_dump(exclude={"device", "threads", "seeds"})
+        | {"device": device.type, "threads": torch.get_num_threads(), "dataset": params.data.dataset},
     }
     assert first_evaluation is not None  # params require at least one seed
     confusion = pd.DataFrame(
@@ -399,8 +410,8 @@ def train(params: Params, name: str, root: Path, console: Console) -> dict[str, 
     write_with(run.confusion, lambda path: confusion.to_csv(path, index=False))
     write_with(run.calibration, lambda path: pd.DataFrame(reliability).to_csv(path, index=False))
     write_json(run.metrics, metrics)
-    for checkpoint_path in checkpoints:
-        checkpoint_path.unlink(missing_ok=True)
+    for job in jobs:
+        job.checkpoint.unlink(missing_ok=True)
     accuracy = metrics["final_test_acc"]
     console.print(
         f"[bold]train@{name}[/] done: final test acc {accuracy['mean']:.4f} ± {accuracy['std']:.4f} "

@@ -1,0 +1,92 @@
+"""A training process ends when the processes that started it die.
+
+DVC runs a stage's command through a shell. `kill -9` of `dvc repro` kills
+neither the shell nor the trainer, and the next `dvc repro` would race the
+orphan on its checkpoint. So a stage watches its ancestors up to the dvc
+process and stops itself (as SIGTERM would: checkpoint, exit) when one is
+gone; its seed workers ask the kernel for SIGTERM when the stage dies.
+Linux only (/proc, prctl); elsewhere nothing is watched.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+PROC = Path("/proc")
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        stat = (PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    # The command name is in parentheses and may hold spaces; fields follow the last ')'.
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def _identity(pid: int) -> str | None:
+    """The process's start time: with the pid, it cannot be reused by another process."""
+    fields = _stat_fields(pid)
+    return fields[19] if fields else None
+
+
+def _parent(pid: int) -> int:
+    fields = _stat_fields(pid)
+    return int(fields[1]) if fields else 0
+
+
+def _is_dvc(pid: int) -> bool:
+    try:
+        argv = (PROC / str(pid) / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return any(Path(os.fsdecode(arg)).name == "dvc" for arg in argv[:3])
+
+
+def watched_ancestors() -> list[tuple[int, str]]:
+    """The parent, and when DVC runs this stage every ancestor up to the dvc process."""
+    chain: list[tuple[int, str]] = []
+    pid = os.getppid()
+    under_dvc = "DVC_STAGE" in os.environ
+    while pid > 1:
+        identity = _identity(pid)
+        if identity is None:
+            break
+        chain.append((pid, identity))
+        if not under_dvc or _is_dvc(pid):
+            break
+        pid = _parent(pid)
+    return chain
+
+
+def stop_when_ancestors_die(interval_s: float = 1.0) -> None:
+    """Send this process SIGTERM as soon as a watched ancestor has exited."""
+    if not PROC.joinpath("self", "stat").exists():
+        return
+    chain = watched_ancestors()
+
+    def watch() -> None:
+        while all(_identity(pid) == identity for pid, identity in chain):
+            time.sleep(interval_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    if chain:
+        threading.Thread(target=watch, name="lossbench-lifeline", daemon=True).start()
+
+
+def die_with_parent() -> None:
+    """In a worker process: the kernel sends SIGTERM when the parent dies."""
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return  # not Linux
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
