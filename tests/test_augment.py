@@ -4,9 +4,17 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision import transforms
 
-from lossbench.augment import CIFAR10_MEAN, CIFAR10_STD, PADDING, Normalizer, PaddedPixels, pad_images
+from lossbench.augment import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    PADDING,
+    Normalizer,
+    PaddedPixels,
+    TestSet,
+    TrainingSet,
+    pad_images,
+)
 from lossbench.storage import PreparedData
-from lossbench.train import DeviceData
 
 CPU = torch.device("cpu")
 
@@ -78,11 +86,11 @@ def test_test_images_are_only_normalised_never_augmented() -> None:
     data = PreparedData(
         train.numpy(), np.arange(10) % 10, test.numpy(), np.arange(6) % 10, tuple(str(i) for i in range(10))
     )
-    tensors = DeviceData.from_prepared(data, CPU)
-    torch.testing.assert_close(tensors.test_images, Normalizer(CPU)(test))
+    test_set, training_set = TestSet.from_prepared(data, CPU), TrainingSet.from_prepared(data, CPU)
+    torch.testing.assert_close(test_set.images, Normalizer(CPU)(test))
     # Training pixels: padded with black, then normalised, one row per pixel.
     expected_pixels = Normalizer(CPU)(pad_images(train)).permute(0, 2, 3, 1).reshape(-1, 3)
-    torch.testing.assert_close(tensors.train_pixels.pixels, expected_pixels)
+    torch.testing.assert_close(training_set.pixels.pixels, expected_pixels)
 
 
 def test_crops_of_normalised_pixels_are_normalised_crops() -> None:

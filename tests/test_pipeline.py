@@ -11,16 +11,19 @@ from pathlib import Path
 import yaml
 from conftest import BIN, run_in, wait_for_queue, write_params
 
-STAGES = ["prepare", "train@mae", "train@ce", "train@focal_low", "train@focal_high", "report"]
+LOSSES = ["mae", "ce", "focal_low", "focal_high"]
+STAGES = ["validate", "prepare", *(f"train@{n}" for n in LOSSES), *(f"publish@{n}" for n in LOSSES), "report"]
 
 
 def ran(output: str) -> list[str]:
     return re.findall(r"Running stage '([^']+)'", output)
 
 
-def test_repro_caching_gamma_change_metrics_diff_plots_and_a_fifth_loss(project: Path) -> None:
-    first = run_in(project, "dvc", "repro")
-    assert sorted(ran(first.stdout)) == sorted(STAGES)
+def test_repro_caching_gamma_change_metrics_diff_plots_and_a_fifth_loss(
+    reproduced: Path, reproduced_template: tuple[Path, str]
+) -> None:
+    project = reproduced
+    assert ran(reproduced_template[1]) == STAGES  # the first `dvc repro`, in pipeline order
     for name in ("mae", "ce", "focal_low", "focal_high"):
         assert (project / "data" / "runs" / name / "model.pt").is_file()
         metrics = json.loads((project / "metrics" / f"{name}.json").read_text())
@@ -48,17 +51,15 @@ def test_repro_caching_gamma_change_metrics_diff_plots_and_a_fifth_loss(project:
     second = run_in(project, "dvc", "repro")
     assert ran(second.stdout) == [] and "up to date" in second.stdout
 
-    run_in(project, "git", "add", "-A")
-    run_in(project, "git", "commit", "-qm", "baseline")
-
-    # Change one focal gamma: DVC sees exactly that training stage and the report as changed.
+    # Change one focal gamma: DVC sees exactly that training stage, its publishing and the
+    # report as changed (and validate, which reads all of params.yaml and reruns nothing).
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["losses"]["focal_high"]["gamma"] = 0.0
     write_params(project, params)
     status = json.loads(run_in(project, "dvc", "status", "--json").stdout)
-    assert sorted(status) == ["report", "train@focal_high"]
+    assert sorted(status) == ["report", "train@focal_high", "validate"]
     third = run_in(project, "dvc", "repro")
-    assert sorted(ran(third.stdout)) == ["report", "train@focal_high"]
+    assert ran(third.stdout) == ["validate", "train@focal_high", "publish@focal_high", "report"]
     assert "Focal (γ=0)" in (project / "plots" / "report.md").read_text()
 
     diff = json.loads(run_in(project, "dvc", "metrics", "diff", "--json").stdout)
@@ -87,7 +88,7 @@ def test_repro_caching_gamma_change_metrics_diff_plots_and_a_fifth_loss(project:
     stages = run_in(project, "dvc", "stage", "list", "--names-only").stdout.split()
     assert "train@focal_mid" in stages
     fourth = run_in(project, "dvc", "repro")
-    assert sorted(ran(fourth.stdout)) == ["report", "train@focal_mid"]
+    assert ran(fourth.stdout) == ["validate", "train@focal_mid", "publish@focal_mid", "report"]
     assert "Focal (γ=1)" in (project / "plots" / "curves.csv").read_text()
     assert "train@focal_mid" in (project / "plots" / "report.md").read_text()
     assert json.loads((project / "metrics" / "summary.json").read_text())["rank"]["focal_mid"] >= 1
@@ -107,7 +108,7 @@ def test_determinism_tampering_and_a_killed_repro(project: Path) -> None:
 
     # Same params and seed, forced rerun: identical metrics.
     forced = run_in(project, "dvc", "repro", "-f")
-    assert sorted(ran(forced.stdout)) == ["prepare", "report", "train@ce"]
+    assert ran(forced.stdout) == ["validate", "prepare", "train@ce", "publish@ce", "report"]
     assert json.loads(run_in(project, "dvc", "metrics", "diff", "--json").stdout) == {}
 
     # Tampered prepared data: DVC sees it and rebuilds it; training is not redone.
@@ -142,14 +143,17 @@ def test_determinism_tampering_and_a_killed_repro(project: Path) -> None:
     metrics_file = project / "metrics" / "ce.json"
     assert not metrics_file.exists() or json.loads(metrics_file.read_text())  # complete or absent
     resumed = run_in(project, "dvc", "repro")
-    assert sorted(ran(resumed.stdout)) == ["report", "train@ce"] and "resuming after epoch" in resumed.stdout
+    assert (
+        ran(resumed.stdout) == ["train@ce", "publish@ce", "report"]
+        and "resuming after epoch" in resumed.stdout
+    )
     assert run_in(project, "dvc", "status", "--json").stdout.strip() == "{}"
     assert [p for p in project.rglob(".*.tmp") if ".dvc" not in p.parts] == []
     run_in(project, "git", "add", "-A")
     run_in(project, "git", "commit", "-qm", "resumed")
     uninterrupted = run_in(project, "dvc", "repro", "-f", "-s", "train@ce")
     assert "resuming" not in uninterrupted.stdout
-    run_in(project, "dvc", "repro")  # the report publishes the retrained metrics
+    run_in(project, "dvc", "repro")  # publish@ce publishes the retrained metrics
     assert json.loads(run_in(project, "dvc", "metrics", "diff", "--json").stdout) == {}
 
 

@@ -172,7 +172,9 @@ class FocalLoss(Strict):
     @classmethod
     def _alpha_positive(cls, value: float | list[float] | None) -> float | list[float] | None:
         if isinstance(value, float | int) and not 0 < value <= FLOAT32_MAX:
-            raise ValueError("alpha must be > 0 (and fit a float32), a list of per-class weights > 0, or null")
+            raise ValueError(
+                "alpha must be > 0 (and fit a float32), a list of per-class weights > 0, or null"
+            )
         return value
 
 
@@ -285,7 +287,9 @@ def _format_validation_error(error: ValidationError, source: str) -> str:
             message = "unknown loss kind; allowed: mae, ce, focal"
         elif item["type"] == "union_tag_not_found":
             message = "missing 'kind'; allowed: mae, ce, focal"
-        elif item["type"] in BOUNDS and isinstance(limit := item.get("ctx", {}).get(BOUNDS[item["type"]][0]), float):
+        elif item["type"] in BOUNDS and isinstance(
+            limit := item.get("ctx", {}).get(BOUNDS[item["type"]][0]), float
+        ):
             message = f"Input should be {BOUNDS[item['type']][1]} {limit:.8g}"  # not 39 digits of FLOAT32_MAX
         # repr() keeps a newline or other control character in a key visible.
         path = ".".join(part if part.isprintable() else repr(part) for part in parts)

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from multiprocessing.connection import wait
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ import pandas as pd
 import torch
 from rich.console import Console
 
-from lossbench import augment, checkpoint, inference, lifeline, losses, model
+from lossbench import lifeline
 from lossbench.augment import TestSet, TrainingSet
 from lossbench.checkpoint import TrainingState, checkpoint_path, inputs_digest, load_saved, run_fingerprint
 from lossbench.errors import LossbenchError, ParamsError, TrainingDiverged, TrainingInterrupted
@@ -316,6 +317,15 @@ def train_in_workers(jobs: list[SeedJob], workers: int) -> None:
         ) from None
 
 
+def training_code() -> list[ModuleType]:
+    """The lossbench modules loaded for training (this one and what it imports)."""
+    return [
+        module
+        for name, module in sorted(sys.modules.items())
+        if name.startswith("lossbench.") and name not in ("lossbench.cli", "lossbench.__main__")
+    ]
+
+
 def train(params: Params, name: str, root: Path, console: Console) -> dict[str, Any]:
     """Train loss `name` of params.losses once per seed; write its weights,
     metrics (per seed and summarised), history, confusion and calibration data."""
@@ -327,9 +337,7 @@ def train(params: Params, name: str, root: Path, console: Console) -> dict[str, 
 
     data = load_prepared(root / PREPARED_DIR)
     n_train, n_test = len(data.train_labels), len(data.test_labels)
-    inputs = inputs_digest(
-        root / PREPARED_DIR, [augment, checkpoint, inference, losses, model, sys.modules[__name__]]
-    )
+    inputs = inputs_digest(root / PREPARED_DIR, training_code())
     jobs = [
         SeedJob(params, name, seed, root, run_fingerprint(params, name, seed, inputs))
         for seed in config.seeds

@@ -1,0 +1,53 @@
+"""dvc.yaml against the code: every stage depends on all the lossbench code its command runs."""
+
+import ast
+
+import yaml
+from conftest import PROJECT
+
+PACKAGE = PROJECT / "src" / "lossbench"
+# The CLI only parses arguments and hands over to a stage's module; a change to
+# it (a new command, a help text) must not rerun the pipeline.
+DISPATCH = {"lossbench.cli", "lossbench.__main__", "lossbench"}
+
+
+def imports_of(module: str) -> set[str]:
+    """lossbench modules `module` imports, anywhere in its source (functions too), transitively."""
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        tree = ast.parse((PACKAGE / f"{name.removeprefix('lossbench.')}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "lossbench":
+                todo += [f"lossbench.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lossbench."):
+                todo.append(node.module)  # type: ignore[arg-type]
+            elif isinstance(node, ast.Import):
+                todo += [alias.name for alias in node.names if alias.name.startswith("lossbench.")]
+    return seen - DISPATCH
+
+
+def test_every_stage_depends_on_the_code_its_command_imports() -> None:
+    stages = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]
+    assert stages, "no stages"
+    for name, stage in stages.items():
+        stage = stage.get("do", stage)  # foreach stages: the template
+        command = stage["cmd"].split()
+        assert command[0] == "lossbench" and len(command) == 2, f"{name}: {stage['cmd']}"
+        needed = {
+            f"src/lossbench/{module.removeprefix('lossbench.')}.py"
+            for module in imports_of(f"lossbench.{command[1]}")
+        }
+        declared = {dep for dep in stage["deps"] if dep.startswith("src/")}
+        assert needed <= declared, f"{name} lacks {sorted(needed - declared)}"
+        assert declared <= needed, f"{name} depends on code it does not run: {sorted(declared - needed)}"
+
+
+def test_no_command_holds_a_value_from_params() -> None:
+    """A stage's command is fixed text: nothing from params.yaml reaches a shell."""
+    for name, stage in yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"].items():
+        assert "${" not in stage.get("do", stage)["cmd"], name
