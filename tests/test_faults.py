@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,11 @@ import pytest
 import torch
 import yaml
 from conftest import BIN, TINY_PARAMS, commit, run_in, start_in, write_params
+from rich.console import Console
+
+from lossbench.checkpoint import run_fingerprint
+from lossbench.params import load_params
+from lossbench.train import DeviceData, SeedJob, train_seed
 
 
 def lossbench(cwd: Path, *args: str, **popen: object) -> subprocess.CompletedProcess[str]:
@@ -167,14 +173,45 @@ def _temporaries(root: Path) -> list[Path]:
     return [p for p in root.rglob(".*.tmp") if ".dvc" not in p.parts]
 
 
-@pytest.fixture
-def prepared(tmp_path: Path) -> Path:
-    """Tiny prepared data and params for one CE training of a couple of seconds."""
+@pytest.fixture(scope="module")
+def prepared_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("prepared")
     params = changed_sizes(600, 100)
-    params["train"].update(epochs=40, seeds=[1])  # type: ignore[attr-defined]
-    write_params(tmp_path, params)
-    assert lossbench(tmp_path, "prepare").returncode == 0
+    params["train"].update(epochs=40, seeds=[1, 2])  # type: ignore[attr-defined]
+    write_params(root, params)
+    assert lossbench(root, "prepare").returncode == 0
+    return root
+
+
+@pytest.fixture
+def prepared(tmp_path: Path, prepared_template: Path) -> Path:
+    """Tiny prepared data, and params for a CE training of two seeds, one worker each."""
+    shutil.copytree(prepared_template, tmp_path, dirs_exist_ok=True)
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(
+    prepared_template: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[dict[str, object], list[str]]:
+    """The results of the `prepared` training run straight through."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    shutil.copytree(prepared_template, root, dirs_exist_ok=True)
+    assert lossbench(root, "train", "ce").returncode == 0
+    return _results(root)
+
+
+def test_seed_workers_never_change_the_results(prepared: Path) -> None:
+    edit_params(prepared, lambda p: p["train"].update(epochs=3, seeds=[1, 2, 3]))
+    runs = {}
+    for workers in (1, 2, 3):
+        edit_params(prepared, lambda p, workers=workers: p.update(machine={"workers": workers}))
+        result = lossbench(prepared, "train", "ce")
+        assert result.returncode == 0 and f"{min(workers, 3)} seed(s) at a time" in result.stdout, (
+            result.stdout
+        )
+        runs[workers] = _results(prepared)
+    assert runs[1] == runs[2] == runs[3]
 
 
 def test_a_diverging_loss_stops_with_the_loss_and_epoch_named(prepared: Path) -> None:
@@ -188,7 +225,7 @@ def test_a_diverging_loss_stops_with_the_loss_and_epoch_named(prepared: Path) ->
 
 def test_a_failed_metrics_write_is_a_clear_error_and_leaves_no_partial_file(prepared: Path) -> None:
     # The metrics path is taken by a folder: the rename onto it fails, as a full disk would.
-    edit_params(prepared, lambda p: p["train"].__setitem__("epochs", 1))
+    edit_params(prepared, lambda p: p["train"].update(epochs=1, seeds=[1]))
     (prepared / "data" / "runs" / "ce" / "metrics.json").mkdir(parents=True)
     result = lossbench(prepared, "train", "ce")
     assert result.returncode == 1
@@ -205,7 +242,9 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_line(prepared: Path) -> No
 
 
 def test_a_missing_history_names_the_stage_to_rerun(prepared: Path) -> None:
-    edit_params(prepared, lambda p: p.update(losses={"ce": {"kind": "ce"}}) or p["train"].update(epochs=1))
+    edit_params(
+        prepared, lambda p: p.update(losses={"ce": {"kind": "ce"}}) or p["train"].update(epochs=1, seeds=[1])
+    )
     assert lossbench(prepared, "train", "ce").returncode == 0
     (prepared / "data" / "runs" / "ce" / "history.csv").unlink()
     result = lossbench(prepared, "report")
@@ -233,12 +272,9 @@ def _results(root: Path) -> tuple[dict[str, object], list[str]]:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
-def test_interrupted_training_resumes_to_identical_results(prepared: Path, signum: signal.Signals) -> None:
-    assert lossbench(prepared, "train", "ce").returncode == 0  # the uninterrupted reference
-    expected = _results(prepared)
-    for path in (prepared / "data" / "runs" / "ce").iterdir():
-        path.unlink()
-
+def test_interrupted_training_resumes_to_identical_results(
+    prepared: Path, signum: signal.Signals, uninterrupted: tuple[dict[str, object], list[str]]
+) -> None:
     process = _start_training(prepared)
     _wait_for(prepared / "data" / "checkpoints" / "ce" / "seed-1.pt", process)
     os.killpg(process.pid, signum)
@@ -254,7 +290,7 @@ def test_interrupted_training_resumes_to_identical_results(prepared: Path, signu
     resumed = lossbench(prepared, "train", "ce")
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming after epoch" in resumed.stdout
-    assert _results(prepared) == expected
+    assert _results(prepared) == uninterrupted
     assert list((prepared / "data" / "checkpoints").rglob("*.pt")) == []
     assert _temporaries(prepared) == []
 
@@ -271,15 +307,6 @@ def test_a_checkpoint_from_other_params_is_ignored(prepared: Path) -> None:
     assert "resuming" not in result.stdout
 
 
-def _fingerprint_of_a_real_checkpoint(root: Path) -> str:
-    process = _start_training(root)
-    checkpoint = root / "data" / "checkpoints" / "ce" / "seed-1.pt"
-    _wait_for(checkpoint, process)
-    os.killpg(process.pid, signal.SIGINT)
-    process.communicate(timeout=120)
-    return str(torch.load(checkpoint, weights_only=True)["fingerprint"])
-
-
 def test_checkpoints_that_load_but_are_not_ours_are_ignored_with_one_line(prepared: Path) -> None:
     marker = prepared / "code-ran"
 
@@ -287,24 +314,27 @@ def test_checkpoints_that_load_but_are_not_ours_are_ignored_with_one_line(prepar
         def __reduce__(self) -> tuple[object, tuple[str]]:
             return (Path.touch, (str(marker),))  # type: ignore[return-value]
 
-    fingerprint = _fingerprint_of_a_real_checkpoint(prepared)
-    edit_params(prepared, lambda p: p["train"].__setitem__("epochs", 40))  # same params: fingerprint holds
+    params = load_params(prepared / "params.yaml")
+    params = params.model_copy(update={"train": params.train.model_copy(update={"epochs": 2, "seeds": [1]})})
     checkpoint = prepared / "data" / "checkpoints" / "ce" / "seed-1.pt"
+    console = Console(record=True, width=300)
+    job = SeedJob(params, "ce", 1, prepared, run_fingerprint(params, "ce", 1, b"data and code"))
+    data = DeviceData.load(params, "ce", prepared)
+    train_seed(job, data.training, data.test, data.loss_fn, console)  # a real checkpoint to vary
     real = torch.load(checkpoint, weights_only=True)
     cuda_generator = real | {"generator": torch.zeros(16, dtype=torch.uint8)}  # a CUDA state's size
     for content, seen in [
-        ({"fingerprint": Payload()}, "unreadable"),
+        ({"fingerprint": Payload()}, "unreadable (UnpicklingError)"),
         ([1, 2, 3], "not a lossbench checkpoint (list)"),
         (torch.zeros(3), "not a lossbench checkpoint (Tensor)"),
-        ({"fingerprint": fingerprint, "model": {}}, "another structure (KeyError)"),
+        ({"fingerprint": job.fingerprint, "model": {}}, "another structure (KeyError)"),
+        (real | {"history": "epochs"}, "another structure (TypeError)"),
         (cuda_generator, "another structure (RuntimeError)"),
     ]:
         torch.save(content, checkpoint)
-        edit_params(prepared, lambda p: p["train"].__setitem__("epochs", 1))
-        result = lossbench(prepared, "train", "ce")
-        edit_params(prepared, lambda p: p["train"].__setitem__("epochs", 40))
-        assert "Traceback" not in result.stderr, result.stderr
-        assert seen in result.stdout or "made with other params" in result.stdout, (seen, result.stdout)
+        history = train_seed(job, data.training, data.test, data.loss_fn, console)
+        assert seen in console.export_text(clear=True), seen
+        assert [record.epoch for record in history] == [1, 2]  # trained from the start
     assert not marker.exists()
 
 

@@ -17,30 +17,36 @@ def _commit(root: Path, message: str) -> None:
     run_in(root, "git", "commit", "-qm", message)
 
 
-def test_queued_seed_grid_regenerates_the_data_in_each_temporary_workspace(project: Path) -> None:
+def test_a_queued_gamma_sweep_from_a_fresh_checkout_and_its_sweep_report(project: Path) -> None:
     # Nothing has run here: no dvc.lock and an empty cache, so each queued
-    # experiment must run prepare itself in its temporary workspace.
+    # experiment runs every stage, prepare included, in its temporary workspace.
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["losses"] = {"ce": {"kind": "ce"}, "focal": {"kind": "focal", "gamma": 2.0}}
+    write_params(project, params)
     _commit(project, "init")
-    for seed in (5, 6):
-        run_in(project, "dvc", "exp", "run", "--queue", "-S", f"train.seeds=[{seed}]")
+    run_in(project, "dvc", "exp", "run", "--queue", "-S", "losses.focal.gamma=0,1")
     run_in(project, "dvc", "queue", "start", "-j", "2")
     status = wait_for_queue(project)
     assert status.count("Success") == 2, status
+    assert not (project / "dvc.lock").exists()  # the workspace itself was not touched
 
     shown = json.loads(run_in(project, "dvc", "exp", "show", "--json").stdout)
-    experiments = [exp for commit in shown for exp in commit.get("experiments") or []]
-    seeds = set()
-    for experiment in experiments:
-        data = experiment["revs"][0]["data"]
-        experiment_seeds = data["params"]["params.yaml"]["data"]["train"]["seeds"]
-        seeds.add(tuple(experiment_seeds))
-        for name in LOSSES:
-            metrics = data["metrics"][f"metrics/{name}.json"]["data"]
-            assert list(metrics["per_seed"]) == [f"seed{seed}" for seed in experiment_seeds]
-            assert 0.0 <= metrics["final_test_acc"]["mean"] <= 1.0
-    assert seeds == {(5,), (6,)}
-    # The workspace itself was not touched.
-    assert not (project / "dvc.lock").exists()
+    experiments = [exp["revs"][0]["data"] for commit in shown for exp in commit.get("experiments") or []]
+    gammas = sorted(data["params"]["params.yaml"]["data"]["losses"]["focal"]["gamma"] for data in experiments)
+    assert gammas == [0, 1]
+    for data in experiments:
+        metrics = data["metrics"]["metrics/focal.json"]["data"]
+        assert list(metrics["per_seed"]) == ["seed1", "seed2"] and 0 <= metrics["final_test_acc"]["mean"] <= 1
+
+    result = run_in(project, "lossbench", "sweep-report", "--loss", "focal")
+    assert "best mean test accuracy at γ=" in result.stdout
+    table = (project / "plots" / "sweep.csv").read_text().splitlines()
+    assert table[0].startswith("gamma,runs,acc_mean")
+    assert [line.split(",")[:2] for line in table[1:]] == [["0.0", "2"], ["1.0", "2"]]
+    assert (project / "plots" / "sweep.png").stat().st_size > 0
+    # Asking for a loss that is not focal is a clear error.
+    wrong = run_in(project, "lossbench", "sweep-report", "--loss", "ce", check=False)
+    assert wrong.returncode == 1 and "sweep-report needs a focal loss" in wrong.stderr
 
 
 def test_run_cache_pushed_from_one_machine_is_reused_on_another(reproduced: Path, tmp_path: Path) -> None:

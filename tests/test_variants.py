@@ -1,15 +1,16 @@
 import copy
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
-from conftest import TINY_PARAMS, run_in, write_params
+from conftest import TINY_PARAMS
 from rich.console import Console
 
 from lossbench.params import parse_params
 from lossbench.prepare import long_tail_counts, prepare
+from lossbench.report import report
 from lossbench.storage import CLASS_COUNTS_FILE, PREPARED_DIR, load_prepared
+from lossbench.train import train
 
 QUIET = Console(quiet=True)
 
@@ -71,13 +72,16 @@ def test_report_on_a_long_tailed_noisy_run_tests_claim_five(tmp_path: Path) -> N
     params = copy.deepcopy(TINY_PARAMS)
     params["data"] |= {"imbalance_ratio": 3.0, "label_noise": 0.1}  # type: ignore[operator]
     params["losses"] = {"ce": {"kind": "ce"}, "focal": {"kind": "focal", "gamma": 2.0}}
-    write_params(tmp_path, params)
-    for command in (["prepare"], ["train", "ce"], ["train", "focal"], ["report"]):
-        run_in(tmp_path, sys.executable, "-m", "lossbench", *command)
-    report = (tmp_path / "plots" / "report.md").read_text()
-    assert "tail recall" in report
+    params["machine"] = {"workers": 1}  # in this process: the stages' own functions, no CLI
+    parsed = parse_params(params)
+    prepare(parsed, tmp_path, QUIET)
+    train(parsed, "ce", tmp_path, QUIET)
+    train(parsed, "focal", tmp_path, QUIET)
+    report(parsed, tmp_path, QUIET)
+    written = (tmp_path / "plots" / "report.md").read_text()
+    assert "tail recall" in written
     # Head and tail by the training counts (after noise): the LT profile's first and last classes.
-    assert "Head classes (disc, " in report and "checker) the fewest" in report
-    claim = next(line for line in report.splitlines() if line.startswith("**5."))
+    assert "Head classes (disc, " in written and "checker) the fewest" in written
+    claim = next(line for line in written.splitlines() if line.startswith("**5."))
     assert "not testable" not in claim
     assert "tail-class recall, Focal (γ=2) − CE" in claim and "under 10.0% label noise" in claim

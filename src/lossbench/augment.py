@@ -116,6 +116,8 @@ class TestSet:
     """The prepared test images on the device, normalised once, never
     augmented, channels_last (the layout the network is run in)."""
 
+    __test__ = False  # not a pytest test class, whatever its name says
+
     images: torch.Tensor
     labels: torch.Tensor
 

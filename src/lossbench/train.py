@@ -232,15 +232,29 @@ def _use_threads(params: Params) -> None:
         torch.set_num_threads(params.train.threads)
 
 
-def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+def _stop_once(signum: int, frame: object) -> None:
+    """SIGINT or SIGTERM in a worker: stop, and ignore the second signal that a
+    Ctrl-C to the process group plus the stage's own stop request make."""
+    _ignore_stop_signals()
     raise KeyboardInterrupt
+
+
+def _ignore_stop_signals() -> None:
+    # A Python no-op rather than SIG_IGN: a signal already on its way would
+    # otherwise surface as "OSError: Signal 15 ignored due to race condition".
+    signal.signal(signal.SIGINT, _already_stopping)
+    signal.signal(signal.SIGTERM, _already_stopping)
+
+
+def _already_stopping(signum: int, frame: object) -> None:
+    return None
 
 
 def _seed_worker(job: SeedJob, outcomes: Any) -> None:
     """A worker process: train one seed, report ('done' | 'interrupted' | 'failed', message)."""
     lifeline.die_with_parent()
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _stop_once)
+    signal.signal(signal.SIGINT, _stop_once)
     _use_threads(job.params)
     console = Console(soft_wrap=True)
     try:
@@ -274,7 +288,11 @@ def _stop(processes: list[multiprocessing.process.BaseProcess]) -> None:
 def train_in_workers(jobs: list[SeedJob], workers: int) -> None:
     """Train every job's seed in its own process, `workers` at a time. A failed
     seed stops the others; so does Ctrl-C or SIGTERM (all checkpoint first)."""
-    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or locks inherited
+    # forkserver: workers fork from a fresh server process that has imported
+    # this module once (no threads or locks inherited from this process, and no
+    # second of torch import per seed, as spawn would cost).
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
     outcomes = context.SimpleQueue()
     waiting = list(jobs)
     running: dict[Any, tuple[multiprocessing.process.BaseProcess, SeedJob]] = {}
@@ -309,6 +327,7 @@ def train_in_workers(jobs: list[SeedJob], workers: int) -> None:
                     )
                 raise TrainingInterrupted(message) if outcome == "interrupted" else LossbenchError(message)
     except KeyboardInterrupt:
+        _ignore_stop_signals()  # the workers are being stopped; a second Ctrl-C changes nothing
         _stop([process for process, _ in running.values()])
         collect()
         saved = [message for outcome, message in reports.values() if outcome == "interrupted"]
