@@ -42,7 +42,9 @@ def test_every_stage_depends_on_the_code_its_command_imports() -> None:
             f"src/lossbench/{module.removeprefix('lossbench.')}.py"
             for module in imports_of(f"lossbench.{command[1]}")
         }
-        declared = {dep for dep in stage["deps"] if dep.startswith("src/")}
+        declared = {
+            dep.replace("${code}", "src/lossbench") for dep in stage["deps"] if dep.startswith("${code}/")
+        }
         assert needed <= declared, f"{name} lacks {sorted(needed - declared)}"
         assert declared <= needed, f"{name} depends on code it does not run: {sorted(declared - needed)}"
 
@@ -51,3 +53,19 @@ def test_no_command_holds_a_value_from_params() -> None:
     """A stage's command is fixed text: nothing from params.yaml reaches a shell."""
     for name, stage in yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"].items():
         assert "${" not in stage.get("do", stage)["cmd"], name
+
+
+def test_every_study_runs_the_projects_pipeline() -> None:
+    """studies/NAME/dvc.yaml is the project's dvc.yaml with only its code paths moved."""
+    project = (PROJECT / "dvc.yaml").read_text()
+    studies = sorted((PROJECT / "studies").glob("*/dvc.yaml"))
+    assert studies
+    for path in studies:
+        study = yaml.safe_load(path.read_text())
+        root = yaml.safe_load(project)
+        assert study["vars"] == [{"code": "../../src/lossbench"}, {"templates": "../../plots/templates"}]
+        assert {k: v for k, v in study.items() if k != "vars"} == {
+            k: v for k, v in root.items() if k != "vars"
+        }
+        for folder in ("data/raw/imagefolder", "data/raw/cifar10"):
+            assert (path.parent / folder / "README.md").is_file(), folder
