@@ -152,7 +152,7 @@ def pipeline_part(scratch: Path, update: dict[str, Any]) -> list[list[str]]:
 
 def cifar_part(scratch: Path, update: dict[str, Any]) -> list[list[str]]:
     root = fresh_clone(scratch / "cifar", update)
-    total_s, output = shell(root, "dvc", "repro")
+    total_s, _ = shell(root, "dvc", "repro")
     return [
         [
             "full protocol at CIFAR-10 size, fresh clone, `dvc repro`",

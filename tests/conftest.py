@@ -79,7 +79,6 @@ def make_project(root: Path, params: dict[str, object] = TINY_PARAMS) -> Path:
     """A fresh git + DVC repository holding this project's pipeline and `params`."""
     root.mkdir(parents=True)
     shutil.copytree(PROJECT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    shutil.copytree(PROJECT / "plots" / "templates", root / "plots" / "templates")
     shutil.copytree(PROJECT / "data" / "raw", root / "data" / "raw", ignore=_only_readmes)
     for name in ("dvc.yaml", ".gitignore"):
         shutil.copy(PROJECT / name, root / name)
@@ -88,7 +87,9 @@ def make_project(root: Path, params: dict[str, object] = TINY_PARAMS) -> Path:
     run_in(root, "git", "config", "user.email", "test@example.com")
     run_in(root, "git", "config", "user.name", "test")
     run_in(root, "dvc", "init", "-q")
-    run_in(root, "dvc", "config", "core.analytics", "false")
+    # The project's DVC config and plot templates (offline page, overlays).
+    shutil.copy(PROJECT / ".dvc" / "config", root / ".dvc" / "config")
+    shutil.copytree(PROJECT / ".dvc" / "plots", root / ".dvc" / "plots")
     return root
 
 

@@ -141,12 +141,31 @@ def report(params: ParamsOption = Path("params.yaml"), root: RootOption = Path("
     _run_stage(params, "report", root)
 
 
+AllCommitsOption = Annotated[
+    bool, typer.Option("--all-commits", help="Include experiments of every commit, not just HEAD's.")
+]
+
+
+@app.command()
+def compare(
+    all_commits: AllCommitsOption = False,
+    params: ParamsOption = Path("params.yaml"),
+    root: RootOption = Path("."),
+) -> None:
+    """Runs side by side (this commit and its DVC experiments): what differs, and each loss's headline numbers."""
+
+    def step(loaded: Params, console: Console) -> object:
+        from lossbench.experiments import compare as run_compare
+
+        return run_compare(loaded, root, console, all_commits)
+
+    _run(params, step)
+
+
 @app.command("sweep-report")
 def sweep_report(
     loss: Annotated[str, typer.Option("--loss", help="The focal loss whose γ the sweep varied.")],
-    all_commits: Annotated[
-        bool, typer.Option("--all-commits", help="Include experiments of every commit, not just HEAD's.")
-    ] = False,
+    all_commits: AllCommitsOption = False,
     params: ParamsOption = Path("params.yaml"),
     root: RootOption = Path("."),
 ) -> None:

@@ -21,8 +21,12 @@ CONVERGENCE_TOLERANCE = 0.005
 # A run's training loss has plateaued at the first epoch after which it never
 # falls more than this fraction (1%) below that epoch's value.
 PLATEAU_TOLERANCE = 0.01
-# Per-seed numbers that metrics/NAME.json summarises with mean, std and 95% CI.
-HEADLINE_METRICS = (
+# A run is "at chance" when its test accuracy never rises this far above chance
+# (1 / classes), or falls back below it by the end: lr 0.1 with momentum 0.9
+# sometimes kills this small ReLU network in its first steps.
+CHANCE_MARGIN = 0.05
+# Per-seed numbers of a run, summarised over seeds with mean, std and 95% CI.
+SEED_METRICS = (
     "final_test_acc",
     "best_test_acc",
     "final_train_acc",
@@ -137,8 +141,18 @@ class Curves:
     test_acc: Sequence[float]
 
 
+def at_chance(test_accuracy: Sequence[float], num_classes: int) -> str | None:
+    """Why a run counts as stuck at chance, or None when it learned."""
+    level = 1 / num_classes + CHANCE_MARGIN
+    if max(test_accuracy) < level:
+        return "never left chance"
+    if test_accuracy[-1] < level:
+        return "collapsed to chance"
+    return None
+
+
 def seed_metrics(curves: Curves, evaluation: TestEvaluation) -> dict[str, Any]:
-    """The headline numbers of one seed's run (HEADLINE_METRICS)."""
+    """The numbers of one seed's run (SEED_METRICS), and whether it stayed at chance."""
     return {
         "final_test_acc": curves.test_acc[-1],
         "best_test_acc": max(curves.test_acc),
@@ -151,4 +165,5 @@ def seed_metrics(curves: Curves, evaluation: TestEvaluation) -> dict[str, Any]:
         "ece": evaluation.ece,
         "nll": evaluation.nll,
         "brier": evaluation.brier,
+        "at_chance": at_chance(curves.test_acc, len(evaluation.per_class_recall)),
     }

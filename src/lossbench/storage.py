@@ -26,7 +26,8 @@ CLASS_COUNTS_FILE = Path("data/class_counts.json")
 RUNS_DIR = Path("data/runs")  # train@NAME's outputs, all DVC-cached: see RunFiles
 CHECKPOINT_DIR = Path("data/checkpoints")  # per-epoch training state; not a DVC output
 # The report publishes every loss's run files here, for git and `dvc metrics/plots`.
-METRICS_DIR = Path("metrics")
+METRICS_DIR = Path("metrics")  # the headline numbers per loss: DVC metrics
+DETAILS_DIR = METRICS_DIR / "details"  # everything else, committed but not declared as metrics
 HISTORY_DIR = Path("plots/history")
 CONFUSION_DIR = Path("plots/confusion")  # actual vs predicted test class, first seed
 CALIBRATION_DIR = Path("plots/calibration")  # reliability bins per seed

@@ -1,0 +1,105 @@
+"""Runs side by side, from DVC's experiments: `lossbench compare` (a table of
+what changed and the headline numbers, in a terminal's width), and the
+records `lossbench sweep-report` draws from."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from lossbench.errors import MissingInput
+from lossbench.params import Params
+
+
+def exp_show(root: Path, all_commits: bool = False) -> list[dict[str, Any]]:
+    """`dvc exp show --json`: by default the experiments of the current commit only."""
+    command = ["dvc", "exp", "show", "--json", *(["--all-commits"] if all_commits else [])]
+    shown = subprocess.run(command, cwd=root, capture_output=True, text=True)
+    if shown.returncode != 0:
+        raise MissingInput(f"`dvc exp show --json` failed: {shown.stderr.strip()}")
+    result: list[dict[str, Any]] = json.loads(shown.stdout)
+    return result
+
+
+def experiment_records(shown: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every revision's data in `dvc exp show --json`: commits and their experiments,
+    each distinct run once (the workspace repeats its commit until something changes)."""
+    records, seen = [], set()
+    for commit in shown:
+        revisions = [commit] + [rev for exp in commit.get("experiments") or [] for rev in exp.get("revs", [])]
+        for revision in revisions:
+            data = revision.get("data")
+            if not data:
+                continue
+            key = json.dumps([data.get("params"), data.get("metrics")], sort_keys=True, default=str)
+            if key in seen:
+                continue
+            seen.add(key)
+            records.append({"rev": revision["rev"], "name": revision.get("name"), **data})
+    return records
+
+
+def params_of(record: dict[str, Any]) -> dict[str, Any]:
+    return (record.get("params") or {}).get("params.yaml", {}).get("data", {}) or {}
+
+
+def metrics_of(record: dict[str, Any], path: str) -> dict[str, Any]:
+    return (record.get("metrics") or {}).get(path, {}).get("data", {}) or {}
+
+
+def file_at(root: Path, record: dict[str, Any], path: str) -> str | None:
+    """A committed file as the record's revision has it (the workspace: on disk)."""
+    if record["rev"] == "workspace":
+        target = root / path
+        return target.read_text() if target.is_file() else None
+    shown = subprocess.run(
+        ["git", "show", f"{record['rev']}:{path}"], cwd=root, capture_output=True, text=True
+    )
+    return shown.stdout if shown.returncode == 0 else None
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    flat: dict[str, str] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = json.dumps(value)
+    return flat
+
+
+def compare(params: Params, root: Path, console: Console, all_commits: bool = False) -> Table:
+    """One row per run: the params that differ between runs, and each loss's
+    final test accuracy (seed mean ± std) and ECE."""
+    records = experiment_records(exp_show(root, all_commits))
+    if not records:
+        raise MissingInput("no runs to compare: run `dvc repro` or `dvc exp run` first")
+    flat = [_flatten(params_of(record)) for record in records]
+    keys = sorted({key for row in flat for key in row if not key.startswith("machine.")})
+    changed = [key for key in keys if len({row.get(key) for row in flat}) > 1]
+    table = Table(title=f"{len(records)} runs: what differs, and final test accuracy (mean ± sd) / ECE")
+    table.add_column("run")
+    for key in changed:
+        table.add_column(
+            key.removeprefix("losses.").removeprefix("train.").removeprefix("data."), justify="right"
+        )
+    for name in params.losses:
+        table.add_column(name, justify="right")
+    for record, row in zip(records, flat, strict=True):
+        cells = [record.get("name") or record["rev"][:7]]
+        cells += [row.get(key, "-") for key in changed]
+        for name in params.losses:
+            numbers = metrics_of(record, f"metrics/{name}.json")
+            cells.append(
+                f"{numbers['test_acc']:.3f}±{numbers['test_sd']:.3f} / {numbers['ece']:.3f}"
+                if numbers
+                else "-"
+            )
+        table.add_row(*cells)
+    console.print(table)
+    return table
