@@ -33,9 +33,16 @@ TINY_PARAMS = {
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
-def run_in(cwd: Path, *command: str, check: bool = True, **popen: Any) -> subprocess.CompletedProcess[str]:
-    env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, **popen)
+def run_in(
+    cwd: Path, *command: str, check: bool = True, env: dict[str, str] | None = None, **popen: Any
+) -> subprocess.CompletedProcess[str]:
+    environment = os.environ | {
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONUNBUFFERED": "1",
+    }
+    result = subprocess.run(
+        command, cwd=cwd, env=environment | (env or {}), capture_output=True, text=True, timeout=600, **popen
+    )
     if check and result.returncode != 0:
         raise AssertionError(
             f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
@@ -55,6 +62,26 @@ def start_in(cwd: Path, *command: str, merge_stderr: bool = False) -> subprocess
         text=True,
         start_new_session=True,
     )
+
+
+def start_repro_until_a_checkpoint(root: Path, checkpoints: Path) -> subprocess.Popen[str]:
+    """Start `dvc repro` (output discarded, its own process group) and return once
+    a training checkpoint exists under `checkpoints`, while it is still training."""
+    env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    process = subprocess.Popen(
+        ["dvc", "repro"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list(checkpoints.glob("*.pt")):
+        assert process.poll() is None and time.monotonic() < deadline, "training ended before the kill"
+        time.sleep(0.01)
+    return process
 
 
 def wait_for_queue(root: Path, timeout_s: float = 400) -> str:

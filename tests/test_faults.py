@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import BIN, TINY_PARAMS, commit, run_in, start_in, write_params
+from conftest import TINY_PARAMS, commit, run_in, start_in, start_repro_until_a_checkpoint, write_params
 from rich.console import Console
 
 from lossbench.checkpoint import run_fingerprint
@@ -344,20 +344,7 @@ def test_killing_dvc_alone_ends_its_training_stage(reproduced: Path) -> None:
         lambda p: p["train"].update(epochs=400, seeds=[1]) or p.update(losses={"ce": {"kind": "ce"}}),
     )
     commit(reproduced)
-    env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-    dvc = subprocess.Popen(
-        ["dvc", "repro"],
-        cwd=reproduced,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    checkpoint = reproduced / "data" / "checkpoints" / "ce" / "seed-1.pt"
-    deadline = time.monotonic() + 120
-    while not checkpoint.exists():
-        assert dvc.poll() is None and time.monotonic() < deadline, "training ended before the kill"
-        time.sleep(0.05)
+    dvc = start_repro_until_a_checkpoint(reproduced, reproduced / "data" / "checkpoints" / "ce")
     dvc.kill()  # SIGKILL to dvc only, not its process group
     dvc.wait()
     deadline = time.monotonic() + 30

@@ -1,6 +1,7 @@
 import json
 import os
 import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -166,3 +167,33 @@ def test_a_change_to_the_images_reruns_prepare_and_no_change_does_not(tmp_path: 
     Image.fromarray(np.ones((8, 8, 3), dtype=np.uint8)).save(first)
     assert prepare_is_stale()  # changed
     assert "Running stage 'prepare'" in run_in(root, "dvc", "repro", "prepare").stdout
+
+
+ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
+
+
+@pytest.mark.skipif(not ARCHIVE.is_file(), reason=f"CIFAR-10's JPEG copy is not at {ARCHIVE}")
+def test_real_cifar10_jpegs_from_the_archive(tmp_path: Path) -> None:
+    """A handful of the study's own images, extracted here, read as the study reads them."""
+    wanted = {
+        f"{side}/{name}/{index:04d}.jpg"
+        for side in ("train", "test")
+        for name in ("cat", "dog")
+        for index in range(3)
+    }
+    with tarfile.open(ARCHIVE) as archive:
+        members = [member for member in archive.getmembers() if member.name in wanted]
+        archive.extractall(tmp_path / RAW / "cifar", members=members, filter="data")
+    assert len(members) == 12
+    write_params(
+        tmp_path,
+        _params(train_root="cifar/train", test_root="cifar/test", image_size=32, max_bad_fraction=0.0),
+    )
+    run_in(tmp_path, sys.executable, "-m", "lossbench", "prepare")
+    train_images = np.load(tmp_path / "data" / "prepared" / "train_images.npy")
+    counts = json.loads((tmp_path / "data" / "class_counts.json").read_text())
+    assert counts["train"] == {"cat": 3, "dog": 3} and counts["test"] == {"cat": 3, "dog": 3}
+    # 32x32 JPEGs keep every decoded pixel (no resize), in CHW order.
+    with Image.open(tmp_path / RAW / "cifar" / "train" / "cat" / "0000.jpg") as first:
+        assert first.size == (32, 32)
+        np.testing.assert_array_equal(train_images[0], np.asarray(first.convert("RGB")).transpose(2, 0, 1))

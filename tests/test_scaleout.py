@@ -36,7 +36,13 @@ def test_a_queued_gamma_sweep_from_a_fresh_checkout_and_its_sweep_report(project
     assert gammas == [0, 1]
     for data in experiments:
         metrics = data["metrics"]["metrics/focal.json"]["data"]
-        assert list(metrics["per_seed"]) == ["seed1", "seed2"] and 0 <= metrics["final_test_acc"]["mean"] <= 1
+        assert 0 <= metrics["test_acc"] <= 1 and set(metrics) >= {"test_sd", "ece", "conv_epoch"}
+
+    # The runs side by side, in a terminal's width: the γ that differs, each loss's numbers.
+    compared = run_in(project, "lossbench", "compare", env={"COLUMNS": "200"}).stdout  # the table's own width
+    lines = compared.splitlines()
+    assert max(len(line) for line in lines) <= 120, compared
+    assert "focal.gamma" in compared and sum("±" in line for line in lines) == 2, compared
 
     result = run_in(project, "lossbench", "sweep-report", "--loss", "focal")
     assert "best mean test accuracy at γ=" in result.stdout

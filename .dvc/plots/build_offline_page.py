@@ -12,19 +12,27 @@ from pathlib import Path
 
 BUILDS = ["vega/build/vega.min.js", "vega-lite/build/vega-lite.min.js", "vega-embed/build/vega-embed.min.js"]
 # What the three browser builds bundle, for their license notices.
-BUNDLED = re.compile(r"^(vega.*|d3-.*|delaunator|robust-predicates|topojson-client|internmap|fast-json-patch|json-stringify-pretty-compact|semver|tslib)$")
+BUNDLED = re.compile(
+    r"^(vega.*|d3-.*|delaunator|robust-predicates|topojson-client|internmap|fast-json-patch|json-stringify-pretty-compact|semver|tslib)$"
+)
 LICENSE_FILES = ("LICENSE", "LICENSE.md", "LICENSE.txt", "license")
 
 
 def notices(modules: Path) -> str:
+    """Each license text once, after the packages (name, version, licence) it covers."""
     fallback = (modules / "vega-embed" / "LICENSE").read_text().strip()
-    parts = []
+    by_text: dict[str, list[str]] = {}
     for package in sorted(p for p in modules.iterdir() if BUNDLED.match(p.name)):
         meta = json.loads((package / "package.json").read_text())
-        text = next(((package / name).read_text().strip() for name in LICENSE_FILES if (package / name).is_file()), None)
-        if text is None:  # the vega packages share one BSD-3-Clause text; some omit it from npm
-            text = fallback
-        parts.append(f"{meta['name']} {meta['version']} ({meta.get('license')}):\n{text}")
+        text = next(
+            ((package / name).read_text().strip() for name in LICENSE_FILES if (package / name).is_file()),
+            None,
+        )
+        # The vega packages share one BSD-3-Clause text; some leave it out of their npm package.
+        by_text.setdefault(text or fallback, []).append(
+            f"{meta['name']} {meta['version']} ({meta.get('license')})"
+        )
+    parts = [", ".join(packages) + ":\n" + text for text, packages in by_text.items()]
     return "\n\n".join(parts).replace("--", "- -")  # no "--" inside an HTML comment
 
 
