@@ -1,6 +1,7 @@
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -84,13 +85,45 @@ def start_repro_until_a_checkpoint(root: Path, checkpoints: Path) -> subprocess.
     return process
 
 
-def wait_for_queue(root: Path, timeout_s: float = 400) -> str:
-    """Wait until `dvc queue status` shows nothing queued or running; return it."""
+def run_queue(root: Path, jobs: int, timeout_s: float = 400) -> str:
+    """`dvc queue start -j jobs`, wait until nothing is queued or running, and
+    return `dvc queue status`.
+
+    DVC's queue workers are daemons that inherit the starting command's output
+    pipes, and one that was told to shut down (queue empty) while it still ran
+    a task can hang after it (seen with dvc 3.67, -j 2): so the start's output
+    is not captured, and whatever worker is left in this project is killed.
+    """
+    env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    subprocess.run(
+        ["dvc", "queue", "start", "-j", str(jobs)],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
+    )
     deadline = time.monotonic() + timeout_s
     while re.search(r"\b(Queued|Running)\b", run_in(root, "dvc", "queue", "status").stdout):
         assert time.monotonic() < deadline, "queued experiments did not finish"
         time.sleep(2)
-    return run_in(root, "dvc", "queue", "status").stdout
+    status = run_in(root, "dvc", "queue", "status").stdout
+    for pid in _queue_workers(root):
+        os.kill(pid, signal.SIGKILL)
+    return status
+
+
+def _queue_workers(root: Path) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "cwd").resolve() == root.resolve():
+                command = (proc / "cmdline").read_bytes()
+                if b"queue-worker" in command or b"queue\0start" in command:
+                    found.append(int(proc.name))
+        except OSError:
+            continue  # exited meanwhile, or not ours to read
+    return found
 
 
 def write_params(root: Path, params: dict[str, object]) -> None:

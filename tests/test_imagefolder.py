@@ -54,7 +54,7 @@ def test_imagefolder_is_resized_split_and_trains_with_the_adapted_network(tmp_pa
     run_in(tmp_path, sys.executable, "-m", "lossbench", "train", "ce")  # a 16x16 network: flatten 8*2*2
     metrics = json.loads((tmp_path / "data" / "runs" / "ce" / "metrics.json").read_text())
     assert metrics["train_samples"] == 12 and metrics["test_samples"] == 6
-    assert list(metrics["per_class_recall"]) == list(CLASSES)
+    assert metrics["classes"] == list(CLASSES) and len(metrics["per_seed"]["seed1"]["per_class_recall"]) == 3
 
 
 def test_separate_train_and_test_folders(tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ def test_repro_caching_gamma_change_metrics_diff_plots_and_a_fifth_loss(
             "best_acc",
             "best_sd",
             "ece",
-            "conv_epoch",
+            "conv_ep",
             "at_chance",
         ]
         assert headline["test_acc"] == round(details["final_test_acc"]["mean"], 4)

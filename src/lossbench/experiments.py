@@ -76,7 +76,12 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
 def compare(params: Params, root: Path, console: Console, all_commits: bool = False) -> Table:
     """One row per run: the params that differ between runs, and each loss's
     final test accuracy (seed mean ± std) and ECE."""
-    records = experiment_records(exp_show(root, all_commits))
+    # Runs with results for some loss; a workspace where nothing has run has none.
+    records = [
+        record
+        for record in experiment_records(exp_show(root, all_commits))
+        if any(metrics_of(record, f"metrics/{name}.json") for name in params.losses)
+    ]
     if not records:
         raise MissingInput("no runs to compare: run `dvc repro` or `dvc exp run` first")
     flat = [_flatten(params_of(record)) for record in records]
@@ -91,7 +96,7 @@ def compare(params: Params, root: Path, console: Console, all_commits: bool = Fa
     for name in params.losses:
         table.add_column(name, justify="right")
     for record, row in zip(records, flat, strict=True):
-        cells = [record.get("name") or record["rev"][:7]]
+        cells = [record.get("name") or (record["rev"] if record["rev"] == "workspace" else record["rev"][:7])]
         cells += [row.get(key, "-") for key in changed]
         for name in params.losses:
             numbers = metrics_of(record, f"metrics/{name}.json")
