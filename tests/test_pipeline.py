@@ -99,7 +99,7 @@ def test_repro_caching_gamma_change_metrics_diff_plots_and_a_fifth_loss(
     assert "vegaEmbed(" in page and "vega-embed 6." in page  # inlined, from .dvc/plots/offline.html
     for name in ("mae", "ce", "focal_low", "focal_high"):
         assert json.dumps({"loss": name})[1:-1] in page, name  # overlays coloured by loss name
-        assert f"plots/confusion/{name}.csv" in page, name  # a confusion matrix per loss
+        assert f"{name}: test set, first seed" in page, name  # a confusion matrix per loss
 
     # A fifth loss adds a stage, its curves and its report row, with no other edit.
     params["losses"]["focal_mid"] = {"kind": "focal", "gamma": 1.0}
@@ -110,7 +110,9 @@ def test_repro_caching_gamma_change_metrics_diff_plots_and_a_fifth_loss(
     assert ran(fourth.stdout) == ["validate", "train@focal_mid", "publish@focal_mid", "report"]
     assert "Focal (γ=1)" in (project / "plots" / "curves.csv").read_text()
     assert "train@focal_mid" in (project / "plots" / "report.md").read_text()
-    assert json.loads((project / "metrics" / "summary.json").read_text())["rank"]["focal_mid"] >= 1
+    assert (
+        json.loads((project / "metrics" / "details" / "summary.json").read_text())["rank"]["focal_mid"] >= 1
+    )
     assert run_in(project, "dvc", "status", "--json").stdout.strip() == "{}"
 
 
