@@ -25,6 +25,7 @@ def test_only_runs_that_differ_in_this_gamma_form_the_sweep() -> None:
         _record("d", 2.0, imbalance_ratio=10),  # another experiment, not part of the sweep
     ]
     records = experiment_records(shown)
-    assert [r["name"] for r in records] == ["a", "b", "cc", "d"]  # a's run once
+    assert [r["name"] for r in records] == ["a", "b", "cc", "d"]  # a's run once, by its commit's name
+    assert records[0]["rev"] == "aaaaaaa"
     swept = sweep_records(records, "f")
     assert [r["name"] for r in swept] == ["a", "b", "cc"]

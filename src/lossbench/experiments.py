@@ -28,19 +28,27 @@ def exp_show(root: Path, all_commits: bool = False) -> list[dict[str, Any]]:
 
 def experiment_records(shown: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every revision's data in `dvc exp show --json`: commits and their experiments,
-    each distinct run once (the workspace repeats its commit until something changes)."""
+    each distinct run once, by its own name (the workspace repeats its commit or
+    the experiment last run until something changes)."""
+    revisions = [
+        revision
+        for commit in shown
+        for revision in [commit]
+        + [rev for exp in commit.get("experiments") or [] for rev in exp.get("revs", [])]
+        if revision.get("data")
+    ]
+
+    def key(revision: dict[str, Any]) -> str:
+        data = revision["data"]
+        return json.dumps([data.get("params"), data.get("metrics")], sort_keys=True, default=str)
+
+    named = {key(revision) for revision in revisions if revision["rev"] != "workspace"}
     records, seen = [], set()
-    for commit in shown:
-        revisions = [commit] + [rev for exp in commit.get("experiments") or [] for rev in exp.get("revs", [])]
-        for revision in revisions:
-            data = revision.get("data")
-            if not data:
-                continue
-            key = json.dumps([data.get("params"), data.get("metrics")], sort_keys=True, default=str)
-            if key in seen:
-                continue
-            seen.add(key)
-            records.append({"rev": revision["rev"], "name": revision.get("name"), **data})
+    for revision in revisions:
+        if key(revision) in seen or (revision["rev"] == "workspace" and key(revision) in named):
+            continue
+        seen.add(key(revision))
+        records.append({"rev": revision["rev"], "name": revision.get("name"), **revision["data"]})
     return records
 
 
@@ -75,7 +83,7 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 def compare(params: Params, root: Path, console: Console, all_commits: bool = False) -> Table:
     """One row per run: the params that differ between runs, and each loss's
-    final test accuracy (seed mean ± std) and ECE."""
+    final test accuracy (seed mean ± std; `dvc metrics show` has the rest)."""
     # Runs with results for some loss; a workspace where nothing has run has none.
     records = [
         record
@@ -87,7 +95,9 @@ def compare(params: Params, root: Path, console: Console, all_commits: bool = Fa
     flat = [_flatten(params_of(record)) for record in records]
     keys = sorted({key for row in flat for key in row if not key.startswith("machine.")})
     changed = [key for key in keys if len({row.get(key) for row in flat}) > 1]
-    table = Table(title=f"{len(records)} runs: what differs, and final test accuracy (mean ± sd) / ECE")
+    table = Table(
+        title=f"{len(records)} runs: what differs, and final test accuracy (seed mean ± sd) per loss"
+    )
     table.add_column("run")
     for key in changed:
         table.add_column(
@@ -100,11 +110,7 @@ def compare(params: Params, root: Path, console: Console, all_commits: bool = Fa
         cells += [row.get(key, "-") for key in changed]
         for name in params.losses:
             numbers = metrics_of(record, f"metrics/{name}.json")
-            cells.append(
-                f"{numbers['test_acc']:.3f}±{numbers['test_sd']:.3f} / {numbers['ece']:.3f}"
-                if numbers
-                else "-"
-            )
+            cells.append(f"{numbers['test_acc']:.3f} ± {numbers['test_sd']:.3f}" if numbers else "-")
         table.add_row(*cells)
     console.print(table)
     return table
