@@ -4,7 +4,7 @@ the same prepared pixels, trained with the protocol's optimiser and schedule.
     python benchmarks/linear_baseline.py        # after `dvc repro prepare`
 
 Prints the linear model's test accuracy next to the CE network's from
-metrics/ce.json. Augmentation is left out: it only helps a model that can use it.
+metrics/details/ce.json. Augmentation is left out: it only helps a model that can use it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from lossbench.augment import Normalizer
-from lossbench.storage import METRICS_DIR, PREPARED_DIR, load_prepared
+from lossbench.storage import DETAILS_DIR, PREPARED_DIR, load_prepared
 
 
 def main() -> None:
@@ -41,7 +41,7 @@ def main() -> None:
     with torch.inference_mode():
         linear_train = (model(train_x).argmax(1) == train_y).float().mean().item()
         linear_test = (model(test_x).argmax(1) == test_y).float().mean().item()
-    network = json.loads((METRICS_DIR / "ce.json").read_text())
+    network = json.loads((DETAILS_DIR / "ce.json").read_text())
     print(f"linear softmax on pixels: train {linear_train:.4f}  test {linear_test:.4f}")
     print(
         f"protocol network, CE:     train {network['final_train_acc']['mean']:.4f}  "

@@ -196,7 +196,7 @@ def main(
     parts: Annotated[
         str, typer.Option(help="Comma-separated: study, pipeline, cifar, ci.")
     ] = "study,pipeline,cifar,ci",
-    epochs: Annotated[int, typer.Option(help="Epochs per seed in the study part.")] = 10,
+    epochs: Annotated[int, typer.Option(help="Epochs per seed in the study part.")] = 30,
     out: Annotated[Path, typer.Option(help="Markdown file for the table.")] = PROJECT
     / "benchmarks"
     / "results.md",
@@ -236,7 +236,8 @@ def main(
     lines = [
         f"Machine: {machine()}.",
         "",
-        f"Command: `python benchmarks/speed.py --parts {parts}` ({time.perf_counter() - started:.0f} s in all).",
+        f"Command: `python benchmarks/speed.py --parts {parts} --epochs {epochs}` "
+        f"({time.perf_counter() - started:.0f} s in all).",
         "",
         "| what | time | speed-up | notes |",
         "| --- | --- | --- | --- |",
