@@ -178,6 +178,7 @@ def prepared_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("prepared")
     params = changed_sizes(600, 100)
     params["train"].update(epochs=40, seeds=[1, 2])  # type: ignore[attr-defined]
+    params["machine"] = {"workers": 2}  # the worker pool, whatever the machine's cores
     write_params(root, params)
     assert lossbench(root, "prepare").returncode == 0
     return root
@@ -185,7 +186,7 @@ def prepared_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def prepared(tmp_path: Path, prepared_template: Path) -> Path:
-    """Tiny prepared data, and params for a CE training of two seeds, one worker each."""
+    """Tiny prepared data, and params for a CE training of two seeds, one worker process each."""
     shutil.copytree(prepared_template, tmp_path, dirs_exist_ok=True)
     return tmp_path
 

@@ -69,7 +69,7 @@ def test_repro_caching_gamma_change_metrics_diff_plots_and_a_fifth_loss(
     # The number of seed workers never changes results, so it reruns nothing (validate
     # reads all of params.yaml; its stamp stays the same) and keeps the run-cache.
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["machine"] = {"workers": 1}
+    params["machine"] = {"workers": 2}
     write_params(project, params)
     assert sorted(json.loads(run_in(project, "dvc", "status", "--json").stdout)) == ["validate"]
     assert ran(run_in(project, "dvc", "repro").stdout) == ["validate"]
@@ -120,7 +120,7 @@ def test_determinism_tampering_and_a_killed_repro(project: Path) -> None:
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["losses"] = {"ce": {"kind": "ce"}}
     params["data"]["synthetic"]["train_size"] = 600
-    params["train"]["epochs"] = 25
+    params["train"]["epochs"] = 12
     params["train"]["seeds"] = [1]
     write_params(project, params)
     run_in(project, "dvc", "repro")
