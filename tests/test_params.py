@@ -71,7 +71,11 @@ def check(folder: Path) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-@pytest.mark.parametrize(("path", "value", "message"), BAD_PARAMS, ids=[f"{p}={v}" for p, v, _ in BAD_PARAMS])
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    BAD_PARAMS,
+    ids=[f"{p}={'(deleted)' if v is DELETE else v}" for p, v, _ in BAD_PARAMS],
+)
 def test_a_bad_value_is_one_message_naming_its_key(
     tmp_path: Path, path: str, value: object, message: str
 ) -> None:
