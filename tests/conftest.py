@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +33,6 @@ TINY_PARAMS = {
     },
 }
 
-Run = Callable[..., subprocess.CompletedProcess[str]]
-
 
 def run_in(
     cwd: Path, *command: str, check: bool = True, env: dict[str, str] | None = None, **popen: Any
@@ -52,6 +49,11 @@ def run_in(
             f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
         )
     return result
+
+
+def lossbench(cwd: Path, *args: str, **popen: Any) -> subprocess.CompletedProcess[str]:
+    """`python -m lossbench ARGS` in cwd, whatever its exit code."""
+    return run_in(cwd, sys.executable, "-m", "lossbench", *args, check=False, **popen)
 
 
 def start_in(cwd: Path, *command: str, merge_stderr: bool = False) -> subprocess.Popen[str]:

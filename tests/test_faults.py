@@ -15,16 +15,20 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import TINY_PARAMS, commit, run_in, start_in, start_repro_until_a_checkpoint, write_params
+from conftest import (
+    TINY_PARAMS,
+    commit,
+    lossbench,
+    run_in,
+    start_in,
+    start_repro_until_a_checkpoint,
+    write_params,
+)
 from rich.console import Console
 
 from lossbench.checkpoint import run_fingerprint
 from lossbench.params import load_params
 from lossbench.train import DeviceData, SeedJob, train_seed
-
-
-def lossbench(cwd: Path, *args: str, **popen: object) -> subprocess.CompletedProcess[str]:
-    return run_in(cwd, sys.executable, "-m", "lossbench", *args, check=False, **popen)
 
 
 def snapshot(root: Path) -> dict[str, str]:

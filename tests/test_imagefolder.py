@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_project, run_in, write_params
+from conftest import lossbench, make_project, run_in, write_params
 from PIL import Image
 from torchvision import transforms
 
@@ -34,10 +34,6 @@ def _params(**imagefolder: object) -> dict[str, object]:
         "train": {"epochs": 1, "seeds": [1], "batch_size": 8, "threads": 1},
         "losses": {"ce": {"kind": "ce"}},
     }
-
-
-def lossbench(root: Path, *args: str) -> object:
-    return run_in(root, sys.executable, "-m", "lossbench", *args, check=False)
 
 
 def test_imagefolder_is_resized_split_and_trains_with_the_adapted_network(tmp_path: Path) -> None:
@@ -117,10 +113,10 @@ def test_a_link_to_a_folder_is_refused_by_name(tmp_path: Path, command: str) -> 
     write_params(tmp_path, _params(root="photos", max_bad_fraction=0.1))
     result = lossbench(tmp_path, command)
     if command == "validate":  # three class folders, so validation passes; prepare reads the images
-        assert result.returncode == 0  # type: ignore[attr-defined]
+        assert result.returncode == 0
         return
-    assert result.returncode == 1 and "Traceback" not in result.stderr  # type: ignore[attr-defined]
-    assert f"{RAW}/photos/cats/up is a link to a folder" in result.stderr  # type: ignore[attr-defined]
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"{RAW}/photos/cats/up is a link to a folder" in result.stderr
 
 
 def test_a_class_without_readable_images_is_refused_by_name(tmp_path: Path) -> None:
@@ -129,8 +125,8 @@ def test_a_class_without_readable_images_is_refused_by_name(tmp_path: Path) -> N
     (photos / "empty" / "a.jpg").write_bytes(b"not a jpeg")
     write_params(tmp_path, _params(root="photos", max_bad_fraction=0.5))
     result = lossbench(tmp_path, "prepare")
-    assert result.returncode == 1  # type: ignore[attr-defined]
-    assert f"{RAW}/photos/empty: class folder with no readable images" in result.stderr  # type: ignore[attr-defined]
+    assert result.returncode == 1
+    assert f"{RAW}/photos/empty: class folder with no readable images" in result.stderr
 
 
 @pytest.mark.parametrize("noise", [0.0, 0.2])
@@ -145,8 +141,8 @@ def test_a_single_class_is_refused_before_any_stage_runs(tmp_path: Path, noise: 
     write_params(tmp_path, params)
     for command in ("validate", "prepare"):
         result = lossbench(tmp_path, command)
-        assert result.returncode == 1 and "Traceback" not in result.stderr  # type: ignore[attr-defined]
-        assert "a classifier needs at least 2" in result.stderr  # type: ignore[attr-defined]
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert "a classifier needs at least 2" in result.stderr
 
 
 def test_a_change_to_the_images_reruns_prepare_and_no_change_does_not(tmp_path: Path) -> None:
