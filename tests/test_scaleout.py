@@ -94,3 +94,73 @@ def test_run_cache_pushed_from_one_machine_is_reused_on_another(reproduced: Path
         "publish@focal_high",
         "report",
     ]
+
+
+def _study(project: Path, name: str, params: dict[str, object]) -> Path:
+    """studies/NAME in the project: the project's dvc.yaml with its code path moved, as in studies/."""
+    study = project / "studies" / name
+    shutil.copytree(project / "data" / "raw", study / "data" / "raw")
+    text = (project / "dvc.yaml").read_text().replace("code: src/lossbench", "code: ../../src/lossbench")
+    (study / "dvc.yaml").write_text(text)
+    shutil.copy(project / ".gitignore", study / ".gitignore")
+    write_params(study, params)
+    return study
+
+
+def test_a_sweep_split_across_two_machines_is_drawn_whole_on_a_third(project: Path, tmp_path: Path) -> None:
+    # Three machines share nothing but a git remote and a DVC remote (two local folders).
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["losses"] = {"focal": {"kind": "focal", "gamma": 2.0}}
+    _study(project, "sweep", params)
+    _commit(project, "a study to sweep")
+    git_remote, dvc_remote = tmp_path / "git-remote.git", tmp_path / "dvc-remote"
+    run_in(tmp_path, "git", "init", "-q", "--bare", str(git_remote))
+    run_in(project, "git", "push", "-q", str(git_remote), "HEAD")
+
+    def machine(name: str) -> Path:
+        root = tmp_path / name
+        run_in(tmp_path, "git", "clone", "-q", str(git_remote), str(root))
+        run_in(root, "dvc", "remote", "add", "--local", "-d", "shared", str(dvc_remote))
+        return root
+
+    # Machines A and B each run their half of the sweep through the queue and push it.
+    halves = {"machine-a": "0,0.5", "machine-b": "2,5"}
+    for name, gammas in halves.items():
+        root = machine(name)
+        run_in(
+            root, "dvc", "exp", "run", "--queue", "studies/sweep/dvc.yaml",
+            "-S", f"studies/sweep/params.yaml:losses.focal.gamma={gammas}",
+        )  # fmt: skip
+        assert run_queue(root, jobs=1).count("Success") == 2
+        run_in(root, "dvc", "exp", "push", "--run-cache", "origin")
+    listed = run_in(project, "dvc", "exp", "list", "--name-only", str(git_remote)).stdout.split()
+    assert len(listed) == 4, listed  # both halves are on the git remote
+
+    # Machine C pulls every experiment and draws the whole sweep from its study folder.
+    third = machine("machine-c")
+    run_in(third, "dvc", "exp", "pull", "--run-cache", "origin")
+    study = third / "studies" / "sweep"
+    result = run_in(study, "lossbench", "sweep-report", "--loss", "focal")
+    assert "claim 4" in result.stdout and "Friedman rank test over all 4 γ" in result.stdout, result.stdout
+    table = (study / "plots" / "sweep.csv").read_text().splitlines()
+    assert [line.split(",")[:2] for line in table[1:]] == [
+        ["0.0", "2"],
+        ["0.5", "2"],
+        ["2.0", "2"],
+        ["5.0", "2"],
+    ]
+    assert "Claim 4" in (study / "plots" / "sweep.md").read_text()
+    assert (study / "plots" / "sweep.png").stat().st_size > 0
+
+    # The run-cache came along: re-running a γ that machine A trained trains nothing on C.
+    again = run_in(
+        third,
+        "dvc",
+        "exp",
+        "run",
+        "studies/sweep/dvc.yaml",
+        "-S",
+        "studies/sweep/params.yaml:losses.focal.gamma=0.5",
+    )
+    assert "Stage 'studies/sweep/dvc.yaml:train@focal' is cached - skipping run" in again.stdout, again.stdout
+    assert not re.search(r"seed \d+ epoch", again.stdout)

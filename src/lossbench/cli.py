@@ -169,12 +169,34 @@ def sweep_report(
     params: ParamsOption = Path("params.yaml"),
     root: RootOption = Path("."),
 ) -> None:
-    """Accuracy and ECE against γ across the experiments of a DVC sweep (plots/sweep.png)."""
+    """Accuracy and ECE against γ across the experiments of a DVC sweep, and claim 4 (plots/sweep.md)."""
 
     def step(loaded: Params, console: Console) -> object:
         from lossbench.sweep import sweep_report as run_sweep_report
 
         return run_sweep_report(loaded, loss, root, console, all_commits)
+
+    _run(params, step)
+
+
+@app.command("variants-report")
+def variants_report(
+    clean: Annotated[
+        Path,
+        typer.Option(
+            "--clean", help="The folder of the clean run (same protocol) to pair with, e.g. ../cifar10-jpeg."
+        ),
+    ],
+    all_commits: AllCommitsOption = False,
+    params: ParamsOption = Path("params.yaml"),
+    root: RootOption = Path("."),
+) -> None:
+    """Claim 5 across experiments: long-tailed and noisy-label runs against the clean one (plots/variants.md)."""
+
+    def step(loaded: Params, console: Console) -> None:
+        from lossbench.variants import variants_report as run_variants_report
+
+        run_variants_report(loaded, clean, root, console, all_commits)
 
     _run(params, step)
 

@@ -16,6 +16,15 @@ from lossbench.errors import MissingInput
 from lossbench.params import Params
 
 
+def study_prefix(root: Path) -> str:
+    """Where root lies in its git repository: '' for the project itself,
+    'studies/NAME/' for a study. `dvc exp show` names every file from the top."""
+    shown = subprocess.run(["git", "rev-parse", "--show-prefix"], cwd=root, capture_output=True, text=True)
+    if shown.returncode != 0:
+        raise MissingInput(f"{root.resolve()} is not in a git repository: {shown.stderr.strip()}")
+    return shown.stdout.strip()
+
+
 def exp_show(root: Path, all_commits: bool = False) -> list[dict[str, Any]]:
     """`dvc exp show --json`: by default the experiments of the current commit only."""
     command = ["dvc", "exp", "show", "--json", *(["--all-commits"] if all_commits else [])]
@@ -52,30 +61,32 @@ def experiment_records(shown: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return records
 
 
-def params_of(record: dict[str, Any]) -> dict[str, Any]:
-    return (record.get("params") or {}).get("params.yaml", {}).get("data", {}) or {}
+def params_of(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The record's params.yaml of the project (prefix '') or of a study (its study_prefix)."""
+    return (record.get("params") or {}).get(f"{prefix}params.yaml", {}).get("data", {}) or {}
 
 
-def metrics_of(record: dict[str, Any], path: str) -> dict[str, Any]:
-    return (record.get("metrics") or {}).get(path, {}).get("data", {}) or {}
+def metrics_of(record: dict[str, Any], path: str, prefix: str = "") -> dict[str, Any]:
+    return (record.get("metrics") or {}).get(f"{prefix}{path}", {}).get("data", {}) or {}
 
 
 def file_at(root: Path, record: dict[str, Any], path: str) -> str | None:
-    """A committed file as the record's revision has it (the workspace: on disk)."""
+    """A committed file, relative to root, as the record's revision has it (the workspace: on disk)."""
     if record["rev"] == "workspace":
         target = root / path
         return target.read_text() if target.is_file() else None
+    # `REV:./PATH` is relative to the current folder: root, the project or a study.
     shown = subprocess.run(
-        ["git", "show", f"{record['rev']}:{path}"], cwd=root, capture_output=True, text=True
+        ["git", "show", f"{record['rev']}:./{path}"], cwd=root, capture_output=True, text=True
     )
     return shown.stdout if shown.returncode == 0 else None
 
 
-def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
     flat: dict[str, str] = {}
     for key, value in values.items():
         if isinstance(value, dict):
-            flat |= _flatten(value, f"{prefix}{key}.")
+            flat |= flatten(value, f"{prefix}{key}.")
         else:
             flat[f"{prefix}{key}"] = json.dumps(value)
     return flat
@@ -85,14 +96,15 @@ def compare(params: Params, root: Path, console: Console, all_commits: bool = Fa
     """One row per run: the params that differ between runs, and each loss's
     final test accuracy (seed mean ± std; `dvc metrics show` has the rest)."""
     # Runs with results for some loss; a workspace where nothing has run has none.
+    prefix = study_prefix(root)
     records = [
         record
         for record in experiment_records(exp_show(root, all_commits))
-        if any(metrics_of(record, f"metrics/{name}.json") for name in params.losses)
+        if any(metrics_of(record, f"metrics/{name}.json", prefix) for name in params.losses)
     ]
     if not records:
         raise MissingInput("no runs to compare: run `dvc repro` or `dvc exp run` first")
-    flat = [_flatten(params_of(record)) for record in records]
+    flat = [flatten(params_of(record, prefix)) for record in records]
     keys = sorted({key for row in flat for key in row if not key.startswith("machine.")})
     changed = [key for key in keys if len({row.get(key) for row in flat}) > 1]
     table = Table(
@@ -109,7 +121,7 @@ def compare(params: Params, root: Path, console: Console, all_commits: bool = Fa
         cells = [record.get("name") or (record["rev"] if record["rev"] == "workspace" else record["rev"][:7])]
         cells += [row.get(key, "-") for key in changed]
         for name in params.losses:
-            numbers = metrics_of(record, f"metrics/{name}.json")
+            numbers = metrics_of(record, f"metrics/{name}.json", prefix)
             cells.append(f"{numbers['test_acc']:.3f} ± {numbers['test_sd']:.3f}" if numbers else "-")
         table.add_row(*cells)
     console.print(table)

@@ -70,6 +70,17 @@ def wilcoxon_p(differences: Sequence[float]) -> float | None:
     return float(stats.wilcoxon(data, zero_method="wilcox", alternative="two-sided").pvalue)
 
 
+def friedman_p(groups: Sequence[Sequence[float]]) -> float | None:
+    """Friedman's rank test that k related groups (one value per seed in each,
+    seeds in the same order) come from one distribution: does the setting
+    matter at all? None with fewer than three groups or two seeds."""
+    if len(groups) < 3 or min(len(group) for group in groups) < 2:
+        return None
+    if all(np.array_equal(groups[0], group) for group in groups):
+        return 1.0
+    return float(stats.friedmanchisquare(*groups).pvalue)
+
+
 def paired_comparison(first: Sequence[float], second: Sequence[float]) -> dict[str, Any]:
     """first - second, seed by seed: mean difference, its 95% interval, the
     paired t-test's and the Wilcoxon test's two-sided p-values, and the

@@ -1,8 +1,11 @@
 """`lossbench sweep-report`: accuracy and calibration against focal's γ, across
-the experiments of a DVC sweep (`dvc exp run --queue -S losses.NAME.gamma=...`).
+the experiments of a DVC sweep (`dvc exp run --queue -S losses.NAME.gamma=...`),
+and claim 4's verdict from them.
 
 Reads `dvc exp show --json`, takes every experiment (and committed baseline)
 that has results for the loss, and plots every seed's point with the seed mean.
+Run it in the project or in a study's folder: it reads that folder's
+params.yaml and results, wherever the experiments were run and pulled from.
 """
 
 from __future__ import annotations
@@ -19,13 +22,15 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from rich.console import Console
 
+from lossbench.claims import STATEMENTS, gamma_claim
 from lossbench.errors import MissingInput, ParamsError
-from lossbench.experiments import exp_show, experiment_records, file_at, params_of
+from lossbench.experiments import exp_show, experiment_records, file_at, params_of, study_prefix
 from lossbench.params import FocalLoss, Params
-from lossbench.storage import DETAILS_DIR, PLOTS_DIR, write_with
+from lossbench.storage import DETAILS_DIR, PLOTS_DIR, write_text, write_with
 
 SWEEP_FIGURE = PLOTS_DIR / "sweep.png"
 SWEEP_TABLE = PLOTS_DIR / "sweep.csv"
+SWEEP_REPORT = PLOTS_DIR / "sweep.md"
 
 
 def _other_params(params: dict[str, Any], loss: str) -> str:
@@ -36,28 +41,33 @@ def _other_params(params: dict[str, Any], loss: str) -> str:
     return json.dumps(rest, sort_keys=True)
 
 
-def sweep_records(records: list[dict[str, Any]], loss: str) -> list[dict[str, Any]]:
+def sweep_records(records: list[dict[str, Any]], loss: str, prefix: str = "") -> list[dict[str, Any]]:
     """The runs of one sweep: of the groups of runs that share every param but
     this γ, the one with the most γ values."""
     groups: dict[str, set[float]] = {}
     for record in records:
-        spec = params_of(record).get("losses", {}).get(loss, {})
+        spec = params_of(record, prefix).get("losses", {}).get(loss, {})
         if spec.get("kind") == "focal":
-            groups.setdefault(_other_params(params_of(record), loss), set()).add(float(spec["gamma"]))
+            groups.setdefault(_other_params(params_of(record, prefix), loss), set()).add(float(spec["gamma"]))
     sweep = max(groups, key=lambda key: len(groups[key]), default=None)
     return [
-        record for record in records if sweep is not None and _other_params(params_of(record), loss) == sweep
+        record
+        for record in records
+        if sweep is not None and _other_params(params_of(record, prefix), loss) == sweep
     ]
 
 
 def sweep_points(records: list[dict[str, Any]], loss: str, root: Path) -> pd.DataFrame:
-    """One row per (γ, seed): final test accuracy and ECE, from each run's metrics/details/<loss>.json."""
+    """One row per (γ, seed): final test accuracy and ECE, from each run's
+    metrics/details/<loss>.json. A γ and seed run twice (the baseline and an
+    experiment) counts once: same params and seed give the same numbers."""
+    prefix = study_prefix(root)
     rows = []
-    for record in sweep_records(records, loss):
+    for record in sweep_records(records, loss, prefix):
         text = file_at(root, record, f"{DETAILS_DIR}/{loss}.json")
         if text is None:
             continue
-        gamma = float(params_of(record)["losses"][loss]["gamma"])
+        gamma = float(params_of(record, prefix)["losses"][loss]["gamma"])
         for seed, values in json.loads(text)["per_seed"].items():
             rows.append(
                 {
@@ -68,7 +78,7 @@ def sweep_points(records: list[dict[str, Any]], loss: str, root: Path) -> pd.Dat
                     "experiment": record.get("name") or record["rev"][:7],
                 }
             )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).drop_duplicates(["gamma", "seed"]) if rows else pd.DataFrame(rows)
 
 
 def draw_sweep(points: pd.DataFrame, loss: str, path: Path) -> pd.DataFrame:
@@ -119,10 +129,25 @@ def sweep_report(
         )
     table = draw_sweep(points, loss, root / SWEEP_FIGURE)
     write_with(root / SWEEP_TABLE, lambda path: table.round(4).to_csv(path, index=False))
+    accuracy: dict[float, dict[str, float]] = {}
+    for row in points.to_dict("records"):
+        accuracy.setdefault(float(row["gamma"]), {})[str(row["seed"])] = float(row["final_test_acc"])
+    verdict, evidence = gamma_claim(accuracy)
+    statement = STATEMENTS[3][0]
+    write_text(
+        root / SWEEP_REPORT,
+        f"# γ sweep of losses.{loss}\n\n![accuracy and ECE against γ](sweep.png)\n\n"
+        + table.round(4).to_markdown(index=False)
+        + f"\n\nClaim 4, *{statement}* **{verdict}.** {evidence}\n\n"
+        + "Experiments: "
+        + ", ".join(sorted(set(points["experiment"])))
+        + "\n",
+    )
     console.print(table.round(4).to_string(index=False))
+    console.print(f"[bold]claim 4[/] ({statement}): [bold]{verdict}[/]. {evidence}")
     best = table.sort_values("acc_mean").iloc[-1]
     console.print(
         f"[bold]sweep-report[/]: best mean test accuracy at γ={best['gamma']:g} "
-        f"({best['acc_mean']:.4f}); wrote {SWEEP_FIGURE} and {SWEEP_TABLE}"
+        f"({best['acc_mean']:.4f}); wrote {SWEEP_FIGURE}, {SWEEP_TABLE} and {SWEEP_REPORT}"
     )
     return table

@@ -1,0 +1,339 @@
+"""`lossbench variants-report`: claim 5 across a study's experiments. CE against
+focal on long-tailed training sets (`data.imbalance_ratio`) and with flipped
+labels (`data.label_noise`), each loss paired by seed with the same loss's
+clean run in another folder (`--clean`, e.g. studies/cifar10-jpeg), which must
+follow this study's protocol exactly but for its seeds.
+
+Run it in the study's folder after its experiments ran (or were pulled):
+it reads `dvc exp show --json` and each run's committed details, and writes
+plots/variants.md, plots/imbalance.csv, plots/noise.csv and plots/variants.png.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from pydantic import ValidationError
+from rich.console import Console
+
+from lossbench.claims import STATEMENTS, combine, describe, head_and_tail
+from lossbench.errors import MissingInput, ParamsError
+from lossbench.experiments import exp_show, experiment_records, file_at, flatten, params_of, study_prefix
+from lossbench.params import CeLoss, FocalLoss, MachineParams, Params, load_params, loss_label
+from lossbench.stats import direction, paired_comparison, summarize
+from lossbench.storage import CLASS_COUNTS_FILE, DETAILS_DIR, PLOTS_DIR, write_text, write_with
+
+VARIANTS_REPORT = PLOTS_DIR / "variants.md"
+VARIANTS_FIGURE = PLOTS_DIR / "variants.png"
+IMBALANCE_TABLE = PLOTS_DIR / "imbalance.csv"
+NOISE_TABLE = PLOTS_DIR / "noise.csv"
+CLEAN = {"imbalance_ratio": 1.0, "label_noise": 0.0}
+
+PerSeed = dict[str, dict[str, Any]]  # "seed1" -> that seed's numbers (metrics/details/NAME.json)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One finished run of the study: its data variant and each loss's per-seed numbers."""
+
+    experiment: str
+    imbalance_ratio: float
+    label_noise: float
+    per_seed: dict[str, PerSeed]  # loss name -> its seeds
+    class_counts: dict[str, Any]
+
+
+def _protocol(params: Params) -> Params:
+    """Params with the data variant and the machine set aside: what must match."""
+    return params.model_copy(
+        update={"data": params.data.model_copy(update=CLEAN), "machine": MachineParams()}
+    )
+
+
+def variant_runs(params: Params, root: Path, records: list[dict[str, Any]]) -> list[Variant]:
+    """The study's runs that follow its protocol and change only the data
+    variant, each once, with every loss's results."""
+    prefix = study_prefix(root)
+    runs, seen = [], set()
+    for record in records:
+        try:
+            run_params = Params.model_validate(params_of(record, prefix))
+        except ValidationError:
+            continue  # a run of other params (an older commit's format)
+        variant = (run_params.data.imbalance_ratio, run_params.data.label_noise)
+        if _protocol(run_params) != _protocol(params) or variant in seen or variant == tuple(CLEAN.values()):
+            continue
+        texts = {name: file_at(root, record, f"{DETAILS_DIR}/{name}.json") for name in params.losses}
+        counts = file_at(root, record, str(CLASS_COUNTS_FILE))
+        if counts is None or any(text is None for text in texts.values()):
+            continue  # queued, failed or not pulled
+        seen.add(variant)
+        runs.append(
+            Variant(
+                experiment=record.get("name") or record["rev"][:7],
+                imbalance_ratio=variant[0],
+                label_noise=variant[1],
+                per_seed={name: json.loads(str(text))["per_seed"] for name, text in texts.items()},
+                class_counts=json.loads(counts),
+            )
+        )
+    return sorted(runs, key=lambda run: (run.imbalance_ratio, run.label_noise))
+
+
+def clean_runs(params: Params, clean_root: Path) -> dict[str, PerSeed]:
+    """Each loss's clean per-seed numbers from clean_root, which must run this
+    study's protocol on clean data, with this study's loss names and seeds among its own."""
+    clean = load_params(clean_root / "params.yaml")
+    seeds_here = params.train.seeds
+    same_seeds = clean.model_copy(update={"train": clean.train.model_copy(update={"seeds": seeds_here})})
+    here, there = (flatten(_protocol(p).model_dump(mode="json")) for p in (params, same_seeds))
+    differ = sorted(
+        key for key in here if key.startswith(("data.", "train.")) and here[key] != there.get(key)
+    )
+    if differ:
+        raise ParamsError(
+            f"--clean {clean_root}: {', '.join(differ)} differ from this study's; the clean run must follow "
+            "the same protocol (only its seeds may differ)"
+        )
+    if (clean.data.imbalance_ratio, clean.data.label_noise) != tuple(CLEAN.values()):
+        raise ParamsError(f"--clean {clean_root}: its data.imbalance_ratio or data.label_noise is set")
+    missing_seeds = sorted(set(seeds_here) - set(clean.train.seeds))
+    if missing_seeds:
+        raise ParamsError(f"--clean {clean_root}: has no run for seed(s) {missing_seeds}")
+    runs = {}
+    for name, spec in params.losses.items():
+        if clean.losses.get(name) != spec:
+            raise ParamsError(f"--clean {clean_root}: losses.{name} is not this study's {loss_label(spec)}")
+        path = clean_root / DETAILS_DIR / f"{name}.json"
+        if not path.is_file():
+            raise MissingInput(f"{path} is missing: run that study first")
+        per_seed = json.loads(path.read_text())["per_seed"]
+        runs[name] = {f"seed{seed}": per_seed[f"seed{seed}"] for seed in seeds_here}
+    return runs
+
+
+def _values(per_seed: PerSeed, measure: Callable[[dict[str, Any]], float]) -> list[float]:
+    return [measure(numbers) for _, numbers in sorted(per_seed.items())]
+
+
+def _accuracy(numbers: dict[str, Any]) -> float:
+    return float(numbers["final_test_acc"])
+
+
+def _macro_f1(numbers: dict[str, Any]) -> float:
+    return float(numbers["macro_f1"])
+
+
+def _recall_of(classes: list[int]) -> Callable[[dict[str, Any]], float]:
+    return lambda numbers: float(np.mean([numbers["per_class_recall"][c] for c in classes]))
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    summary = summarize(values)
+    return summary["mean"], summary["std"]
+
+
+def _cell(values: list[float]) -> str:
+    mean, sd = _mean_sd(values)
+    return f"{mean:.4f} ± {sd:.4f}"
+
+
+def _roles(params: Params) -> tuple[str, list[str]]:
+    ce = [name for name, spec in params.losses.items() if isinstance(spec, CeLoss)]
+    focals = [name for name, spec in params.losses.items() if isinstance(spec, FocalLoss)]
+    if len(ce) != 1 or not focals:
+        raise ParamsError("losses: variants-report needs exactly one ce loss and at least one focal loss")
+    return ce[0], focals
+
+
+def imbalance_part(
+    params: Params, runs: list[Variant]
+) -> tuple[pd.DataFrame, list[str], list[str], list[int]]:
+    """Per ratio and loss: accuracy, head and tail recall, macro-F1; then each
+    focal minus CE, paired by seed, on tail recall and macro-F1 (the verdict)
+    and on accuracy."""
+    ce, focals = _roles(params)
+    rows, parts, directions = [], [], []
+    tail: list[int] = []
+    for run in (run for run in runs if run.imbalance_ratio > 1 and run.label_noise == 0):
+        head, tail = head_and_tail(run.class_counts)
+        measures = {
+            "test_acc": _accuracy,
+            "head_recall": _recall_of(head),
+            "tail_recall": _recall_of(tail),
+            "macro_f1": _macro_f1,
+        }
+        for name in params.losses:
+            row: dict[str, Any] = {
+                "imbalance_ratio": run.imbalance_ratio,
+                "loss": loss_label(params.losses[name]),
+                "seeds": len(run.per_seed[name]),
+                "train_images": sum(run.class_counts["train"].values()),
+            }
+            for key, measure in measures.items():
+                row[f"{key}_mean"], row[f"{key}_std"] = _mean_sd(_values(run.per_seed[name], measure))
+            rows.append(row)
+        for focal in focals:
+            for key in ("tail_recall", "macro_f1", "test_acc"):
+                comparison = paired_comparison(
+                    _values(run.per_seed[focal], measures[key]), _values(run.per_seed[ce], measures[key])
+                )
+                if key != "test_acc":
+                    directions.append(direction(comparison))
+                parts.append(
+                    f"ratio {run.imbalance_ratio:g}, {key.replace('_', ' ')}, "
+                    f"{loss_label(params.losses[focal])} − CE: {describe(comparison)}"
+                )
+    return pd.DataFrame(rows), parts, directions, tail
+
+
+def noise_part(
+    params: Params, runs: list[Variant], clean: dict[str, PerSeed]
+) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Per noise level and loss: accuracy and its drop from the clean run,
+    paired by seed; then CE's drop minus each focal's (positive: CE loses more)."""
+    ce, focals = _roles(params)
+    rows, parts, directions = [], [], []
+    for run in (run for run in runs if run.label_noise > 0 and run.imbalance_ratio == 1):
+        drops = {
+            name: list(np.subtract(_values(clean[name], _accuracy), _values(run.per_seed[name], _accuracy)))
+            for name in params.losses
+        }
+        for name in params.losses:
+            noisy = _values(run.per_seed[name], _accuracy)
+            drop = paired_comparison(_values(clean[name], _accuracy), noisy)
+            rows.append(
+                {
+                    "label_noise": run.label_noise,
+                    "loss": loss_label(params.losses[name]),
+                    "seeds": len(noisy),
+                    "test_acc_mean": _mean_sd(noisy)[0],
+                    "test_acc_std": _mean_sd(noisy)[1],
+                    "clean_acc_mean": float(np.mean(_values(clean[name], _accuracy))),
+                    "drop_mean": drop["mean_difference"],
+                    "drop_ci95_low": drop["ci95_low"],
+                    "drop_ci95_high": drop["ci95_high"],
+                    "drop_p": drop["p_value"],
+                }
+            )
+        for focal in focals:
+            comparison = paired_comparison(drops[ce], drops[focal])
+            directions.append(direction(comparison))
+            parts.append(
+                f"{100 * run.label_noise:g}% noise, CE's drop − {loss_label(params.losses[focal])}'s: "
+                f"{describe(comparison)}"
+            )
+    return pd.DataFrame(rows), parts, directions
+
+
+def _along(
+    runs: list[Variant], clean: dict[str, PerSeed], name: str, variable: str
+) -> list[tuple[float, PerSeed]]:
+    """(value, that run's seeds) for the clean run and each run that changes only `variable`."""
+    other = "label_noise" if variable == "imbalance_ratio" else "imbalance_ratio"
+    return [(CLEAN[variable], clean[name])] + [
+        (getattr(run, variable), run.per_seed[name])
+        for run in runs
+        if getattr(run, other) == CLEAN[other] and getattr(run, variable) != CLEAN[variable]
+    ]
+
+
+def draw_variants(
+    params: Params, runs: list[Variant], clean: dict[str, PerSeed], tail: list[int], path: Path
+) -> None:
+    """Tail-class recall and macro-F1 against the imbalance ratio, accuracy
+    against label noise: every seed's point and each loss's seed mean."""
+    figure, axes = plt.subplots(1, 3, figsize=(14, 4))
+    panels = [
+        (axes[0], "imbalance_ratio", _recall_of(tail), "tail-class recall (3 smallest classes)"),
+        (axes[1], "imbalance_ratio", _macro_f1, "macro-F1"),
+        (axes[2], "label_noise", _accuracy, "test accuracy"),
+    ]
+    for axis, variable, measure, title in panels:
+        for index, name in enumerate(params.losses):
+            points = [(x, _values(per_seed, measure)) for x, per_seed in _along(runs, clean, name, variable)]
+            for x, values in points:
+                axis.scatter([x] * len(values), values, s=10, color=f"C{index}", alpha=0.5)
+            axis.plot(
+                [x for x, _ in points],
+                [np.mean(values) for _, values in points],
+                "o-",
+                color=f"C{index}",
+                label=loss_label(params.losses[name]),
+            )
+        if variable == "imbalance_ratio":
+            axis.set_xscale("log")
+            axis.set_xlabel("imbalance ratio of the training set (1 = clean)")
+        else:
+            axis.set_xlabel("fraction of training labels flipped (0 = clean)")
+        axis.set_title(title)
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    figure.tight_layout()
+    write_with(path, lambda out: figure.savefig(out, dpi=110, format="png"))
+    plt.close(figure)
+
+
+def _markdown(table: pd.DataFrame, measures: list[str]) -> str:
+    shown = table.copy()
+    for measure in measures:
+        shown[measure] = [
+            f"{mean:.4f} ± {sd:.4f}"
+            for mean, sd in zip(shown[f"{measure}_mean"], shown[f"{measure}_std"], strict=True)
+        ]
+    return shown[[c for c in shown.columns if not c.endswith(("_mean", "_std"))]].to_markdown(index=False)
+
+
+def variants_report(
+    params: Params, clean_root: Path, root: Path, console: Console, all_commits: bool = False
+) -> None:
+    clean = clean_runs(params, clean_root)
+    runs = variant_runs(params, root, experiment_records(exp_show(root, all_commits)))
+    if not runs:
+        raise MissingInput(
+            "no finished run of this study changes data.imbalance_ratio or data.label_noise; run e.g. "
+            "`dvc exp run --queue -S 'data.imbalance_ratio=10,100'` and `dvc queue start`, then wait for "
+            "`dvc queue status` to show them done"
+        )
+    imbalance, imbalance_parts, imbalance_directions, tail = imbalance_part(params, runs)
+    noise, noise_parts, noise_directions = noise_part(params, runs, clean)
+    imbalance_verdict = combine(imbalance_directions, "higher") if imbalance_directions else "not testable"
+    noise_verdict = combine(noise_directions, "higher") if noise_directions else "not testable"
+    write_with(root / IMBALANCE_TABLE, lambda path: imbalance.round(4).to_csv(path, index=False))
+    write_with(root / NOISE_TABLE, lambda path: noise.round(4).to_csv(path, index=False))
+    if tail:
+        draw_variants(params, runs, clean, tail, root / VARIANTS_FIGURE)
+    seeds = ", ".join(map(str, params.train.seeds))
+    sections = [
+        f"# Claim 5: {STATEMENTS[4][0]}\n",
+        f"Runs: {', '.join(f'{r.experiment} (imbalance {r.imbalance_ratio:g}, noise {r.label_noise:g})' for r in runs)}; "
+        f"clean runs from {clean_root} (same protocol), seeds {seeds}, paired by seed. Differences: mean "
+        "[95% CI], paired t-test p (Wilcoxon p; the smallest difference these seeds could detect when not significant).\n",
+        *(["![tail recall, macro-F1 and accuracy against the variants](variants.png)\n"] if tail else []),
+        "## Class imbalance (CIFAR-10-LT profile; balanced test set)\n",
+        _markdown(imbalance, ["test_acc", "head_recall", "tail_recall", "macro_f1"])
+        if len(imbalance)
+        else "No run.",
+        "\n" + "\n".join(f"- {part}" for part in imbalance_parts) + "\n",
+        f"**First half, focal helps with class imbalance (tail recall and macro-F1, focal − CE): {imbalance_verdict}.**\n",
+        "## Label noise (a fraction of training labels flipped to a random other class)\n",
+        _markdown(noise, ["test_acc"]) if len(noise) else "No run.",
+        "\n" + "\n".join(f"- {part}" for part in noise_parts) + "\n",
+        f"**Second half, CE is more sensitive to label noise (CE's drop from clean − focal's): {noise_verdict}.**\n",
+    ]
+    write_text(root / VARIANTS_REPORT, "\n".join(sections))
+    console.print("\n".join(sections))
+    console.print(
+        f"[bold]variants-report[/]: claim 5 imbalance half {imbalance_verdict}, noise half {noise_verdict}; wrote "
+        f"{VARIANTS_REPORT}, {IMBALANCE_TABLE}, {NOISE_TABLE}" + (f" and {VARIANTS_FIGURE}" if tail else "")
+    )
