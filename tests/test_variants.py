@@ -1,68 +1,87 @@
-"""`lossbench variants-report`: claim 5 from a long-tailed and a noisy-label
-experiment, each paired by seed with a clean run kept in another folder."""
-
+import copy
 import json
-import shutil
 from pathlib import Path
 
-import pandas as pd
-import yaml
-from conftest import run_in, run_queue, write_params
+import numpy as np
+from conftest import TINY_PARAMS
+from rich.console import Console
+
+from lossbench.params import parse_params
+from lossbench.prepare import long_tail_counts, prepare
+from lossbench.report import report
+from lossbench.storage import CLASS_COUNTS_FILE, PREPARED_DIR, load_prepared
+from lossbench.train import train
+
+QUIET = Console(quiet=True)
 
 
-def _details(root: Path, rev: str, name: str) -> dict[str, dict[str, float]]:
-    text = run_in(root, "git", "show", f"{rev}:metrics/details/{name}.json").stdout
-    per_seed: dict[str, dict[str, float]] = json.loads(text)["per_seed"]
-    return per_seed
-
-
-def test_variants_are_paired_by_seed_with_the_clean_run(reproduced: Path, tmp_path: Path) -> None:
-    project = reproduced  # the tiny project with its clean run committed
-    clean = tmp_path / "clean"  # the clean run, as another study's folder
-    shutil.copytree(project, clean, symlinks=True)
-    for variant in ("+data.imbalance_ratio=4", "+data.label_noise=0.3"):  # not in the tiny params.yaml
-        run_in(project, "dvc", "exp", "run", "--queue", "-S", variant)
-    assert run_queue(project, jobs=2).count("Success") == 2
-
-    result = run_in(project, "lossbench", "variants-report", "--clean", "../clean")
-    assert "claim 5 imbalance half" in result.stdout, result.stdout
-    imbalance = pd.read_csv(project / "plots" / "imbalance.csv")
-    noise = pd.read_csv(project / "plots" / "noise.csv")
-    assert list(imbalance["imbalance_ratio"]) == [4.0] * 4 and list(noise["label_noise"]) == [0.3] * 4
-    assert (imbalance["train_images"] < 300).all()  # the long tail keeps fewer than the 300 images
-
-    # Each drop is the clean accuracy minus the noisy one, seed by seed, from the committed files.
-    shown = json.loads(run_in(project, "dvc", "exp", "show", "--json").stdout)
-    noisy_rev = next(
-        rev["rev"]
-        for commit in shown
-        for exp in commit.get("experiments") or []
-        for rev in exp["revs"]
-        if rev["data"]["params"]["params.yaml"]["data"]["data"].get("label_noise") == 0.3
+def _prepare(root: Path, **data: object) -> None:
+    params = parse_params(
+        {
+            "data": {"seed": 5, "synthetic": {"train_size": 1000, "test_size": 200}, **data},
+            "losses": {"ce": {"kind": "ce"}},
+        }
     )
-    clean_ce = json.loads((clean / "metrics" / "details" / "ce.json").read_text())["per_seed"]
-    noisy_ce = _details(project, noisy_rev, "ce")
-    expected = sum(clean_ce[s]["final_test_acc"] - noisy_ce[s]["final_test_acc"] for s in clean_ce) / len(
-        clean_ce
-    )
-    assert noise.loc[noise["loss"] == "CE", "drop_mean"].item() == round(expected, 4)
-    report = (project / "plots" / "variants.md").read_text()
-    assert "CE's drop − Focal (γ=2)'s" in report and "tail recall, Focal (γ=0.5) − CE" in report
-    assert (project / "plots" / "variants.png").stat().st_size > 0
+    prepare(params, root, QUIET)
 
 
-def test_a_clean_run_of_another_protocol_is_refused_and_nothing_is_written(
-    reproduced: Path, tmp_path: Path
-) -> None:
-    clean = tmp_path / "clean"
-    shutil.copytree(reproduced, clean, symlinks=True)
-    params = yaml.safe_load((clean / "params.yaml").read_text())
-    params["train"]["lr"] = 0.05
-    write_params(clean, params)
-    refused = run_in(reproduced, "lossbench", "variants-report", "--clean", "../clean", check=False)
-    assert refused.returncode == 1
-    assert refused.stderr.strip().splitlines() == [
-        "error: --clean ../clean: train.lr differ from this study's; the clean run must follow the same "
-        "protocol (only its seeds may differ)"
-    ]
-    assert not (reproduced / "plots" / "variants.md").exists()
+def test_long_tail_profile_matches_cifar10_lt() -> None:
+    # CIFAR-10-LT with imbalance ratio 100, as published.
+    assert long_tail_counts(5000, 10, 100) == [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+    assert long_tail_counts(5000, 10, 1) == [5000] * 10
+
+
+def test_imbalanced_training_set_has_exact_counts_and_a_balanced_test_set(tmp_path: Path) -> None:
+    _prepare(tmp_path / "balanced")
+    _prepare(tmp_path / "long_tail", imbalance_ratio=10)
+    balanced = load_prepared(tmp_path / "balanced" / PREPARED_DIR)
+    long_tail = load_prepared(tmp_path / "long_tail" / PREPARED_DIR)
+    expected = [int(100 * 10 ** (-c / 9)) for c in range(10)]  # 100 per class before
+    assert expected[0] == 100 and expected[-1] == 10
+    assert np.bincount(long_tail.train_labels, minlength=10).tolist() == expected
+    assert np.array_equal(long_tail.test_images, balanced.test_images)
+    assert np.array_equal(long_tail.test_labels, balanced.test_labels)
+    counts = json.loads((tmp_path / "long_tail" / CLASS_COUNTS_FILE).read_text())
+    assert list(counts["train"].values()) == expected and counts["imbalance_ratio"] == 10
+
+
+def test_label_noise_flips_exactly_the_asked_fraction_to_other_classes(tmp_path: Path) -> None:
+    _prepare(tmp_path / "clean")
+    _prepare(tmp_path / "noisy", label_noise=0.25)
+    clean = load_prepared(tmp_path / "clean" / PREPARED_DIR)
+    noisy = load_prepared(tmp_path / "noisy" / PREPARED_DIR)
+    assert np.array_equal(clean.train_images, noisy.train_images)
+    assert int((clean.train_labels != noisy.train_labels).sum()) == 250  # exactly 25% of 1000
+    assert np.array_equal(clean.test_labels, noisy.test_labels)  # test labels stay clean
+    counts = json.loads((tmp_path / "noisy" / CLASS_COUNTS_FILE).read_text())
+    assert counts["labels_flipped"] == 250
+    # Flips go to every other class, not one fixed neighbour.
+    flipped = clean.train_labels != noisy.train_labels
+    offsets = (noisy.train_labels[flipped] - clean.train_labels[flipped]) % 10
+    assert offsets.min() >= 1 and len(set(offsets.tolist())) == 9
+
+
+def test_same_seed_same_noise(tmp_path: Path) -> None:
+    _prepare(tmp_path / "a", label_noise=0.1, imbalance_ratio=5)
+    _prepare(tmp_path / "b", label_noise=0.1, imbalance_ratio=5)
+    a, b = (load_prepared(tmp_path / run / PREPARED_DIR) for run in "ab")
+    assert np.array_equal(a.train_labels, b.train_labels) and np.array_equal(a.train_images, b.train_images)
+
+
+def test_report_on_a_long_tailed_noisy_run_tests_claim_five(tmp_path: Path) -> None:
+    params = copy.deepcopy(TINY_PARAMS)
+    params["data"] |= {"imbalance_ratio": 3.0, "label_noise": 0.1}  # type: ignore[operator]
+    params["losses"] = {"ce": {"kind": "ce"}, "focal": {"kind": "focal", "gamma": 2.0}}
+    params["machine"] = {"workers": 1}  # in this process: the stages' own functions, no CLI
+    parsed = parse_params(params)
+    prepare(parsed, tmp_path, QUIET)
+    train(parsed, "ce", tmp_path, QUIET)
+    train(parsed, "focal", tmp_path, QUIET)
+    report(parsed, tmp_path, QUIET)
+    written = (tmp_path / "plots" / "report.md").read_text()
+    assert "tail recall" in written
+    # Head and tail by the training counts (after noise): the LT profile's first and last classes.
+    assert "Head classes (disc, " in written and "checker) the fewest" in written
+    claim = next(line for line in written.splitlines() if line.startswith("**5."))
+    assert "not testable" not in claim
+    assert "tail-class recall, Focal (γ=2) − CE" in claim and "under 10.0% label noise" in claim

@@ -1,0 +1,68 @@
+"""`lossbench variants-report`: claim 5 from a long-tailed and a noisy-label
+experiment, each paired by seed with a clean run kept in another folder."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from conftest import run_in, run_queue, write_params
+
+
+def _details(root: Path, rev: str, name: str) -> dict[str, dict[str, float]]:
+    text = run_in(root, "git", "show", f"{rev}:metrics/details/{name}.json").stdout
+    per_seed: dict[str, dict[str, float]] = json.loads(text)["per_seed"]
+    return per_seed
+
+
+def test_variants_are_paired_by_seed_with_the_clean_run(reproduced: Path, tmp_path: Path) -> None:
+    project = reproduced  # the tiny project with its clean run committed
+    clean = tmp_path / "clean"  # the clean run, as another study's folder
+    shutil.copytree(project, clean, symlinks=True)
+    for variant in ("+data.imbalance_ratio=4", "+data.label_noise=0.3"):  # not in the tiny params.yaml
+        run_in(project, "dvc", "exp", "run", "--queue", "-S", variant)
+    assert run_queue(project, jobs=2).count("Success") == 2
+
+    result = run_in(project, "lossbench", "variants-report", "--clean", "../clean")
+    assert "claim 5 imbalance half" in result.stdout, result.stdout
+    imbalance = pd.read_csv(project / "plots" / "imbalance.csv")
+    noise = pd.read_csv(project / "plots" / "noise.csv")
+    assert list(imbalance["imbalance_ratio"]) == [4.0] * 4 and list(noise["label_noise"]) == [0.3] * 4
+    assert (imbalance["train_images"] < 300).all()  # the long tail keeps fewer than the 300 images
+
+    # Each drop is the clean accuracy minus the noisy one, seed by seed, from the committed files.
+    shown = json.loads(run_in(project, "dvc", "exp", "show", "--json").stdout)
+    noisy_rev = next(
+        rev["rev"]
+        for commit in shown
+        for exp in commit.get("experiments") or []
+        for rev in exp["revs"]
+        if rev["data"]["params"]["params.yaml"]["data"]["data"].get("label_noise") == 0.3
+    )
+    clean_ce = json.loads((clean / "metrics" / "details" / "ce.json").read_text())["per_seed"]
+    noisy_ce = _details(project, noisy_rev, "ce")
+    expected = sum(clean_ce[s]["final_test_acc"] - noisy_ce[s]["final_test_acc"] for s in clean_ce) / len(
+        clean_ce
+    )
+    assert noise.loc[noise["loss"] == "CE", "drop_mean"].item() == round(expected, 4)
+    report = (project / "plots" / "variants.md").read_text()
+    assert "CE's drop − Focal (γ=2)'s" in report and "tail recall, Focal (γ=0.5) − CE" in report
+    assert (project / "plots" / "variants.png").stat().st_size > 0
+
+
+def test_a_clean_run_of_another_protocol_is_refused_and_nothing_is_written(
+    reproduced: Path, tmp_path: Path
+) -> None:
+    clean = tmp_path / "clean"
+    shutil.copytree(reproduced, clean, symlinks=True)
+    params = yaml.safe_load((clean / "params.yaml").read_text())
+    params["train"]["lr"] = 0.05
+    write_params(clean, params)
+    refused = run_in(reproduced, "lossbench", "variants-report", "--clean", "../clean", check=False)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines() == [
+        "error: --clean ../clean: train.lr differ from this study's; the clean run must follow the same "
+        "protocol (only its seeds may differ)"
+    ]
+    assert not (reproduced / "plots" / "variants.md").exists()
