@@ -144,7 +144,7 @@ def mae_flat(results: list[LossResult], class_counts: dict[str, Any]) -> tuple[s
     )
 
 
-def gamma_claim(accuracy: dict[float, dict[str, float]]) -> tuple[str, str]:
+def gamma_claim(accuracy: dict[float, dict[int, float]]) -> tuple[str, str]:
     """Claim 4 from final test accuracy by γ and seed (CE counts as γ=0): the
     best γ inside [0.5, 2] against the best outside it and against every γ
     above 2, paired on the seeds every γ has; Friedman's rank test asks
@@ -181,7 +181,7 @@ def gamma_claim(accuracy: dict[float, dict[str, float]]) -> tuple[str, str]:
 
 
 def gamma_range(results: list[LossResult], class_counts: dict[str, Any]) -> tuple[str, str]:
-    accuracy: dict[float, dict[str, float]] = {}  # CE is focal with γ=0
+    accuracy: dict[float, dict[int, float]] = {}  # CE is focal with γ=0
     for r in results:
         if isinstance(r.spec, CeLoss):
             gamma = 0.0
@@ -189,7 +189,7 @@ def gamma_range(results: list[LossResult], class_counts: dict[str, Any]) -> tupl
             gamma = r.spec.gamma
         else:
             continue
-        accuracy.setdefault(gamma, dict(zip(map(str, r.seeds), r.values("final_test_acc"), strict=True)))
+        accuracy.setdefault(gamma, dict(zip(r.seeds, r.values("final_test_acc"), strict=True)))
     return gamma_claim(accuracy)
 
 

@@ -129,9 +129,10 @@ def sweep_report(
         )
     table = draw_sweep(points, loss, root / SWEEP_FIGURE)
     write_with(root / SWEEP_TABLE, lambda path: table.round(4).to_csv(path, index=False))
-    accuracy: dict[float, dict[str, float]] = {}
+    accuracy: dict[float, dict[int, float]] = {}
     for row in points.to_dict("records"):
-        accuracy.setdefault(float(row["gamma"]), {})[str(row["seed"])] = float(row["final_test_acc"])
+        seed = int(str(row["seed"]).removeprefix("seed"))  # details name seeds "seed1", ...
+        accuracy.setdefault(float(row["gamma"]), {})[seed] = float(row["final_test_acc"])
     verdict, evidence = gamma_claim(accuracy)
     statement = STATEMENTS[3][0]
     write_text(
