@@ -118,6 +118,8 @@ def clean_runs(params: Params, clean_root: Path) -> dict[str, PerSeed]:
         if not path.is_file():
             raise MissingInput(f"{path} is missing: run that study first")
         per_seed = json.loads(path.read_text())["per_seed"]
+        if any(f"seed{seed}" not in per_seed for seed in seeds_here):
+            raise MissingInput(f"{path} lacks some of seeds {seeds_here}: run that study first")
         runs[name] = {f"seed{seed}": per_seed[f"seed{seed}"] for seed in seeds_here}
     return runs
 
@@ -284,14 +286,31 @@ def draw_variants(
     plt.close(figure)
 
 
-def _markdown(table: pd.DataFrame, measures: list[str]) -> str:
-    shown = table.copy()
-    for measure in measures:
-        shown[measure] = [
+def _imbalance_markdown(table: pd.DataFrame) -> str:
+    shown = table[["imbalance_ratio", "loss", "seeds", "train_images"]].copy()
+    for measure in ("test_acc", "head_recall", "tail_recall", "macro_f1"):
+        shown[measure.replace("_", " ")] = [
             f"{mean:.4f} ± {sd:.4f}"
-            for mean, sd in zip(shown[f"{measure}_mean"], shown[f"{measure}_std"], strict=True)
+            for mean, sd in zip(table[f"{measure}_mean"], table[f"{measure}_std"], strict=True)
         ]
-    return shown[[c for c in shown.columns if not c.endswith(("_mean", "_std"))]].to_markdown(index=False)
+    return shown.to_markdown(index=False)
+
+
+def _noise_markdown(table: pd.DataFrame) -> str:
+    shown = table[["label_noise", "loss", "seeds"]].copy()
+    shown["clean test acc"] = [f"{value:.4f}" for value in table["clean_acc_mean"]]
+    shown["test acc"] = [
+        f"{mean:.4f} ± {sd:.4f}"
+        for mean, sd in zip(table["test_acc_mean"], table["test_acc_std"], strict=True)
+    ]
+    shown["drop (points) [95% CI]"] = [
+        f"{100 * mean:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
+        for mean, low, high in zip(
+            table["drop_mean"], table["drop_ci95_low"], table["drop_ci95_high"], strict=True
+        )
+    ]
+    shown["p (paired t)"] = [f"{p:.3g}" for p in table["drop_p"]]
+    return shown.to_markdown(index=False)
 
 
 def variants_report(
@@ -321,13 +340,11 @@ def variants_report(
         "[95% CI], paired t-test p (Wilcoxon p; the smallest difference these seeds could detect when not significant).\n",
         *(["![tail recall, macro-F1 and accuracy against the variants](variants.png)\n"] if tail else []),
         "## Class imbalance (CIFAR-10-LT profile; balanced test set)\n",
-        _markdown(imbalance, ["test_acc", "head_recall", "tail_recall", "macro_f1"])
-        if len(imbalance)
-        else "No run.",
+        _imbalance_markdown(imbalance) if len(imbalance) else "No run.",
         "\n" + "\n".join(f"- {part}" for part in imbalance_parts) + "\n",
         f"**First half, focal helps with class imbalance (tail recall and macro-F1, focal − CE): {imbalance_verdict}.**\n",
         "## Label noise (a fraction of training labels flipped to a random other class)\n",
-        _markdown(noise, ["test_acc"]) if len(noise) else "No run.",
+        _noise_markdown(noise) if len(noise) else "No run.",
         "\n" + "\n".join(f"- {part}" for part in noise_parts) + "\n",
         f"**Second half, CE is more sensitive to label noise (CE's drop from clean − focal's): {noise_verdict}.**\n",
     ]
