@@ -9,6 +9,8 @@ import pandas as pd
 import yaml
 from conftest import run_in, run_queue, write_params
 
+from lossbench.variants import half_verdict
+
 
 def _details(root: Path, rev: str, name: str) -> dict[str, dict[str, float]]:
     text = run_in(root, "git", "show", f"{rev}:metrics/details/{name}.json").stdout
@@ -66,3 +68,16 @@ def test_a_clean_run_of_another_protocol_is_refused_and_nothing_is_written(
         "protocol (only its seeds may differ)"
     ]
     assert not (reproduced / "plots" / "variants.md").exists()
+
+
+def test_a_half_of_claim_5_is_supported_only_when_every_case_is() -> None:
+    higher, none, lower = "higher", "no significant difference", "lower"
+    assert half_verdict({"a": [higher, higher], "b": [higher]})[0] == "supported (significant)"
+    assert half_verdict({"a": [higher, higher], "b": [higher, none]}) == (
+        "partly supported",
+        "a: supported (significant); b: not significant",
+    )
+    assert half_verdict({"a": [higher], "b": [lower]})[0] == "mixed (significant both ways)"
+    assert half_verdict({"a": [none], "b": [higher, lower]})[0] == "opposite (significant)"
+    assert half_verdict({"a": [none]})[0] == "not significant"
+    assert half_verdict({})[0] == "not testable"
