@@ -39,13 +39,15 @@ def experiment_records(shown: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every revision's data in `dvc exp show --json`: commits and their experiments,
     each distinct run once, by its own name (the workspace repeats its commit or
     the experiment last run until something changes)."""
-    revisions = [
-        revision
-        for commit in shown
-        for revision in [commit]
-        + [rev for exp in commit.get("experiments") or [] for rev in exp.get("revs", [])]
-        if revision.get("data")
-    ]
+    # Queued, running and failed experiments show their params over the
+    # baseline's files: only finished ones (a pulled one has no executor) count.
+    revisions = []
+    for commit in shown:
+        revisions.append(commit)
+        for exp in commit.get("experiments") or []:
+            if (exp.get("executor") or {}).get("state", "success") == "success":
+                revisions.extend(exp.get("revs", []))
+    revisions = [revision for revision in revisions if revision.get("data") and not revision.get("error")]
 
     def key(revision: dict[str, Any]) -> str:
         data = revision["data"]
@@ -80,6 +82,23 @@ def file_at(root: Path, record: dict[str, Any], path: str) -> str | None:
         ["git", "show", f"{record['rev']}:./{path}"], cwd=root, capture_output=True, text=True
     )
     return shown.stdout if shown.returncode == 0 else None
+
+
+def json_at(root: Path, record: dict[str, Any], path: str) -> Any | None:
+    """file_at, parsed as JSON; a damaged file is named, not a traceback."""
+    text = file_at(root, record, path)
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise MissingInput(f"{path} of run {run_name(record)} is not valid JSON ({error})") from None
+
+
+def run_name(record: dict[str, Any]) -> str:
+    """An experiment's name, a commit's short hash, or 'workspace'."""
+    name: str = record.get("name") or (record["rev"] if record["rev"] == "workspace" else record["rev"][:7])
+    return name
 
 
 def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -118,7 +137,7 @@ def compare(params: Params, root: Path, console: Console, all_commits: bool = Fa
     for name in params.losses:
         table.add_column(name, justify="right")
     for record, row in zip(records, flat, strict=True):
-        cells = [record.get("name") or (record["rev"] if record["rev"] == "workspace" else record["rev"][:7])]
+        cells = [run_name(record)]
         cells += [row.get(key, "-") for key in changed]
         for name in params.losses:
             numbers = metrics_of(record, f"metrics/{name}.json", prefix)

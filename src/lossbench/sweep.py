@@ -20,11 +20,12 @@ import matplotlib
 matplotlib.use("Agg")  # files only
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.figure import Figure
 from rich.console import Console
 
 from lossbench.claims import STATEMENTS, gamma_claim
 from lossbench.errors import MissingInput, ParamsError
-from lossbench.experiments import exp_show, experiment_records, file_at, params_of, study_prefix
+from lossbench.experiments import exp_show, experiment_records, json_at, params_of, run_name, study_prefix
 from lossbench.params import FocalLoss, Params
 from lossbench.storage import DETAILS_DIR, PLOTS_DIR, write_text, write_with
 
@@ -57,31 +58,50 @@ def sweep_records(records: list[dict[str, Any]], loss: str, prefix: str = "") ->
     ]
 
 
+def _seed_rows(details: Any, where: str) -> list[tuple[int, float, float]]:
+    """(seed, final test accuracy, ECE) of each seed in a details file."""
+    per_seed = details.get("per_seed") if isinstance(details, dict) else None
+    try:
+        rows = [
+            (int(key.removeprefix("seed")), float(values["final_test_acc"]), float(values["ece"]))
+            for key, values in (per_seed or {}).items()
+        ]
+    except (AttributeError, KeyError, TypeError, ValueError):
+        rows = []
+    if not rows:
+        raise MissingInput(f"{where}: no per-seed final_test_acc and ece")
+    return rows
+
+
 def sweep_points(records: list[dict[str, Any]], loss: str, root: Path) -> pd.DataFrame:
     """One row per (γ, seed): final test accuracy and ECE, from each run's
-    metrics/details/<loss>.json. A γ and seed run twice (the baseline and an
-    experiment) counts once: same params and seed give the same numbers."""
+    metrics/details/<loss>.json. A γ and seed found in two runs (the baseline
+    and an experiment, say) counts once if their numbers agree; if not, stop."""
     prefix = study_prefix(root)
-    rows = []
+    rows: dict[tuple[float, int], dict[str, Any]] = {}
     for record in sweep_records(records, loss, prefix):
-        text = file_at(root, record, f"{DETAILS_DIR}/{loss}.json")
-        if text is None:
-            continue
+        name, path = run_name(record), f"{DETAILS_DIR}/{loss}.json"
+        details = json_at(root, record, path)
+        if details is None:
+            continue  # no results (a commit where it was not run)
         gamma = float(params_of(record, prefix)["losses"][loss]["gamma"])
-        for seed, values in json.loads(text)["per_seed"].items():
-            rows.append(
-                {
-                    "gamma": gamma,
-                    "seed": seed,
-                    "final_test_acc": values["final_test_acc"],
-                    "ece": values["ece"],
-                    "experiment": record.get("name") or record["rev"][:7],
-                }
+        seed_rows = _seed_rows(details, f"{path} of run {name}")
+        if (details.get("settings") or {}).get("gamma") != gamma:
+            raise MissingInput(
+                f"{path} of run {name} is not of its γ={gamma:g} (stale: rerun it, or `dvc exp remove` it)"
             )
-    return pd.DataFrame(rows).drop_duplicates(["gamma", "seed"]) if rows else pd.DataFrame(rows)
+        for seed, accuracy, ece in seed_rows:
+            row = {"gamma": gamma, "seed": seed, "final_test_acc": accuracy, "ece": ece, "experiment": name}
+            earlier = rows.setdefault((gamma, seed), row)
+            if (earlier["final_test_acc"], earlier["ece"]) != (accuracy, ece):
+                raise MissingInput(
+                    f"runs {earlier['experiment']} and {name} both ran γ={gamma:g}, seed {seed} with different "
+                    "results (other code?); remove one (`dvc exp remove`) or leave out --all-commits"
+                )
+    return pd.DataFrame(list(rows.values()))
 
 
-def draw_sweep(points: pd.DataFrame, loss: str, path: Path) -> pd.DataFrame:
+def draw_sweep(points: pd.DataFrame, loss: str) -> tuple[pd.DataFrame, Figure]:
     table = (
         points.groupby("gamma")
         .agg(
@@ -107,9 +127,7 @@ def draw_sweep(points: pd.DataFrame, loss: str, path: Path) -> pd.DataFrame:
     axes[0].set_ylim(0, 1)
     axes[0].legend(fontsize=8)
     figure.tight_layout()
-    write_with(path, lambda out: figure.savefig(out, dpi=110, format="png"))
-    plt.close(figure)
-    return table
+    return table, figure
 
 
 def sweep_report(
@@ -127,14 +145,16 @@ def sweep_report(
             f"`dvc exp run --queue -S 'losses.{loss}.gamma=0.0,0.5,1.0,2.0' && dvc queue start`, then wait for "
             "`dvc queue status` to show them done"
         )
-    table = draw_sweep(points, loss, root / SWEEP_FIGURE)
-    write_with(root / SWEEP_TABLE, lambda path: table.round(4).to_csv(path, index=False))
     accuracy: dict[float, dict[int, float]] = {}
     for row in points.to_dict("records"):
-        seed = int(str(row["seed"]).removeprefix("seed"))  # details name seeds "seed1", ...
-        accuracy.setdefault(float(row["gamma"]), {})[seed] = float(row["final_test_acc"])
+        accuracy.setdefault(float(row["gamma"]), {})[int(row["seed"])] = float(row["final_test_acc"])
     verdict, evidence = gamma_claim(accuracy)
     statement = STATEMENTS[3][0]
+    table, figure = draw_sweep(points, loss)
+    # Every number and text is made before the first file is written.
+    write_with(root / SWEEP_FIGURE, lambda out: figure.savefig(out, dpi=110, format="png"))
+    plt.close(figure)
+    write_with(root / SWEEP_TABLE, lambda path: table.round(4).to_csv(path, index=False))
     write_text(
         root / SWEEP_REPORT,
         f"# γ sweep of losses.{loss}\n\n![accuracy and ECE against γ](sweep.png)\n\n"

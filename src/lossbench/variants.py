@@ -23,12 +23,21 @@ matplotlib.use("Agg")  # files only
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 from pydantic import ValidationError
 from rich.console import Console
 
 from lossbench.claims import STATEMENTS, combine, describe, head_and_tail
 from lossbench.errors import MissingInput, ParamsError
-from lossbench.experiments import exp_show, experiment_records, file_at, flatten, params_of, study_prefix
+from lossbench.experiments import (
+    exp_show,
+    experiment_records,
+    flatten,
+    json_at,
+    params_of,
+    run_name,
+    study_prefix,
+)
 from lossbench.params import CeLoss, FocalLoss, MachineParams, Params, load_params, loss_label
 from lossbench.stats import direction, paired_comparison, summarize
 from lossbench.storage import CLASS_COUNTS_FILE, DETAILS_DIR, PLOTS_DIR, write_text, write_with
@@ -48,6 +57,7 @@ MEASURE_NAMES = {
 }
 
 PerSeed = dict[str, dict[str, Any]]  # "seed1" -> that seed's numbers (metrics/details/NAME.json)
+SEED_KEYS = ("final_test_acc", "macro_f1", "per_class_recall")  # what this report reads of a seed
 
 
 @dataclass(frozen=True)
@@ -68,39 +78,83 @@ def _protocol(params: Params) -> Params:
     )
 
 
-def variant_runs(params: Params, root: Path, records: list[dict[str, Any]]) -> list[Variant]:
+def _in_seed_order(per_seed: Any, seeds: list[int], where: str) -> PerSeed:
+    """A details file's per-seed numbers for exactly `seeds`, in that order: pairs by seed."""
+    keys = [f"seed{seed}" for seed in seeds]
+    if not isinstance(per_seed, dict) or any(
+        not isinstance(per_seed.get(key), dict) or not set(SEED_KEYS) <= set(per_seed[key]) for key in keys
+    ):
+        raise MissingInput(f"{where}: no per-seed results ({', '.join(SEED_KEYS)}) for seeds {seeds}")
+    return {key: per_seed[key] for key in keys}
+
+
+@dataclass
+class Found:
+    """The study's finished runs of one data variant each, and what was left out, by name."""
+
+    runs: list[Variant]
+    left_out: list[str]
+
+
+def variant_runs(params: Params, root: Path, records: list[dict[str, Any]]) -> Found:
     """The study's runs that follow its protocol and change only the data
-    variant, each once, with every loss's results."""
+    variant, each once, with every loss's results; the others are named."""
     prefix = study_prefix(root)
-    runs, seen = [], set()
+    found = Found([], [])
+    by_variant: dict[tuple[float, float], Variant] = {}
     for record in records:
+        name = run_name(record)
         try:
             run_params = Params.model_validate(params_of(record, prefix))
         except ValidationError:
-            continue  # a run of other params (an older commit's format)
+            continue  # not this study's params (an older commit's format)
         variant = (run_params.data.imbalance_ratio, run_params.data.label_noise)
-        if _protocol(run_params) != _protocol(params) or variant in seen or variant == tuple(CLEAN.values()):
+        if variant == tuple(CLEAN.values()):
             continue
-        texts = {name: file_at(root, record, f"{DETAILS_DIR}/{name}.json") for name in params.losses}
-        counts = file_at(root, record, str(CLASS_COUNTS_FILE))
-        if counts is None or any(text is None for text in texts.values()):
-            continue  # queued, failed or not pulled
-        seen.add(variant)
-        runs.append(
-            Variant(
-                experiment=record.get("name") or record["rev"][:7],
-                imbalance_ratio=variant[0],
-                label_noise=variant[1],
-                per_seed={name: json.loads(str(text))["per_seed"] for name, text in texts.items()},
-                class_counts=json.loads(counts),
-            )
+        if _protocol(run_params) != _protocol(params):
+            found.left_out.append(f"{name} (another protocol)")
+            continue
+        if variant[0] > 1 and variant[1] > 0:
+            found.left_out.append(f"{name} (long-tailed and noisy at once)")
+            continue
+        details = {loss: json_at(root, record, f"{DETAILS_DIR}/{loss}.json") for loss in params.losses}
+        counts = json_at(root, record, str(CLASS_COUNTS_FILE))
+        if counts is None or any(value is None for value in details.values()):
+            continue  # no results (a commit where it was not run)
+        if not isinstance(counts, dict) or not isinstance(counts.get("train"), dict):
+            raise MissingInput(f"{CLASS_COUNTS_FILE} of run {name} has no training class counts")
+        if (counts.get("imbalance_ratio"), counts.get("label_noise")) != variant:
+            found.left_out.append(f"{name} (its results are not of its params: rerun it)")
+            continue
+        run = Variant(
+            experiment=name,
+            imbalance_ratio=variant[0],
+            label_noise=variant[1],
+            per_seed={
+                loss: _in_seed_order(
+                    value.get("per_seed") if isinstance(value, dict) else None,
+                    params.train.seeds,
+                    f"{DETAILS_DIR}/{loss}.json of {name}",
+                )
+                for loss, value in details.items()
+            },
+            class_counts=counts,
         )
-    return sorted(runs, key=lambda run: (run.imbalance_ratio, run.label_noise))
+        earlier = by_variant.setdefault(variant, run)
+        if earlier is not run and earlier.per_seed != run.per_seed:
+            raise MissingInput(
+                f"runs {earlier.experiment} and {name} both ran imbalance {variant[0]:g}, noise {variant[1]:g} "
+                "with different results (other code?); remove one (`dvc exp remove`) or leave out --all-commits"
+            )
+    found.runs = sorted(by_variant.values(), key=lambda run: (run.imbalance_ratio, run.label_noise))
+    return found
 
 
 def clean_runs(params: Params, clean_root: Path) -> dict[str, PerSeed]:
     """Each loss's clean per-seed numbers from clean_root, which must run this
     study's protocol on clean data, with this study's loss names and seeds among its own."""
+    if not (clean_root / "params.yaml").is_file():
+        raise ParamsError(f"--clean {clean_root}: no params.yaml there; give the clean study's folder")
     clean = load_params(clean_root / "params.yaml")
     seeds_here = params.train.seeds
     same_seeds = clean.model_copy(update={"train": clean.train.model_copy(update={"seeds": seeds_here})})
@@ -110,8 +164,8 @@ def clean_runs(params: Params, clean_root: Path) -> dict[str, PerSeed]:
     )
     if differ:
         raise ParamsError(
-            f"--clean {clean_root}: {', '.join(differ)} differ from this study's; the clean run must follow "
-            "the same protocol (only its seeds may differ)"
+            f"--clean {clean_root}: {', '.join(differ)} {'differs' if len(differ) == 1 else 'differ'} from this "
+            "study's; the clean run must follow the same protocol (only its seeds may differ)"
         )
     if (clean.data.imbalance_ratio, clean.data.label_noise) != tuple(CLEAN.values()):
         raise ParamsError(f"--clean {clean_root}: its data.imbalance_ratio or data.label_noise is set")
@@ -125,15 +179,18 @@ def clean_runs(params: Params, clean_root: Path) -> dict[str, PerSeed]:
         path = clean_root / DETAILS_DIR / f"{name}.json"
         if not path.is_file():
             raise MissingInput(f"{path} is missing: run that study first")
-        per_seed = json.loads(path.read_text())["per_seed"]
-        if any(f"seed{seed}" not in per_seed for seed in seeds_here):
-            raise MissingInput(f"{path} lacks some of seeds {seeds_here}: run that study first")
-        runs[name] = {f"seed{seed}": per_seed[f"seed{seed}"] for seed in seeds_here}
+        try:
+            details = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise MissingInput(f"{path} is not valid JSON ({error})") from None
+        per_seed = details.get("per_seed") if isinstance(details, dict) else None
+        runs[name] = _in_seed_order(per_seed, seeds_here, str(path))
     return runs
 
 
 def _values(per_seed: PerSeed, measure: Callable[[dict[str, Any]], float]) -> list[float]:
-    return [measure(numbers) for _, numbers in sorted(per_seed.items())]
+    """One number per seed, in the study's seed order (every PerSeed is kept in it)."""
+    return [measure(numbers) for numbers in per_seed.values()]
 
 
 def _accuracy(numbers: dict[str, Any]) -> float:
@@ -287,9 +344,7 @@ def _along(
     ]
 
 
-def draw_variants(
-    params: Params, runs: list[Variant], clean: dict[str, PerSeed], tail: list[int], path: Path
-) -> None:
+def draw_variants(params: Params, runs: list[Variant], clean: dict[str, PerSeed], tail: list[int]) -> Figure:
     """Tail-class recall and macro-F1 against the imbalance ratio, accuracy
     against label noise: every seed's point and each loss's seed mean."""
     figure, axes = plt.subplots(1, 3, figsize=(14, 4))
@@ -322,8 +377,7 @@ def draw_variants(
         axis.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     figure.tight_layout()
-    write_with(path, lambda out: figure.savefig(out, dpi=110, format="png"))
-    plt.close(figure)
+    return figure
 
 
 def _imbalance_markdown(table: pd.DataFrame) -> str:
@@ -344,12 +398,12 @@ def _noise_markdown(table: pd.DataFrame) -> str:
         for mean, sd in zip(table["test_acc_mean"], table["test_acc_std"], strict=True)
     ]
     shown["drop (points) [95% CI]"] = [
-        f"{100 * mean:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}]"
+        f"{100 * mean:+.1f}" + ("" if pd.isna(low) else f" [{100 * low:+.1f}, {100 * high:+.1f}]")
         for mean, low, high in zip(
             table["drop_mean"], table["drop_ci95_low"], table["drop_ci95_high"], strict=True
         )
     ]
-    shown["p (paired t)"] = [f"{p:.3g}" for p in table["drop_p"]]
+    shown["p (paired t)"] = ["–" if pd.isna(p) else f"{p:.3g}" for p in table["drop_p"]]
     return shown.to_markdown(index=False)
 
 
@@ -357,27 +411,27 @@ def variants_report(
     params: Params, clean_root: Path, root: Path, console: Console, all_commits: bool = False
 ) -> None:
     clean = clean_runs(params, clean_root)
-    runs = variant_runs(params, root, experiment_records(exp_show(root, all_commits)))
+    found = variant_runs(params, root, experiment_records(exp_show(root, all_commits)))
+    runs = found.runs
     if not runs:
         raise MissingInput(
-            "no finished run of this study changes data.imbalance_ratio or data.label_noise; run e.g. "
-            "`dvc exp run --queue -S 'data.imbalance_ratio=10,100'` and `dvc queue start`, then wait for "
-            "`dvc queue status` to show them done"
+            "no finished run of this study changes only data.imbalance_ratio or data.label_noise"
+            + (f" (left out: {', '.join(found.left_out)})" if found.left_out else "")
+            + "; run e.g. `dvc exp run --queue -S 'data.imbalance_ratio=10,100'` and `dvc queue start`, "
+            "then wait for `dvc queue status` to show them done"
         )
     imbalance, imbalance_parts, imbalance_cases, tail = imbalance_part(params, runs)
     noise, noise_parts, noise_cases = noise_part(params, runs, clean)
     imbalance_verdict, imbalance_each = half_verdict(imbalance_cases)
     noise_verdict, noise_each = half_verdict(noise_cases)
-    write_with(root / IMBALANCE_TABLE, lambda path: imbalance.round(4).to_csv(path, index=False))
-    write_with(root / NOISE_TABLE, lambda path: noise.round(4).to_csv(path, index=False))
-    if tail:
-        draw_variants(params, runs, clean, tail, root / VARIANTS_FIGURE)
     seeds = ", ".join(map(str, params.train.seeds))
     sections = [
         f"# Claim 5: {STATEMENTS[4][0]}\n",
         f"Runs: {', '.join(f'{r.experiment} (imbalance {r.imbalance_ratio:g}, noise {r.label_noise:g})' for r in runs)}; "
         f"clean runs from {clean_root} (same protocol), seeds {seeds}, paired by seed. Differences: mean "
-        "[95% CI], paired t-test p (Wilcoxon p; the smallest difference these seeds could detect when not significant).\n",
+        "[95% CI], paired t-test p (Wilcoxon p; the smallest difference these seeds could detect when not significant)."
+        + (f" Left out: {', '.join(found.left_out)}." if found.left_out else "")
+        + "\n",
         *(["![tail recall, macro-F1 and accuracy against the variants](variants.png)\n"] if tail else []),
         "## Class imbalance (CIFAR-10-LT profile; balanced test set)\n",
         _imbalance_markdown(imbalance) if len(imbalance) else "No run.",
@@ -390,6 +444,13 @@ def variants_report(
         f"**Second half, CE is more sensitive to label noise (CE's drop from clean − focal's): {noise_verdict}.** "
         f"By case: {noise_each}.\n",
     ]
+    # Every number and text is made before the first file is written.
+    figure = draw_variants(params, runs, clean, tail) if tail else None
+    write_with(root / IMBALANCE_TABLE, lambda path: imbalance.round(4).to_csv(path, index=False))
+    write_with(root / NOISE_TABLE, lambda path: noise.round(4).to_csv(path, index=False))
+    if figure is not None:
+        write_with(root / VARIANTS_FIGURE, lambda out: figure.savefig(out, dpi=110, format="png"))
+        plt.close(figure)
     write_text(root / VARIANTS_REPORT, "\n".join(sections))
     console.print("\n".join(sections), markup=False, highlight=False)
     console.print(
