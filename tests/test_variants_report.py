@@ -72,6 +72,20 @@ def test_a_clean_run_of_another_protocol_is_refused_and_nothing_is_written(
     ]
     assert not (reproduced / "plots" / "variants.md").exists()
 
+    # Right params, but results left from another protocol beside them.
+    params["train"]["lr"] = 0.1
+    write_params(clean, params)
+    details = json.loads((clean / "metrics" / "details" / "ce.json").read_text())
+    details["settings"]["lr"] = 0.05
+    (clean / "metrics" / "details" / "ce.json").write_text(json.dumps(details))
+    stale = run_in(reproduced, "lossbench", "variants-report", "--clean", "../clean", check=False)
+    assert stale.returncode == 1
+    assert stale.stderr.strip() == (
+        "error: ../clean/metrics/details/ce.json: its results were trained with other lr than its params.yaml "
+        "says; rerun that study"
+    )
+    assert not (reproduced / "plots" / "variants.md").exists()
+
 
 def test_a_half_of_claim_5_is_supported_only_when_every_case_is() -> None:
     higher, none, lower = "higher", "no significant difference", "lower"

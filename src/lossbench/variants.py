@@ -185,6 +185,15 @@ def clean_runs(params: Params, clean_root: Path) -> dict[str, PerSeed]:
             raise MissingInput(f"{path} is not valid JSON ({error})") from None
         per_seed = details.get("per_seed") if isinstance(details, dict) else None
         runs[name] = _in_seed_order(per_seed, seeds_here, str(path))
+        # The results must be of the params beside them, not left from an older run.
+        settings = details.get("settings") or {}
+        expected = params.train.model_dump(exclude={"device"}) | spec.model_dump()  # device: auto resolves
+        stale = sorted(key for key in settings if key in expected and settings[key] != expected[key])
+        if stale:
+            raise MissingInput(
+                f"{path}: its results were trained with other {', '.join(stale)} than its params.yaml says; "
+                "rerun that study"
+            )
     return runs
 
 
@@ -349,7 +358,7 @@ def draw_variants(params: Params, runs: list[Variant], clean: dict[str, PerSeed]
     against label noise: every seed's point and each loss's seed mean."""
     figure, axes = plt.subplots(1, 3, figsize=(14, 4))
     panels = [
-        (axes[0], "imbalance_ratio", _recall_of(tail), "tail-class recall (3 smallest classes)"),
+        (axes[0], "imbalance_ratio", _recall_of(tail), f"tail-class recall ({len(tail)} smallest classes)"),
         (axes[1], "imbalance_ratio", _macro_f1, "macro-F1"),
         (axes[2], "label_noise", _accuracy, "test accuracy"),
     ]
