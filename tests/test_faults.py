@@ -4,6 +4,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -241,7 +242,10 @@ def test_a_failed_metrics_write_is_a_clear_error_and_leaves_no_partial_file(prep
 def test_a_full_disk_while_saving_a_checkpoint_is_one_line(prepared: Path) -> None:
     result = lossbench(prepared, "train", "ce", preexec_fn=lambda: _file_size_limit(20_000))
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
-    assert "error: could not write data/checkpoints/ce/seed-1.pt: " in result.stderr
+    # Two workers train seeds 1 and 2 at once: whichever saves first meets the full disk.
+    assert re.search(r"error: could not write data/checkpoints/ce/seed-[12]\.pt: ", result.stderr), (
+        result.stderr
+    )
     assert "the previous version, if any, is unchanged" in result.stderr
     assert _temporaries(prepared) == []
 
