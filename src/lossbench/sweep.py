@@ -124,7 +124,6 @@ def draw_sweep(points: pd.DataFrame, loss: str) -> tuple[pd.DataFrame, Figure]:
         axis.set_xlabel(f"γ of losses.{loss}")
         axis.set_title(title)
         axis.grid(alpha=0.3)
-    axes[0].set_ylim(0, 1)
     axes[0].legend(fontsize=8)
     figure.tight_layout()
     return table, figure
