@@ -93,6 +93,8 @@ def sweep_points(records: list[dict[str, Any]], loss: str, root: Path) -> pd.Dat
         for seed, accuracy, ece in seed_rows:
             row = {"gamma": gamma, "seed": seed, "final_test_acc": accuracy, "ece": ece, "experiment": name}
             earlier = rows.setdefault((gamma, seed), row)
+            if earlier is not row and name not in earlier["experiment"].split(" = "):
+                earlier["experiment"] += f" = {name}"  # the same numbers, found in both
             if (earlier["final_test_acc"], earlier["ece"]) != (accuracy, ece):
                 raise MissingInput(
                     f"runs {earlier['experiment']} and {name} both ran γ={gamma:g}, seed {seed} with different "
