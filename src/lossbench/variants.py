@@ -219,11 +219,6 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
     return summary["mean"], summary["std"]
 
 
-def _cell(values: list[float]) -> str:
-    mean, sd = _mean_sd(values)
-    return f"{mean:.4f} ± {sd:.4f}"
-
-
 def _roles(params: Params) -> tuple[str, list[str]]:
     ce = [name for name, spec in params.losses.items() if isinstance(spec, CeLoss)]
     focals = [name for name, spec in params.losses.items() if isinstance(spec, FocalLoss)]
@@ -308,21 +303,20 @@ def noise_part(
     rows, parts = [], []
     cases: Cases = {}
     for run in (run for run in runs if run.label_noise > 0 and run.imbalance_ratio == 1):
-        drops = {
-            name: list(np.subtract(_values(clean[name], _accuracy), _values(run.per_seed[name], _accuracy)))
-            for name in params.losses
-        }
+        drops = {}
         for name in params.losses:
-            noisy = _values(run.per_seed[name], _accuracy)
-            drop = paired_comparison(_values(clean[name], _accuracy), noisy)
+            before, noisy = _values(clean[name], _accuracy), _values(run.per_seed[name], _accuracy)
+            drops[name] = list(np.subtract(before, noisy))
+            drop = paired_comparison(before, noisy)
+            noisy_mean, noisy_sd = _mean_sd(noisy)
             rows.append(
                 {
                     "label_noise": run.label_noise,
                     "loss": loss_label(params.losses[name]),
                     "seeds": len(noisy),
-                    "test_acc_mean": _mean_sd(noisy)[0],
-                    "test_acc_std": _mean_sd(noisy)[1],
-                    "clean_acc_mean": float(np.mean(_values(clean[name], _accuracy))),
+                    "test_acc_mean": noisy_mean,
+                    "test_acc_std": noisy_sd,
+                    "clean_acc_mean": float(np.mean(before)),
                     "drop_mean": drop["mean_difference"],
                     "drop_ci95_low": drop["ci95_low"],
                     "drop_ci95_high": drop["ci95_high"],
@@ -389,23 +383,25 @@ def draw_variants(params: Params, runs: list[Variant], clean: dict[str, PerSeed]
     return figure
 
 
+def _plus_minus(table: pd.DataFrame, measure: str) -> list[str]:
+    """'mean ± sd' cells of a measure's _mean and _std columns."""
+    return [
+        f"{mean:.4f} ± {sd:.4f}"
+        for mean, sd in zip(table[f"{measure}_mean"], table[f"{measure}_std"], strict=True)
+    ]
+
+
 def _imbalance_markdown(table: pd.DataFrame) -> str:
     shown = table[["imbalance_ratio", "loss", "seeds", "train_images"]].copy()
     for measure, name in MEASURE_NAMES.items():
-        shown[name] = [
-            f"{mean:.4f} ± {sd:.4f}"
-            for mean, sd in zip(table[f"{measure}_mean"], table[f"{measure}_std"], strict=True)
-        ]
+        shown[name] = _plus_minus(table, measure)
     return shown.to_markdown(index=False)
 
 
 def _noise_markdown(table: pd.DataFrame) -> str:
     shown = table[["label_noise", "loss", "seeds"]].copy()
     shown["clean test acc"] = [f"{value:.4f}" for value in table["clean_acc_mean"]]
-    shown["test acc"] = [
-        f"{mean:.4f} ± {sd:.4f}"
-        for mean, sd in zip(table["test_acc_mean"], table["test_acc_std"], strict=True)
-    ]
+    shown["test acc"] = _plus_minus(table, "test_acc")
     shown["drop (points) [95% CI]"] = [
         f"{100 * mean:+.1f}" + ("" if pd.isna(low) else f" [{100 * low:+.1f}, {100 * high:+.1f}]")
         for mean, low, high in zip(
