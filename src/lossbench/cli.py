@@ -15,10 +15,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from ruamel.yaml import YAML
 
-from lossbench.errors import LossbenchError, ParamsError, TrainingInterrupted
-from lossbench.params import Params, check_fits_in_memory, load_params, require_loss
+from lossbench.errors import LossbenchError, ParamsError, TrainingInterrupted, printable_lines, shown
+from lossbench.params import Params, load_params, require_loss
 
 app = typer.Typer(
     help="Compare classification losses on CIFAR-10 or its offline stand-in.", no_args_is_help=True
@@ -35,6 +36,11 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM stops a stage the way Ctrl-C does
 
 
+def _plain(error: Exception) -> str:
+    """An error's message as literal text: no rich markup, no terminal control characters."""
+    return escape(printable_lines(str(error)))
+
+
 def _run(params_path: Path, step: Callable[[Params, Console], object]) -> None:
     console = Console(soft_wrap=True)
     errors = Console(stderr=True, soft_wrap=True)
@@ -45,14 +51,25 @@ def _run(params_path: Path, step: Callable[[Params, Console], object]) -> None:
     try:
         step(load_params(params_path), console)
     except TrainingInterrupted as error:
-        errors.print(f"[bold yellow]interrupted:[/] {error}", highlight=False)
+        errors.print(f"[bold yellow]interrupted:[/] {_plain(error)}", highlight=False)
         raise typer.Exit(130) from None
     except LossbenchError as error:
-        errors.print(f"[bold red]error:[/] {error}", highlight=False)
+        errors.print(f"[bold red]error:[/] {_plain(error)}", highlight=False)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         errors.print("[bold yellow]interrupted[/] (no file is left half-written)")
         raise typer.Exit(130) from None
+    except OSError as error:  # a file or folder the user named or removed, or `dvc` not installed
+        errors.print(f"[bold red]error:[/] {escape(_os_error_line(error))}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+def _os_error_line(error: OSError) -> str:
+    reason = error.strerror or error.__class__.__name__
+    if error.filename == "dvc" and isinstance(error, FileNotFoundError):
+        return "dvc: command not found; activate the project's environment (`source .venv/bin/activate`)"
+    where = f"{shown(error.filename)}: " if error.filename is not None else ""
+    return f"{where}{reason}"
 
 
 def _stage_item(stage: str, name: str | None) -> str:
@@ -91,11 +108,14 @@ def _run_stage(params_path: Path, stage: str, root: Path, loss: str | None = Non
 
 
 @app.command()
-def check(params: ParamsOption = Path("params.yaml")) -> None:
-    """Validate params.yaml and print the full configuration with every default filled in."""
+def check(params: ParamsOption = Path("params.yaml"), root: RootOption = Path(".")) -> None:
+    """Run every check of stage validate (params, data, device), write nothing, and print the
+    configuration with every default filled in."""
 
     def show(loaded: Params, console: Console) -> None:
-        check_fits_in_memory(loaded)
+        from lossbench.validate import check_before_training
+
+        check_before_training(loaded, root)
         YAML(typ="safe", pure=True).dump(loaded.model_dump(mode="json"), console.file)
 
     _run(params, show)

@@ -1,4 +1,40 @@
-"""The failures a user can cause or fix; the CLI prints them as one line each."""
+"""The failures a user can cause or fix; the CLI prints them as one line each.
+
+Messages often quote what the user gave (a key, a loss name, a file name).
+`shown` is how such a value is quoted: control characters escaped, so a file
+name cannot move the terminal's cursor or change its colours, and cut to a
+readable length, so a 5 MB name gives an 80-character message.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Longest user-supplied value echoed in a message, in characters.
+SHOWN_LIMIT = 80
+# C0 and C1 control characters (ESC among them) and DEL: never sent to a terminal.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def shown(value: object, limit: int = SHOWN_LIMIT) -> str:
+    """`value` as text that is safe to echo: control characters written as
+    escapes (\\x1b, \\n) and at most `limit` characters, with a marker if cut."""
+    original = str(value)
+    # Escape only what can be shown: a 15 MB name costs no more than an 80-character one.
+    text = _escape_controls(original[: 4 * limit])
+    if len(text) > limit or len(original) > 4 * limit:
+        return f"{text[: limit - 1]}… ({len(original):,} characters)"
+    return text
+
+
+def printable_lines(message: str) -> str:
+    """A whole message made safe for a terminal: every control character but
+    the newlines that separate its lines is escaped."""
+    return "\n".join(_escape_controls(line) for line in message.split("\n"))
+
+
+def _escape_controls(text: str) -> str:
+    return _CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
 
 
 class LossbenchError(Exception):
@@ -15,6 +51,10 @@ class DatasetUnavailable(LossbenchError):
 
 class MissingInput(LossbenchError):
     """A stage's input is missing; the message names the stage that makes it."""
+
+
+class DamagedInput(LossbenchError):
+    """An input file exists but cannot be used: truncated, the wrong shape, non-finite numbers."""
 
 
 class TrainingDiverged(LossbenchError):

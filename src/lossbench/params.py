@@ -19,9 +19,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from ruamel.yaml import YAML
+from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import YAMLError
 
-from lossbench.errors import ParamsError
+from lossbench.errors import ParamsError, shown
 
 # A loss name becomes a DVC stage name (train@NAME), a parameter path
 # (losses.NAME), and file names (data/runs/NAME, metrics/NAME.json). So it is a
@@ -45,7 +46,9 @@ RAW_DIR = PurePosixPath("data/raw")
 class Strict(BaseModel):
     # Unknown keys are errors: a mistyped `epohcs` must not be silently ignored.
     # inf and nan are never meaningful here (`.inf` is valid YAML for a float).
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # strict: `true` is not the seed 1, "2" is not the integer 2, 1.5 is not an epoch
+    # count (an integer is still a valid float).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
 
 class SyntheticParams(Strict):
@@ -199,12 +202,12 @@ def check_loss_name(name: str) -> None:
     """Raise ValueError unless `name` can be a stage, parameter path and file name."""
     if "." in name:
         raise ValueError(
-            f"loss name {name!r} contains '.', which DVC cannot address as a "
-            f"parameter path (losses.{name}); use e.g. {name.replace('.', '_')!r}"
+            f"loss name {shown(repr(name))} contains '.', which DVC cannot address as a "
+            f"parameter path (losses.NAME); use e.g. {shown(repr(name.replace('.', '_')))}"
         )
     if not LOSS_NAME_PATTERN.match(name):
         raise ValueError(
-            f"loss name {name!r} is not allowed: use a letter, then letters, digits, '_' or '-', "
+            f"loss name {shown(repr(name))} is not allowed: use a letter, then letters, digits, '_' or '-', "
             f"at most {MAX_LOSS_NAME} characters"
         )
     if name.lower() in RESERVED_LOSS_NAMES:
@@ -246,8 +249,10 @@ class Params(Strict):
 
 def require_loss(params: Params, name: str) -> LossParams:
     if name not in params.losses:
-        shown = name if name.isprintable() else repr(name)
-        raise ParamsError(f"losses.{shown}: no such loss in params.yaml; defined: {', '.join(params.losses)}")
+        quoted = name if name.isprintable() else repr(name)
+        raise ParamsError(
+            f"losses.{shown(quoted)}: no such loss in params.yaml; defined: {', '.join(params.losses)}"
+        )
     return params.losses[name]
 
 
@@ -273,6 +278,10 @@ BOUNDS = {
 }
 
 
+# Pydantic's error types for a value of the wrong type in strict mode.
+STRICT_TYPES = frozenset({"int_type", "float_type", "bool_type"})
+
+
 def _format_validation_error(error: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid parameters"]
     for item in error.errors():
@@ -292,12 +301,15 @@ def _format_validation_error(error: ValidationError, source: str) -> str:
             message = "unknown loss kind; allowed: mae, ce, focal"
         elif item["type"] == "union_tag_not_found":
             message = "missing 'kind'; allowed: mae, ce, focal"
+        elif item["type"] in STRICT_TYPES and isinstance(item["input"], bool | str):
+            # Strict types: say why `true` or "2" is not taken (the value itself may be long).
+            message += f", not {'a boolean' if isinstance(item['input'], bool) else 'a quoted string'}"
         elif item["type"] in BOUNDS and isinstance(
             limit := item.get("ctx", {}).get(BOUNDS[item["type"]][0]), float
         ):
             message = f"Input should be {BOUNDS[item['type']][1]} {limit:.8g}"  # not 39 digits of FLOAT32_MAX
-        # repr() keeps a newline or other control character in a key visible.
-        path = ".".join(part if part.isprintable() else repr(part) for part in parts)
+        # repr() keeps a newline or other control character in a key visible; shown() keeps it short.
+        path = shown(".".join(part if part.isprintable() else repr(part) for part in parts), 120)
         lines.append(f"  {path or '(top level)'}: {message}")
     return "\n".join(lines)
 
@@ -311,6 +323,26 @@ def parse_params(raw: object, source: str = "params.yaml") -> Params:
         raise ParamsError(_format_validation_error(error, source)) from None
 
 
+# More values than any params file needs. YAML anchors and aliases can make a
+# short file stand for millions of values (a "billion laughs" file); DVC
+# expands them before any stage runs, so only `lossbench check` can warn.
+MAX_VALUES = 100_000
+
+
+def _count_values(document: object, limit: int) -> int:
+    """Values in the document as expanded (an aliased list counts at every use),
+    counting stops past `limit` (a recursive alias never ends)."""
+    count, pending = 0, [document]
+    while pending and count <= limit:
+        node = pending.pop()
+        count += 1
+        if isinstance(node, dict):
+            pending += [*node.keys(), *node.values()]
+        elif isinstance(node, list):
+            pending += node
+    return count
+
+
 def read_yaml(path: Path) -> object:
     """A YAML file as DVC reads it: YAML 1.2, duplicate keys refused."""
     try:
@@ -320,13 +352,28 @@ def read_yaml(path: Path) -> object:
     except OSError as error:
         raise ParamsError(f"{path}: cannot read it ({error.strerror})") from None
     try:
-        return YAML(typ="safe").load(text)
+        document = YAML(typ="safe").load(text)
+    except DuplicateKeyError as error:
+        # ruamel's message quotes both values; a params value is not echoed.
+        key = str(error.problem).split('"')[1] if str(error.problem).count('"') >= 2 else "?"
+        mark = error.problem_mark
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise ParamsError(f"{path}: not valid YAML: found duplicate key {shown(repr(key))}{at}") from None
+    except RecursionError:
+        raise ParamsError(f"{path}: not valid params: nested too deeply for a params file") from None
     except YAMLError as error:
         # ruamel's message spans lines; its first line and the mark say enough.
         where = getattr(error, "problem_mark", None)
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         at = f" (line {where.line + 1}, column {where.column + 1})" if where is not None else ""
-        raise ParamsError(f"{path}: not valid YAML: {problem}{at}") from None
+        raise ParamsError(f"{path}: not valid YAML: {shown(problem, 200)}{at}") from None
+    if _count_values(document, MAX_VALUES) > MAX_VALUES:
+        raise ParamsError(
+            f"{path}: expands to more than {MAX_VALUES:,} values (YAML anchors and aliases repeat what they "
+            "point to); a params file needs far fewer. Write the values out. Note: `dvc repro` expands "
+            "every alias before any stage runs, which can take minutes and gigabytes"
+        )
+    return document
 
 
 # Bytes per image while preparing (uint8 arrays) and per training process (the

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from lossbench.errors import MissingInput, OutputWriteError
+from lossbench.errors import DamagedInput, MissingInput, OutputWriteError
 
 # Paths relative to the project root; dvc.yaml names the same ones.
 PREPARED_DIR = Path("data/prepared")
@@ -83,32 +83,38 @@ def _create_private_name(folder: Path, name: str) -> Path:
             continue
 
 
+def _temporary_beside(target: Path) -> Path:
+    """A new empty temporary file in target's folder, after removing any left
+    there by a killed write (one writer per target, so none is in use)."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        for leftover in target.parent.glob(f".{target.name}.*.tmp"):
+            leftover.unlink()
+        return _create_private_name(target.parent, target.name)
+    except OSError as error:
+        raise OutputWriteError(f"could not write {target}: {error.strerror or error}") from None
+
+
+def _write_failed(target: Path, error: OSError | RuntimeError) -> OutputWriteError:
+    # RuntimeError: torch.save reports a full disk as a C++ stream error.
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error).splitlines()[0]
+    return OutputWriteError(f"could not write {target}: {reason}; the previous version, if any, is unchanged")
+
+
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path in target's folder; rename it onto target on success.
 
     A failed write leaves the previous target untouched and no temporary file;
     a killed one may leave a temporary, which the next write to the same
-    target removes (one writer per target, so it cannot be in use).
+    target removes.
     """
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        for leftover in target.parent.glob(f".{target.name}.*.tmp"):
-            leftover.unlink()
-        temporary = _create_private_name(target.parent, target.name)
-    except OSError as error:
-        raise OutputWriteError(f"could not write {target}: {error}") from None
+    temporary = _temporary_beside(target)
     try:
         yield temporary
         os.replace(temporary, target)
     except (OSError, RuntimeError) as error:
-        # RuntimeError: torch.save reports a full disk as a C++ stream error.
-        reason = (
-            error.strerror if isinstance(error, OSError) and error.strerror else str(error).splitlines()[0]
-        )
-        raise OutputWriteError(
-            f"could not write {target}: {reason}; the previous version, if any, is unchanged"
-        ) from None
+        raise _write_failed(target, error) from None
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
@@ -119,14 +125,74 @@ def write_text(target: Path, text: str) -> None:
         temporary.write_text(text, encoding="utf-8")
 
 
+def _json_text(payload: Any) -> str:
+    return json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
+
+
 def write_json(target: Path, payload: Any) -> None:
-    write_text(target, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    write_text(target, _json_text(payload))
 
 
 def write_with(target: Path, writer: Callable[[Path], object]) -> None:
     """Let a library write (torch.save, savefig, to_csv) to a temporary path first."""
     with atomic_path(target) as temporary:
         writer(temporary)
+
+
+class OutputSet:
+    """Files a stage writes as one set (see `output_set`)."""
+
+    def __init__(self) -> None:
+        self._written: list[tuple[Path, Path]] = []  # (temporary, target)
+
+    def write_with(self, target: Path, writer: Callable[[Path], object]) -> None:
+        temporary = _temporary_beside(target)
+        self._written.append((temporary, target))
+        try:
+            writer(temporary)
+        except (OSError, RuntimeError) as error:
+            raise _write_failed(target, error) from None
+
+    def write_text(self, target: Path, text: str) -> None:
+        self.write_with(target, lambda path: path.write_text(text, encoding="utf-8"))
+
+    def write_json(self, target: Path, payload: Any) -> None:
+        self.write_text(target, _json_text(payload))
+
+    def _discard(self) -> None:
+        for temporary, _ in self._written:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+
+    def _move_into_place(self) -> None:
+        for temporary, target in self._written:
+            try:
+                os.replace(temporary, target)
+            except OSError as error:
+                raise _write_failed(target, error) from None
+
+
+@contextmanager
+def output_set() -> Iterator[OutputSet]:
+    """Write several files as a set: each goes to a temporary file beside its
+    target, and only when every one is complete are they renamed into place,
+    one rename each (no copying). A failure or an interruption while writing
+    (full disk, a drawing error, Ctrl-C) leaves every previous file as it was.
+
+        with output_set() as files:
+            files.write_json(SUMMARY, summary)
+            files.write_with(FIGURE, lambda path: figure.savefig(path, format="png"))
+    """
+    files = OutputSet()
+    try:
+        yield files
+    except BaseException:
+        files._discard()
+        raise
+    try:
+        files._move_into_place()
+    finally:
+        files._discard()
 
 
 @dataclass(frozen=True)
@@ -182,12 +248,50 @@ def save_prepared(data: PreparedData, folder: Path) -> None:
 
 
 def load_prepared(folder: Path) -> PreparedData:
+    """The prepare stage's arrays, checked: a damaged or foreign file is named
+    here, not found out as a crash in the middle of training."""
     missing = [f"{name}.npy" for name in _ARRAYS if not (folder / f"{name}.npy").is_file()]
     if missing or not (folder / "classes.json").is_file():
         raise MissingInput(
             f"{folder}: prepared data incomplete (missing {', '.join(missing) or 'classes.json'}); "
             "run `dvc repro prepare`"
         )
-    arrays = {name: np.load(folder / f"{name}.npy", allow_pickle=False) for name in _ARRAYS}
-    classes = tuple(json.loads((folder / "classes.json").read_text()))
-    return PreparedData(classes=classes, **arrays)
+    arrays = {name: _load_array(folder / f"{name}.npy") for name in _ARRAYS}
+    classes_file = folder / "classes.json"
+    try:
+        classes = json.loads(classes_file.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as error:
+        raise _damaged(classes_file, f"not readable JSON ({error.__class__.__name__})") from None
+    if not (isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) for c in classes)):
+        raise _damaged(classes_file, "expected a list of at least 2 class names")
+    for side in ("train", "test"):
+        images, labels = arrays[f"{side}_images"], arrays[f"{side}_labels"]
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] != 3:
+            raise _damaged(
+                folder / f"{side}_images.npy",
+                f"expected uint8 images (N, 3, H, W), found {images.dtype} {images.shape}",
+            )
+        if labels.dtype != np.int64 or labels.shape != (len(images),):
+            raise _damaged(
+                folder / f"{side}_labels.npy",
+                f"expected {len(images)} int64 labels, found {labels.dtype} {labels.shape}",
+            )
+        if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
+            raise _damaged(
+                folder / f"{side}_labels.npy",
+                f"labels must be 0..{len(classes) - 1} "
+                f"(one per class in classes.json), found {labels.min()}..{labels.max()}",
+            )
+    return PreparedData(classes=tuple(classes), **arrays)
+
+
+def _load_array(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)  # never unpickle: a .npy file must not run code
+    except (ValueError, OSError, EOFError) as error:
+        # ValueError also covers an object array, which only pickle could load.
+        raise _damaged(path, f"not a numeric .npy array ({str(error).splitlines()[0]})") from None
+
+
+def _damaged(path: Path, what: str) -> DamagedInput:
+    return DamagedInput(f"{path}: {what}; run `dvc repro prepare` to write it again")

@@ -41,6 +41,7 @@ from lossbench.inference import evaluate, test_probabilities
 from lossbench.losses import PerSampleLoss, make_loss
 from lossbench.model import ProtocolNet
 from lossbench.params import Params, loss_label, require_loss
+from lossbench.restore import restore_previous_run
 from lossbench.storage import PREPARED_DIR, RunFiles, load_prepared, write_json, write_with
 
 # Seconds a stopped worker gets to finish writing its checkpoint before it is killed.
@@ -267,6 +268,16 @@ def _seed_worker(job: SeedJob, outcomes: Any) -> None:
     except LossbenchError as error:
         outcomes.put((job.seed, "failed", str(error)))
         sys.exit(1)
+    except Exception as error:  # a defect or damaged data: say what, not "killed, or out of memory?"
+        first_line = str(error).splitlines()[0] if str(error) else ""
+        outcomes.put(
+            (
+                job.seed,
+                "failed",
+                f"train@{job.name}: seed {job.seed} failed: {error.__class__.__name__}: {first_line}",
+            )
+        )
+        sys.exit(1)
     outcomes.put((job.seed, "done", ""))
 
 
@@ -345,7 +356,18 @@ def training_code() -> list[ModuleType]:
 
 def train(params: Params, name: str, root: Path, console: Console) -> dict[str, Any]:
     """Train loss `name` of params.losses once per seed; write its weights,
-    metrics (per seed and summarised), history, confusion and calibration data."""
+    metrics (per seed and summarised), history, confusion and calibration data.
+    If it fails, the previous run that DVC removed before the stage comes back."""
+    try:
+        return _train(params, name, root, console)
+    except BaseException:
+        note = restore_previous_run(root, name)
+        if note:
+            console.print(note, markup=False, highlight=False)
+        raise
+
+
+def _train(params: Params, name: str, root: Path, console: Console) -> dict[str, Any]:
     spec, config = require_loss(params, name), params.train
     label = loss_label(spec)
     device = resolve_device(config.device)

@@ -1,0 +1,76 @@
+"""Put a loss's previous run back when its training stage fails.
+
+DVC deletes a stage's outputs before it runs the stage. `validate` refuses
+every bad value that can be known in advance, but some failures cannot be
+(the loss becomes nan, the disk fills, the run is stopped). The previous run is
+still in DVC's cache, where dvc.lock records it, so it is copied back from
+there with DVC's own cache and tree readers, and the workspace again matches
+dvc.lock.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from ruamel.yaml import YAML
+
+from lossbench.storage import RUNS_DIR, RunFiles
+
+
+def _recorded_hash(root: Path, name: str) -> str | None:
+    """The .dir hash dvc.lock records for data/runs/NAME, if any."""
+    lock_file = root / "dvc.lock"
+    if not lock_file.is_file():
+        return None
+    lock = YAML(typ="safe").load(lock_file.read_text(encoding="utf-8"))
+    stage = (lock or {}).get("stages", {}).get(f"train@{name}", {})
+    for out in stage.get("outs", []):
+        if out.get("path") == (RUNS_DIR / name).as_posix() and str(out.get("md5", "")).endswith(".dir"):
+            return str(out["md5"])
+    return None
+
+
+def _copy_from_cache(root: Path, dir_hash: str, folder: Path) -> bool:
+    """Build `folder` from the cached tree `dir_hash`; False if the cache lacks any of it."""
+    from dvc.repo import Repo  # only on this failure path: importing DVC takes a second
+    from dvc_data.hashfile.hash_info import HashInfo
+    from dvc_data.hashfile.tree import Tree
+
+    with Repo(Repo.find_root(str(root))) as repo:
+        cache = repo.cache.local
+        if not cache.exists(dir_hash):
+            return False
+        entries = Tree.load(cache, HashInfo("md5", dir_hash)).as_list()
+        sources = [(Path(cache.oid_to_path(entry["md5"])), entry["relpath"]) for entry in entries]
+    if not all(source.is_file() for source, _ in sources):
+        return False
+    building = folder.parent / f".{folder.name}.restoring"
+    shutil.rmtree(building, ignore_errors=True)
+    for source, relpath in sources:
+        target = building / relpath
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)  # the cache's files are read-only; the copy is not
+    building.rename(folder)
+    return True
+
+
+def restore_previous_run(root: Path, name: str) -> str | None:
+    """If data/runs/NAME is gone (DVC removed it before this run), copy it back
+    from the DVC cache as dvc.lock records it. A one-line note of what was
+    done, or None when nothing was missing or nothing was recorded."""
+    folder = RunFiles.of(root, name).folder
+    if folder.exists():
+        return None  # not run by DVC, or it kept the folder: nothing was lost
+    try:
+        dir_hash = _recorded_hash(root, name)
+        if dir_hash is None:
+            return None
+        if _copy_from_cache(root, dir_hash, folder):
+            return (
+                f"note: {folder} is back as dvc.lock records it (copied from the DVC cache); nothing is lost"
+            )
+        reason = "it is not in the DVC cache"
+    except Exception as error:  # never hide the failure that brought us here
+        reason = f"{error.__class__.__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    return f"note: could not put back the previous {folder} ({reason}); `dvc pull train@{name}` fetches it from a remote"
