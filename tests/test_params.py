@@ -125,7 +125,7 @@ def test_params_are_read_as_dvc_reads_them_yaml_1_2(tmp_path: Path) -> None:
     assert load_params(tmp_path / "params.yaml").train.epochs == 10  # YAML 1.1 would read octal 8
     (tmp_path / "params.yaml").write_text(text.replace("  lr: 0.1", "  lr: 0.1\n  lr: 0.2"))
     code, output = check(tmp_path)
-    assert code == 1 and 'params.yaml: not valid YAML: found duplicate key "lr"' in output, output
+    assert code == 1 and "params.yaml: not valid YAML: found duplicate key 'lr'" in output, output
 
 
 def test_a_params_file_that_is_not_utf8_or_not_yaml(tmp_path: Path) -> None:

@@ -91,12 +91,14 @@ def load_saved(path: Path, fingerprint: str, console: Console) -> dict[str, Any]
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # any unreadable file is just not resumable
-        console.print(f"  ignoring checkpoint {path}: unreadable ({error.__class__.__name__})")
+        console.print(f"  ignoring checkpoint {path}: unreadable ({error.__class__.__name__})", markup=False)
         return None
     if not isinstance(saved, dict):
-        console.print(f"  ignoring checkpoint {path}: not a lossbench checkpoint ({type(saved).__name__})")
+        console.print(
+            f"  ignoring checkpoint {path}: not a lossbench checkpoint ({type(saved).__name__})", markup=False
+        )
         return None
     if saved.get("fingerprint") != fingerprint:
-        console.print(f"  ignoring checkpoint {path}: made with other params, data or code")
+        console.print(f"  ignoring checkpoint {path}: made with other params, data or code", markup=False)
         return None
     return saved

@@ -128,7 +128,8 @@ def resumed_state(
         state.restore(saved)
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         console.print(
-            f"  ignoring checkpoint {job.checkpoint}: another structure ({error.__class__.__name__})"
+            f"  ignoring checkpoint {job.checkpoint}: another structure ({error.__class__.__name__})",
+            markup=False,
         )
         return new_state(job, training, device)  # the failed restore may have changed some of it
     return state
