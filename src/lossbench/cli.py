@@ -221,5 +221,19 @@ def variants_report(
     _run(params, step)
 
 
+@app.command()
+def numerics(
+    print_reference: Annotated[
+        bool,
+        typer.Option("--print", help="Print this machine's digests in the form numerics_check.py keeps."),
+    ] = False,
+) -> None:
+    """Check in seconds whether this machine computes the committed results bit for bit (exit 0 if so)."""
+    from lossbench.numerics_check import numerics_check
+
+    if not numerics_check(Console(soft_wrap=True), print_reference):
+        raise typer.Exit(1)
+
+
 def main() -> None:
     app()

@@ -282,12 +282,19 @@ def load_prepared(folder: Path) -> PreparedData:
                 f"labels must be 0..{len(classes) - 1} "
                 f"(one per class in classes.json), found {labels.min()}..{labels.max()}",
             )
-    return PreparedData(classes=tuple(classes), **arrays)
+    return PreparedData(
+        arrays["train_images"],
+        arrays["train_labels"],
+        arrays["test_images"],
+        arrays["test_labels"],
+        tuple(classes),
+    )
 
 
 def _load_array(path: Path) -> np.ndarray:
     try:
-        return np.load(path, allow_pickle=False)  # never unpickle: a .npy file must not run code
+        array: np.ndarray = np.load(path, allow_pickle=False)  # never unpickle: no code runs
+        return array
     except (ValueError, OSError, EOFError) as error:
         # ValueError also covers an object array, which only pickle could load.
         raise _damaged(path, f"not a numeric .npy array ({str(error).splitlines()[0]})") from None

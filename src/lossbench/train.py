@@ -10,6 +10,7 @@ epoch a seed's full training state goes to a checkpoint; an interrupted stage
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import signal
@@ -40,7 +41,8 @@ from lossbench.evaluation import (
 from lossbench.inference import evaluate, test_probabilities
 from lossbench.losses import PerSampleLoss, make_loss
 from lossbench.model import ProtocolNet
-from lossbench.params import Params, loss_label, require_loss
+from lossbench.numerics import numerics_in_force
+from lossbench.params import Params, TrainParams, loss_label, require_loss
 from lossbench.restore import restore_previous_run
 from lossbench.storage import PREPARED_DIR, RunFiles, load_prepared, write_json, write_with
 
@@ -100,10 +102,9 @@ def worker_count(params: Params, cores: int) -> int:
     return max(1, min(wanted, len(params.train.seeds)))
 
 
-def new_state(job: SeedJob, training: TrainingSet, device: torch.device) -> TrainingState:
+def new_state(config: TrainParams, seed: int, training: TrainingSet, device: torch.device) -> TrainingState:
     """The network, optimiser, schedule and batch-order generator of a fresh run."""
-    config = job.params.train
-    torch.manual_seed(job.seed)  # model initialisation
+    torch.manual_seed(seed)  # model initialisation
     network = ProtocolNet(training.num_classes, training.image_height, training.image_width)
     network = network.to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(
@@ -112,7 +113,7 @@ def new_state(job: SeedJob, training: TrainingSet, device: torch.device) -> Trai
     scheduler = torch.optim.lr_scheduler.StepLR(
         optimizer, step_size=config.lr_step_epochs, gamma=config.lr_decay_factor
     )
-    generator = torch.Generator(device=device).manual_seed(job.seed)  # order and augmentation
+    generator = torch.Generator(device=device).manual_seed(seed)  # order and augmentation
     return TrainingState(network, optimizer, scheduler, generator, history=[])
 
 
@@ -120,7 +121,7 @@ def resumed_state(
     job: SeedJob, training: TrainingSet, device: torch.device, console: Console
 ) -> TrainingState:
     """A fresh state, or the one saved in the seed's checkpoint if it matches."""
-    state = new_state(job, training, device)
+    state = new_state(job.params.train, job.seed, training, device)
     saved = load_saved(job.checkpoint, job.fingerprint, console)
     if saved is None:
         return state
@@ -131,8 +132,39 @@ def resumed_state(
             f"  ignoring checkpoint {job.checkpoint}: another structure ({error.__class__.__name__})",
             markup=False,
         )
-        return new_state(job, training, device)  # the failed restore may have changed some of it
+        return new_state(
+            job.params.train, job.seed, training, device
+        )  # the failed restore may have changed it
     return state
+
+
+def train_epoch(
+    network: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    training: TrainingSet,
+    loss_fn: PerSampleLoss,
+    generator: torch.Generator,
+    batch_size: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pass over the training set in a random order, each batch augmented;
+    the summed loss and the number of correct predictions (still on the device)."""
+    network.train()
+    device = training.labels.device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    order = torch.randperm(len(training.labels), generator=generator, device=device)
+    for start in range(0, len(training.labels), batch_size):
+        index = order[start : start + batch_size]
+        images = training.pixels.crop_and_flip(index, generator)
+        targets = training.labels[index]
+        logits = network(images)
+        batch_losses = loss_fn(logits, targets)
+        optimizer.zero_grad(set_to_none=True)
+        batch_losses.mean().backward()  # type: ignore[no-untyped-call]
+        optimizer.step()
+        loss_sum += batch_losses.detach().sum()
+        correct += (logits.detach().argmax(dim=1) == targets).sum()
+    return loss_sum, correct
 
 
 def train_seed(
@@ -154,22 +186,10 @@ def train_seed(
     try:
         for epoch in range(len(state.history) + 1, config.epochs + 1):
             epoch_started = time.perf_counter()
-            network.train()
             lr = optimizer.param_groups[0]["lr"]
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.int64)
-            order = torch.randperm(n_train, generator=generator, device=device)
-            for start in range(0, n_train, config.batch_size):
-                index = order[start : start + config.batch_size]
-                images = training.pixels.crop_and_flip(index, generator)
-                targets = training.labels[index]
-                logits = network(images)
-                batch_losses = loss_fn(logits, targets)
-                optimizer.zero_grad(set_to_none=True)
-                batch_losses.mean().backward()  # type: ignore[no-untyped-call]
-                optimizer.step()
-                loss_sum += batch_losses.detach().sum()
-                correct += (logits.detach().argmax(dim=1) == targets).sum()
+            loss_sum, correct = train_epoch(
+                network, optimizer, training, loss_fn, generator, config.batch_size
+            )
             state.scheduler.step()
 
             train_loss = loss_sum.item() / n_train
@@ -377,7 +397,11 @@ def _train(params: Params, name: str, root: Path, console: Console) -> dict[str,
 
     data = load_prepared(root / PREPARED_DIR)
     n_train, n_test = len(data.train_labels), len(data.test_labels)
-    inputs = inputs_digest(root / PREPARED_DIR, training_code())
+    # A checkpoint made under other kernels or another torch build is not resumed.
+    numerics = numerics_in_force(device.type)
+    inputs = (
+        inputs_digest(root / PREPARED_DIR, training_code()) + json.dumps(numerics, sort_keys=True).encode()
+    )
     jobs = [
         SeedJob(params, name, seed, root, run_fingerprint(params, name, seed, inputs))
         for seed in config.seeds
@@ -443,7 +467,8 @@ def _train(params: Params, name: str, root: Path, console: Console) -> dict[str,
         "test_samples": n_test,
         "settings": spec.model_dump(exclude_none=True)
         | config.model_dump(exclude={"device", "threads", "seeds"})
-        | {"device": device.type, "threads": torch.get_num_threads(), "dataset": params.data.dataset},
+        | {"device": device.type, "threads": torch.get_num_threads(), "dataset": params.data.dataset}
+        | {"numerics": numerics},
     }
     assert first_evaluation is not None  # params require at least one seed
     confusion = pd.DataFrame(

@@ -1,0 +1,103 @@
+"""`lossbench numerics`: will this machine reproduce the committed results bit for bit?
+
+Runs the project's own training path on a tiny fixed input — synthetic images,
+the batch augmentation, the protocol network, each loss kind, SGD with
+momentum and weight decay, the step schedule, and the test-set evaluation —
+on one thread, and compares SHA-256 digests of the weights and test
+probabilities with the ones committed here. A machine that matches computes
+every committed run's numbers exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from lossbench.augment import TestSet, TrainingSet
+from lossbench.inference import test_probabilities
+from lossbench.losses import make_loss
+from lossbench.numerics import numerics_in_force
+from lossbench.params import CeLoss, FocalLoss, LossParams, MaeLoss, TrainParams
+from lossbench.storage import PreparedData
+from lossbench.synthetic import CLASSES, generate
+from lossbench.train import new_state, train_epoch
+
+LOSSES: dict[str, LossParams] = {
+    "mae": MaeLoss(kind="mae"),
+    "ce": CeLoss(kind="ce"),
+    "focal": FocalLoss(kind="focal", gamma=2.0, alpha=0.25),
+}
+PROTOCOL = TrainParams(epochs=3, batch_size=64, lr=0.1, weight_decay=5e-4, lr_step_epochs=2, seeds=[1])
+TRAIN_IMAGES, TEST_IMAGES = 512, 256
+
+# Made with `lossbench numerics --print` where the committed results were made.
+REFERENCE_TORCH = "2.15.0+cu132"
+REFERENCE = {
+    "init": "3848c8160a3eb461",
+    "mae": "c4f71bf5bb00868f",
+    "ce": "6a058b96053f9b9a",
+    "focal": "e8387df3ae5ffb54",
+}
+
+
+def _digest(*arrays: np.ndarray) -> str:
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def fingerprints() -> dict[str, str]:
+    """Digest of the initial weights, and per loss kind of the trained weights
+    together with the test probabilities."""
+    torch.set_num_threads(1)
+    device = torch.device("cpu")
+    train_images, train_labels = generate("train", TRAIN_IMAGES, 0, 0.2)
+    test_images, test_labels = generate("test", TEST_IMAGES, 0, 0.2)
+    data = PreparedData(train_images, train_labels, test_images, test_labels, CLASSES)
+    training, test = TrainingSet.from_prepared(data, device), TestSet.from_prepared(data, device)
+    found: dict[str, str] = {}
+    for name, spec in LOSSES.items():
+        state = new_state(PROTOCOL, 1, training, device)
+        weights = state.network.state_dict()
+        found.setdefault("init", _digest(*(weights[key].numpy() for key in sorted(weights))))
+        loss_fn = make_loss(name, spec, len(CLASSES), device)
+        for _ in range(PROTOCOL.epochs):
+            train_epoch(
+                state.network, state.optimizer, training, loss_fn, state.generator, PROTOCOL.batch_size
+            )
+            state.scheduler.step()
+        weights = state.network.state_dict()
+        probabilities = test_probabilities(state.network, test.images, PROTOCOL.test_batch_size)
+        found[name] = _digest(*(weights[key].numpy() for key in sorted(weights)), probabilities)
+    return found
+
+
+def numerics_check(console: Console, print_reference: bool = False) -> bool:
+    """One line: does this machine match the committed reference? True if it does."""
+    found = fingerprints()
+    in_force = numerics_in_force("cpu")
+    described = f"torch {in_force['torch']}, {in_force['machine']}, ATen {in_force['cpu_capability']} kernels"
+    if print_reference:
+        console.print(f'REFERENCE_TORCH = "{in_force["torch"]}"\nREFERENCE = {found!r}', markup=False)
+        return True
+    if found == REFERENCE:
+        console.print(f"numerics: this machine reproduces the committed results bit for bit ({described})")
+        return True
+    differing = [name for name in found if REFERENCE.get(name) != found[name]]
+    why = (
+        f"another torch build than the reference's {REFERENCE_TORCH}"
+        if in_force["torch"] != REFERENCE_TORCH
+        else f"ATen runs {in_force['cpu_capability']} kernels, not the pinned AVX2"
+        if in_force["cpu_capability"] != "AVX2"
+        else "the same kernel settings, yet other bits"
+    )
+    console.print(
+        f"numerics: this machine computes other bits than the committed results ({described}; "
+        f"{why}; differs in: {', '.join(differing)}); its runs will differ from the committed ones",
+        markup=False,
+    )
+    return False
