@@ -60,6 +60,14 @@ class SyntheticParams(Strict):
     noise: float = Field(default=0.2, ge=0.0, le=1.0)
 
 
+class Cifar10JpegParams(Strict):
+    # A fixed, class-balanced subset of the JPEG copy shipped in data/raw/cifar10_jpeg:
+    # the first N images of each class in file-name order. The default is the size of
+    # the synthetic set (12,000 / 3,000); 5,000 and 1,000 are the whole set.
+    train_per_class: int = Field(default=1200, ge=1, le=5000)
+    test_per_class: int = Field(default=300, ge=1, le=1000)
+
+
 class Cifar10Params(Strict):
     # The archive or the extracted cifar-10-batches-py/ lives in data/raw/cifar10.
     download: bool = True
@@ -97,7 +105,7 @@ class ImageFolderParams(Strict):
 
 
 class DataParams(Strict):
-    dataset: Literal["synthetic", "cifar10", "imagefolder"] = "synthetic"
+    dataset: Literal["cifar10_jpeg", "synthetic", "cifar10", "imagefolder"] = "cifar10_jpeg"
     # Seeds everything random about the data: synthetic images, the imagefolder
     # split, which images the imbalance keeps and which labels the noise flips.
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
@@ -106,6 +114,7 @@ class DataParams(Strict):
     imbalance_ratio: float = Field(default=1.0, ge=1.0)
     # Fraction of training labels replaced by a uniformly random other class. Test labels stay clean.
     label_noise: float = Field(default=0.0, ge=0.0, lt=1.0)
+    cifar10_jpeg: Cifar10JpegParams = Cifar10JpegParams()
     synthetic: SyntheticParams = SyntheticParams()
     cifar10: Cifar10Params = Cifar10Params()
     imagefolder: ImageFolderParams = ImageFolderParams()
