@@ -13,7 +13,11 @@ from lossbench.storage import CLASS_COUNTS_FILE, PREPARED_DIR, load_prepared
 def _params(seed: int, train_size: int = 200, test_size: int = 50) -> object:
     return parse_params(
         {
-            "data": {"seed": seed, "synthetic": {"train_size": train_size, "test_size": test_size}},
+            "data": {
+                "dataset": "synthetic",
+                "seed": seed,
+                "synthetic": {"train_size": train_size, "test_size": test_size},
+            },
             "losses": {"ce": {"kind": "ce"}},
         }
     )

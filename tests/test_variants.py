@@ -18,7 +18,12 @@ QUIET = Console(quiet=True)
 def _prepare(root: Path, **data: object) -> None:
     params = parse_params(
         {
-            "data": {"seed": 5, "synthetic": {"train_size": 1000, "test_size": 200}, **data},
+            "data": {
+                "dataset": "synthetic",
+                "seed": 5,
+                "synthetic": {"train_size": 1000, "test_size": 200},
+                **data,
+            },
             "losses": {"ce": {"kind": "ce"}},
         }
     )

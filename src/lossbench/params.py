@@ -211,12 +211,12 @@ def check_loss_name(name: str) -> None:
     """Raise ValueError unless `name` can be a stage, parameter path and file name."""
     if "." in name:
         raise ValueError(
-            f"loss name {shown(repr(name))} contains '.', which DVC cannot address as a "
-            f"parameter path (losses.NAME); use e.g. {shown(repr(name.replace('.', '_')))}"
+            f"loss name '{shown(name)}' contains '.', which DVC cannot address as a "
+            f"parameter path (losses.{shown(name)}); use e.g. '{shown(name.replace('.', '_'))}'"
         )
     if not LOSS_NAME_PATTERN.match(name):
         raise ValueError(
-            f"loss name {shown(repr(name))} is not allowed: use a letter, then letters, digits, '_' or '-', "
+            f"loss name '{shown(name)}' is not allowed: use a letter, then letters, digits, '_' or '-', "
             f"at most {MAX_LOSS_NAME} characters"
         )
     if name.lower() in RESERVED_LOSS_NAMES:

@@ -12,41 +12,61 @@ import matplotlib
 matplotlib.use("Agg")  # files only
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 from rich.console import Console
+from rich.markup import escape
 
-from lossbench import cifar10, imagefolder, synthetic
-from lossbench.errors import DatasetUnavailable
+from lossbench import cifar10_jpeg, imagefolder, synthetic
+from lossbench.errors import DatasetUnavailable, shown
 from lossbench.params import RAW_DIR, DataParams, Params
 from lossbench.storage import (
     CLASS_COUNTS_FILE,
     PLOTS_DIR,
     PREPARED_DIR,
     PreparedData,
+    output_set,
     save_prepared,
-    write_json,
-    write_with,
 )
 
 SAMPLES_FIGURE = PLOTS_DIR / "samples.png"
 SAMPLES_PER_CLASS = 8
+# Classes drawn in the sample grid; its height, memory and drawing time grow with
+# the rows (900 classes took 165 s and 2.96 GB). The rest are named on the console.
+SAMPLE_ROWS = 20
 
 
-def draw_samples(data: PreparedData, path: Path) -> None:
-    """A grid of the first training images of each class: what the network sees."""
+def samples_figure(data: PreparedData) -> Figure:
+    """A grid of the first training images of each class (the first SAMPLE_ROWS
+    classes; a line under the grid counts the rest): what the network sees."""
+    drawn, rest = data.classes[:SAMPLE_ROWS], data.classes[SAMPLE_ROWS:]
+    footer = 0.3 if rest else 0.0  # inches
     figure, axes = plt.subplots(
-        len(data.classes), SAMPLES_PER_CLASS, figsize=(SAMPLES_PER_CLASS * 0.9, len(data.classes) * 0.95)
+        len(drawn),
+        SAMPLES_PER_CLASS,
+        figsize=(SAMPLES_PER_CLASS * 0.9, len(drawn) * 0.95 + footer),
+        squeeze=False,
     )
-    for row, name in enumerate(data.classes):
+    for row, name in enumerate(drawn):
         picks = np.flatnonzero(data.train_labels == row)[:SAMPLES_PER_CLASS]
         for column in range(SAMPLES_PER_CLASS):
             axis = axes[row, column]
             axis.set_axis_off()
             if column < len(picks):
                 axis.imshow(data.train_images[picks[column]].transpose(1, 2, 0), interpolation="nearest")
-        axes[row, 0].set_title(name, fontsize=8, loc="left")
-    figure.tight_layout(pad=0.3)
-    write_with(path, lambda out: figure.savefig(out, dpi=80, format="png"))
-    plt.close(figure)
+        # A folder name is text, never mathtext: a class named $\x$ would make savefig raise.
+        axes[row, 0].set_title(shown(name), fontsize=8, loc="left", parse_math=False)
+    if rest:
+        figure.text(
+            0.01,
+            0.3 * footer / figure.get_figheight(),
+            f"{len(drawn)} of {len(data.classes)} classes shown; every class is in {CLASS_COUNTS_FILE}",
+            fontsize=8,
+            parse_math=False,
+        )
+        figure.tight_layout(pad=0.3, rect=(0, footer / figure.get_figheight(), 1, 1))
+    else:
+        figure.tight_layout(pad=0.3)
+    return figure
 
 
 def long_tail_counts(largest: int, num_classes: int, ratio: float) -> list[int]:
@@ -79,10 +99,18 @@ def flip_labels(
     return noisy
 
 
+def read_cifar10(data_params: DataParams, raw: Path) -> PreparedData:
+    # Imported here: torchvision takes seconds to import, and only CIFAR-10 needs it.
+    from lossbench import cifar10
+
+    return cifar10.read(data_params, raw)
+
+
 # Each reader takes the data params and the dataset's raw folder, data/raw/<dataset>.
 READERS: dict[str, Callable[[DataParams, Path], PreparedData]] = {
+    "cifar10_jpeg": cifar10_jpeg.read,
     "synthetic": synthetic.read,
-    "cifar10": cifar10.read,
+    "cifar10": read_cifar10,
     "imagefolder": imagefolder.read,
 }
 
@@ -93,13 +121,15 @@ def prepare(params: Params, root: Path, console: Console) -> PreparedData:
     data = READERS[data_params.dataset](data_params, root / RAW_DIR / data_params.dataset)
     if data.skipped:
         console.print(
-            f"[yellow]skipped {len(data.skipped)} unreadable image(s):[/]\n  " + "\n  ".join(data.skipped)
+            f"[yellow]skipped {len(data.skipped)} unreadable image(s):[/]\n  "
+            + "\n  ".join(escape(line) for line in data.skipped),  # each names its file with shown()
+            highlight=False,
         )
     num_classes = len(data.classes)
     if num_classes < 2:
         raise DatasetUnavailable(
-            f"data.dataset: {data_params.dataset} has {num_classes} class ({', '.join(data.classes)}); "
-            "a classifier needs at least 2"
+            f"data.dataset: {data_params.dataset} has {num_classes} class "
+            f"({shown(', '.join(data.classes))}); a classifier needs at least 2"
         )
     # Separate streams so switching one variant on does not change the other's draw.
     tail_rng, noise_rng = (np.random.default_rng([data_params.seed, 1000 + i]) for i in range(2))
@@ -118,24 +148,42 @@ def prepare(params: Params, root: Path, console: Console) -> PreparedData:
         flipped = int((noisy != data.train_labels).sum())
         data = replace(data, train_labels=noisy)
 
-    save_prepared(data, root / PREPARED_DIR)
     counts = data.class_counts()
-    write_json(
-        root / CLASS_COUNTS_FILE,
-        {
-            "dataset": data_params.dataset,
-            "imbalance_ratio": data_params.imbalance_ratio,
-            "label_noise": data_params.label_noise,
-            "labels_flipped": flipped,
-            **counts,
-        },
-    )
-    draw_samples(data, root / SAMPLES_FIGURE)
+    figure = samples_figure(data)
+    try:
+        # One set: the figure and the counts go to temporary files first and the
+        # prepared folder is swapped in last, so a failure anywhere (a drawing
+        # error, a full disk) leaves all three as they were.
+        with output_set() as files:
+            files.write_json(
+                root / CLASS_COUNTS_FILE,
+                {
+                    "dataset": data_params.dataset,
+                    "imbalance_ratio": data_params.imbalance_ratio,
+                    "label_noise": data_params.label_noise,
+                    "labels_flipped": flipped,
+                    **counts,
+                },
+            )
+            files.write_with(root / SAMPLES_FIGURE, lambda out: figure.savefig(out, dpi=80, format="png"))
+            save_prepared(data, root / PREPARED_DIR)
+    finally:
+        plt.close(figure)
+    names = ", ".join(escape(shown(name)) for name in data.classes[:SAMPLE_ROWS])
+    if num_classes > SAMPLE_ROWS:
+        names += f", … ({num_classes - SAMPLE_ROWS} more)"
     console.print(
         f"[bold]prepare[/]: {data_params.dataset}, {len(data.train_labels)} train / "
         f"{len(data.test_labels)} test images of {num_classes} classes "
-        f"({', '.join(data.classes)}) in {time.perf_counter() - started:.1f}s"
+        f"({names}) in {time.perf_counter() - started:.1f}s"
         + (f"; long-tailed x{data_params.imbalance_ratio:g}" if data_params.imbalance_ratio > 1 else "")
         + (f"; {flipped} training labels flipped" if flipped else "")
     )
+    if num_classes > SAMPLE_ROWS:
+        console.print(
+            f"{SAMPLES_FIGURE} draws the first {SAMPLE_ROWS} of {num_classes} classes; not drawn: "
+            + ", ".join(shown(name) for name in data.classes[SAMPLE_ROWS:]),
+            markup=False,
+            highlight=False,
+        )
     return data

@@ -5,16 +5,19 @@ value found by a later stage would already have cost the user that stage's
 files. Here all of params.yaml is checked (and what can be checked of the
 data against it) before any other stage runs. The stamp it writes never
 changes, so passing validation reruns nothing downstream by itself.
+
+`check_before_training` is every check; `lossbench check` runs it too.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from rich.console import Console
 
 from lossbench import imagefolder, synthetic
-from lossbench.errors import DatasetUnavailable
+from lossbench.errors import DatasetUnavailable, ParamsError
 from lossbench.params import RAW_DIR, Params, check_alpha, check_fits_in_memory
 from lossbench.storage import write_text
 
@@ -26,16 +29,55 @@ CIFAR10_CLASSES = 10
 def number_of_classes(params: Params, root: Path) -> int:
     if params.data.dataset == "synthetic":
         return len(synthetic.CLASSES)
-    if params.data.dataset == "cifar10":
+    if params.data.dataset in ("cifar10", "cifar10_jpeg"):
         return CIFAR10_CLASSES
-    config = params.data.imagefolder
-    folder = config.root or config.train_root
-    assert folder is not None  # params validation guarantees a source
-    return len(imagefolder.class_names(root / RAW_DIR / "imagefolder" / folder))
+    return imagefolder.check_folders(params.data.imagefolder, root / RAW_DIR / "imagefolder")
 
 
-def validate(params: Params, root: Path, console: Console) -> None:
+def check_device(device: str) -> None:
+    """train.device: cuda needs a CUDA device that torch can use (torch is imported only then)."""
+    if device != "cuda":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ParamsError(
+            "train.device: cuda, but torch finds no CUDA device on this machine; "
+            "use auto (CUDA where there is one, else the CPU) or cpu"
+        )
+
+
+def check_raw_files(folder: Path) -> None:
+    """Refuse what DVC cannot hash in data/raw/<dataset> (a dependency of validate
+    and prepare): a FIFO blocks it forever, a link to /dev/zero reads forever, a
+    socket or a broken link fails it. Links to folders are not followed (DVC skips them)."""
+    if not folder.is_dir() or folder.is_symlink():
+        return
+    pending = [folder]
+    while pending:
+        current = pending.pop()
+        for entry in imagefolder.list_folder(current):
+            path = current / entry.name
+            if entry.is_dir(follow_symlinks=False):
+                pending.append(path)
+            elif not entry.is_file(follow_symlinks=False) and not (
+                entry.is_symlink() and os.path.isdir(path)
+            ):
+                kind = imagefolder.not_regular(path)
+                if kind is not None:
+                    raise DatasetUnavailable(
+                        f"{imagefolder.shown_path(path)} is {kind}, not a regular file; DVC hashes "
+                        f"every file in {imagefolder.shown_path(folder)} (a dependency of validate and "
+                        "prepare) and hangs or fails on this one: remove it"
+                    )
+
+
+def check_before_training(params: Params, root: Path) -> int:
+    """Every check validate makes, without writing its stamp: what can be known
+    about params.yaml and the data before any stage runs. Returns the class count."""
     check_fits_in_memory(params)
+    check_device(params.train.device)
+    check_raw_files(root / RAW_DIR / params.data.dataset)
     num_classes = number_of_classes(params, root)
     if num_classes < 2:
         raise DatasetUnavailable(
@@ -43,6 +85,11 @@ def validate(params: Params, root: Path, console: Console) -> None:
         )
     for name, loss in params.losses.items():
         check_alpha(name, loss, num_classes)
+    return num_classes
+
+
+def validate(params: Params, root: Path, console: Console) -> None:
+    num_classes = check_before_training(params, root)
     write_text(root / STAMP_FILE, STAMP)
     console.print(
         f"[bold]validate[/]: params.yaml is valid: {params.data.dataset} data ({num_classes} classes), "

@@ -1,0 +1,92 @@
+"""What the pinned CPU kernels cost: ms per training step, pinned against native.
+
+    python benchmarks/numerics_cost.py            # about 2 min; run nothing else meanwhile
+
+One training step is the project's own (lossbench.train.train_epoch on one
+batch-sized slice): batch 128 of 32x32 images, augmentation, the protocol
+network, CE, SGD with momentum, one thread. Native and pinned run alternately
+in fresh processes (the kernel choice is read once per process), `--rounds`
+times each, and the median of each is reported with the CPU it ran on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+STEP_PROGRAM = """
+import json, os, sys, time
+import lossbench  # pins the kernels
+if sys.argv[1] == "native":
+    for name in ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA"):
+        os.environ.pop(name)
+import torch
+from lossbench.augment import TrainingSet
+from lossbench.losses import make_loss
+from lossbench.params import CeLoss, TrainParams
+from lossbench.storage import PreparedData
+from lossbench.synthetic import CLASSES, generate
+from lossbench.train import new_state, train_epoch
+torch.set_num_threads(1)
+steps = int(sys.argv[2])
+images, labels = generate("train", 128 * steps, 0, 0.2)
+data = PreparedData(images, labels, images[:10], labels[:10], CLASSES)
+training = TrainingSet.from_prepared(data, torch.device("cpu"))
+state = new_state(TrainParams(seeds=[1]), 1, training, torch.device("cpu"))
+loss_fn = make_loss("ce", CeLoss(kind="ce"), len(CLASSES), torch.device("cpu"))
+train_epoch(state.network, state.optimizer, training, loss_fn, state.generator, 128)  # warm-up
+started = time.perf_counter()
+train_epoch(state.network, state.optimizer, training, loss_fn, state.generator, 128)
+elapsed = time.perf_counter() - started
+print(json.dumps({"ms_per_step": 1000 * elapsed / steps, "capability": torch.backends.cpu.get_cpu_capability()}))
+"""
+
+
+def cpu_name() -> str:
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    flags = fields.get("flags\t\t", fields.get("flags", ""))
+    model = " ".join(fields.get("model name\t", "unknown CPU").split())
+    family = fields.get("cpu family\t", "?").strip()
+    number = fields.get("model\t\t", "?").strip()
+    return f"{model}, family {family} model {number}, {'AVX-512' if 'avx512f' in flags else 'no AVX-512'}"
+
+
+def main(
+    rounds: Annotated[int, typer.Option(help="Runs of each kind, alternating.")] = 5,
+    steps: Annotated[int, typer.Option(help="Training steps per run.")] = 94,
+) -> None:
+    times: dict[str, list[float]] = {"native": [], "pinned": []}
+    capability = {}
+    for _ in range(rounds):
+        for kind in times:
+            result = subprocess.run(
+                [sys.executable, "-c", STEP_PROGRAM, kind, str(steps)],
+                capture_output=True,
+                text=True,
+                check=True,
+                env=os.environ | {"OMP_NUM_THREADS": "1"},
+            )
+            measured = json.loads(result.stdout.splitlines()[-1])
+            times[kind].append(measured["ms_per_step"])
+            capability[kind] = measured["capability"]
+    native, pinned = statistics.median(times["native"]), statistics.median(times["pinned"])
+    print(f"CPU: {cpu_name()}; {rounds} alternating runs of {steps} steps each (batch 128, one thread)")
+    print(
+        f"native ({capability['native']}): {native:.2f} ms/step (runs: {', '.join(f'{t:.2f}' for t in times['native'])})"
+    )
+    print(
+        f"pinned ({capability['pinned']}): {pinned:.2f} ms/step (runs: {', '.join(f'{t:.2f}' for t in times['pinned'])})"
+    )
+    print(f"pinned / native: {pinned / native:.3f}")
+
+
+if __name__ == "__main__":
+    typer.run(main)
