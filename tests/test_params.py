@@ -37,7 +37,11 @@ BAD_PARAMS = [
     ("train.threads", 1099511627776, "train.threads: Input should be less than or equal to 1024"),
     ("machine.workers", -1, "machine.workers: Input should be greater than or equal to 0"),
     ("data.seed", -1, "data.seed: Input should be greater than or equal to 0"),
-    ("data.dataset", "imagenet", "data.dataset: Input should be 'cifar10_jpeg', 'synthetic', 'cifar10' or 'imagefolder'"),
+    (
+        "data.dataset",
+        "imagenet",
+        "data.dataset: Input should be 'cifar10_jpeg', 'synthetic', 'cifar10' or 'imagefolder'",
+    ),
     ("data.cifar10.download", "maybe", "data.cifar10.download: Input should be a valid boolean"),
     ("data.cifar10.root", "data/raw", "data.cifar10.root: unknown key (check its spelling)"),
     ("data.imbalance_ratio", 0.5, "data.imbalance_ratio: Input should be greater than or equal to 1"),

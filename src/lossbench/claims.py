@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from lossbench.params import CeLoss, FocalLoss, MaeLoss
-from lossbench.results import LossResult
-from lossbench.stats import direction, friedman_p, paired_comparison
+from lossbench.results import LossResult, md
+from lossbench.stats import CANNOT_TELL, NO_DIFFERENCE, direction, friedman_p, paired_comparison
 
 # Claim 2's "around epoch 25": each loss's mean convergence epoch within this many epochs of 25.
 AROUND_EPOCH_25 = 5
@@ -49,7 +49,7 @@ def describe(comparison: dict[str, Any], scale: float = 100.0, unit: str = " poi
         text += f" [{scale * comparison['ci95_low']:+.1f}, {scale * comparison['ci95_high']:+.1f}]"
     if comparison["p_value"] is not None:
         text += f", p={comparison['p_value']:.3g} (Wilcoxon {comparison['wilcoxon_p']:.3g}"
-        if direction(comparison) == "no significant difference" and comparison["detectable"] is not None:
+        if direction(comparison) == NO_DIFFERENCE and comparison["detectable"] is not None:
             text += f"; could detect ±{scale * comparison['detectable']:.1f}"
         text += ")"
     return text
@@ -68,12 +68,15 @@ def find_focal(results: list[LossResult], gamma: float) -> LossResult | None:
 
 def combine(directions: list[str], wanted: str) -> str:
     """All comparisons go the claimed way and significantly: supported; any
-    significantly the other way: opposite; otherwise: not significant."""
+    significantly the other way: opposite; any that cannot be told (a nan
+    p-value): cannot be told; otherwise: not significant."""
     opposite = "lower" if wanted == "higher" else "higher"
     if directions and all(d == wanted for d in directions):
         return "supported (significant)"
     if any(d == opposite for d in directions):
         return "opposite (significant)"
+    if CANNOT_TELL in directions:
+        return CANNOT_TELL
     return "not significant"
 
 
@@ -90,9 +93,9 @@ def best_focal(results: list[LossResult], class_counts: dict[str, Any]) -> tuple
         for other in others:
             comparison = paired_comparison(focal.values(key), other.values(key))
             directions.append(direction(comparison))
-            parts.append(f"{what} vs {other.label}: {describe(comparison)}")
+            parts.append(f"{what} vs {md(other.label)}: {describe(comparison)}")
     return combine(directions, "higher"), (
-        f"{focal.label} ends at {points(focal.mean('final_test_acc'))}% test and "
+        f"{md(focal.label)} ends at {points(focal.mean('final_test_acc'))}% test and "
         f"{points(focal.mean('final_train_acc'))}% train accuracy (seed means). Paired differences "
         f"(focal minus other, mean [95% CI], paired t-test): {'; '.join(parts)}."
     )
@@ -106,16 +109,18 @@ def same_speed(results: list[LossResult], class_counts: dict[str, Any]) -> tuple
             "not testable",
             "Claim 2 needs CE and the focal losses with γ=0.5 and γ=2; this run lacks them.",
         )
-    means = ", ".join(f"{r.label} {r.mean('convergence_epoch'):.1f}" for r in group)
+    means = ", ".join(f"{md(r.label)} {r.mean('convergence_epoch'):.1f}" for r in group)
     parts, directions = [], []
     for first, second in combinations(group, 2):
         comparison = paired_comparison(first.values("convergence_epoch"), second.values("convergence_epoch"))
         directions.append(direction(comparison))
-        parts.append(f"{first.label} − {second.label}: {describe(comparison, 1.0, ' epochs')}")
-    differ = any(d != "no significant difference" for d in directions)
+        parts.append(f"{md(first.label)} − {md(second.label)}: {describe(comparison, 1.0, ' epochs')}")
+    differ = any(d in ("higher", "lower") for d in directions)
     near_25 = all(abs(r.mean("convergence_epoch") - 25) <= AROUND_EPOCH_25 for r in group)
     if differ:
         verdict = "not supported (significant difference)"
+    elif CANNOT_TELL in directions:
+        verdict = CANNOT_TELL
     elif near_25:
         verdict = "supported (no significant difference)"
     else:
@@ -137,7 +142,7 @@ def mae_flat(results: list[LossResult], class_counts: dict[str, Any]) -> tuple[s
     flat, near = abs(change) <= BARELY_CHANGES, abs(accuracy - 0.4) <= NEAR_04
     verdict = "supported" if flat and near else ("partly supported" if flat or near else "not supported")
     return verdict, (
-        f"{mae.label}: the training loss fell by {100 * change:.1f}% from epoch 1 to the end on average "
+        f"{md(mae.label)}: the training loss fell by {100 * change:.1f}% from epoch 1 to the end on average "
         f"(we call ≤{100 * BARELY_CHANGES:.0f}% 'barely changes'); final test accuracy "
         f"{points(accuracy)}% (claim: about 40%, we allow ±{points(NEAR_04)} points). The MAE gradient "
         "through the softmax vanishes for confidently wrong predictions, which is why it learns slowly."
@@ -228,13 +233,13 @@ def imbalance_noise(results: list[LossResult], class_counts: dict[str, Any]) -> 
         for focal in focals:
             comparison = paired_comparison(tail_recall(focal, tail), tail_recall(ce, tail))
             directions.append(direction(comparison))
-            parts.append(f"tail-class recall, {focal.label} − CE: {describe(comparison)}")
+            parts.append(f"tail-class recall, {md(focal.label)} − CE: {describe(comparison)}")
     if noisy:
         for focal in focals:
             comparison = paired_comparison(focal.values("final_test_acc"), ce.values("final_test_acc"))
             directions.append(direction(comparison))
             parts.append(
-                f"test accuracy under {points(class_counts['label_noise'])}% label noise, {focal.label} − CE: "
+                f"test accuracy under {points(class_counts['label_noise'])}% label noise, {md(focal.label)} − CE: "
                 f"{describe(comparison)}"
             )
     return combine(directions, "higher"), (

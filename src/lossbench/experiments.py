@@ -11,9 +11,11 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from lossbench.errors import MissingInput
+from lossbench.errors import DamagedInput, MissingInput, printable_lines
 from lossbench.params import Params
+from lossbench.results import Field, parse_json
 
 
 def study_prefix(root: Path) -> str:
@@ -68,10 +70,6 @@ def params_of(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return (record.get("params") or {}).get(f"{prefix}params.yaml", {}).get("data", {}) or {}
 
 
-def metrics_of(record: dict[str, Any], path: str, prefix: str = "") -> dict[str, Any]:
-    return (record.get("metrics") or {}).get(f"{prefix}{path}", {}).get("data", {}) or {}
-
-
 def file_at(root: Path, record: dict[str, Any], path: str) -> str | None:
     """A committed file, relative to root, as the record's revision has it (the workspace: on disk)."""
     if record["rev"] == "workspace":
@@ -85,14 +83,11 @@ def file_at(root: Path, record: dict[str, Any], path: str) -> str | None:
 
 
 def json_at(root: Path, record: dict[str, Any], path: str) -> Any | None:
-    """file_at, parsed as JSON; a damaged file is named, not a traceback."""
+    """file_at, parsed as JSON (NaN and infinities refused); a damaged file is named, not a traceback."""
     text = file_at(root, record, path)
     if text is None:
         return None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise MissingInput(f"{path} of run {run_name(record)} is not valid JSON ({error})") from None
+    return parse_json(text, f"{path} of run {run_name(record)}")
 
 
 def run_name(record: dict[str, Any]) -> str:
@@ -111,18 +106,39 @@ def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def headline_of(record: dict[str, Any], name: str, prefix: str = "") -> tuple[float, float] | None:
+    """A run's metrics/NAME.json test_acc and test_sd, None where it has no such
+    file; one of another shape (an older commit's) raises DamagedInput naming it."""
+    numbers = (record.get("metrics") or {}).get(f"{prefix}metrics/{name}.json", {}).get("data")
+    if not numbers:
+        return None
+    headline = Field(numbers, f"metrics/{name}.json of run {run_name(record)}")
+    return headline.child("test_acc").number(), headline.child("test_sd").number()
+
+
 def compare(params: Params, root: Path, console: Console, all_commits: bool = False) -> Table:
     """One row per run: the params that differ between runs, and each loss's
-    final test accuracy (seed mean ± std; `dvc metrics show` has the rest)."""
+    final test accuracy (seed mean ± std; `dvc metrics show` has the rest).
+    A run whose metrics cannot be read (an older format) is left out and named."""
     # Runs with results for some loss; a workspace where nothing has run has none.
     prefix = study_prefix(root)
-    records = [
-        record
-        for record in experiment_records(exp_show(root, all_commits))
-        if any(metrics_of(record, f"metrics/{name}.json", prefix) for name in params.losses)
-    ]
+    records, headlines, left_out = [], [], []
+    for record in experiment_records(exp_show(root, all_commits)):
+        try:
+            found = {name: headline_of(record, name, prefix) for name in params.losses}
+        except DamagedInput as error:
+            left_out.append(str(error))
+            continue
+        if any(value is not None for value in found.values()):
+            records.append(record)
+            headlines.append(found)
     if not records:
-        raise MissingInput("no runs to compare: run `dvc repro` or `dvc exp run` first")
+        raise MissingInput(
+            "no runs to compare: run `dvc repro` or `dvc exp run` first"
+            + (f" (left out: {'; '.join(left_out)})" if left_out else "")
+        )
+    for problem in left_out:
+        console.print(f"note: left out: {problem}", markup=False, highlight=False)
     flat = [flatten(params_of(record, prefix)) for record in records]
     keys = sorted({key for row in flat for key in row if not key.startswith("machine.")})
     changed = [key for key in keys if len({row.get(key) for row in flat}) > 1]
@@ -131,17 +147,17 @@ def compare(params: Params, root: Path, console: Console, all_commits: bool = Fa
     )
     table.add_column("run")
     for key in changed:
-        table.add_column(
-            key.removeprefix("losses.").removeprefix("train.").removeprefix("data."), justify="right"
-        )
+        short = key.removeprefix("losses.").removeprefix("train.").removeprefix("data.")
+        table.add_column(Text(printable_lines(short)), justify="right")
     for name in params.losses:
         table.add_column(name, justify="right")
-    for record, row in zip(records, flat, strict=True):
+    for record, row, found in zip(records, flat, headlines, strict=True):
         cells = [run_name(record)]
         cells += [row.get(key, "-") for key in changed]
         for name in params.losses:
-            numbers = metrics_of(record, f"metrics/{name}.json", prefix)
-            cells.append(f"{numbers['test_acc']:.3f} ± {numbers['test_sd']:.3f}" if numbers else "-")
-        table.add_row(*cells)
+            numbers = found[name]
+            cells.append("-" if numbers is None else f"{numbers[0]:.3f} ± {numbers[1]:.3f}")
+        # Names and values from the runs' files: literal text, never rich markup.
+        table.add_row(*(Text(printable_lines(cell)) for cell in cells))
     console.print(table)
     return table

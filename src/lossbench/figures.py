@@ -1,5 +1,8 @@
 """The report's figures: the study's 2x2 curves, final accuracy per seed, and
-reliability diagrams. Each loss keeps one colour in all of them."""
+reliability diagrams. Each loss keeps one colour in all of them.
+
+Each function draws and returns its figure; the report writes them with its
+other files as one set (`save_figure`), then closes them."""
 
 from __future__ import annotations
 
@@ -14,14 +17,17 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from lossbench.results import LossResult
-from lossbench.storage import write_with
+from lossbench.storage import OutputSet
 
 CURVE_COLUMNS = ("train_loss", "test_loss", "train_acc", "test_acc")
 COLOURS = [plt.get_cmap("tab10")(i) for i in range(10)]
+DPI = 110
+RELIABILITY_DPI = 100
 
 
-def _save(figure: Figure, path: Path, dpi: int = 110) -> None:
-    write_with(path, lambda out: figure.savefig(out, dpi=dpi, format="png"))
+def save_figure(files: OutputSet, figure: Figure, path: Path, dpi: int = DPI) -> None:
+    """Write a figure as a PNG into an output set, and close it."""
+    files.write_with(path, lambda out: figure.savefig(out, dpi=dpi, format="png"))
     plt.close(figure)
 
 
@@ -34,7 +40,7 @@ def seed_mean_curves(result: LossResult) -> pd.DataFrame:
     return means.join(spread).reset_index()
 
 
-def draw_curves(results: list[LossResult], path: Path) -> None:
+def draw_curves(results: list[LossResult]) -> Figure:
     """Train/test loss (log scale: MAE's ~0.1 and CE's ~2 on one axis) and accuracy per epoch."""
     panels = [
         ("train_loss", "Train loss (log scale)"),
@@ -65,10 +71,10 @@ def draw_curves(results: list[LossResult], path: Path) -> None:
     if seeds > 1:
         figure.suptitle(f"Mean of {seeds} seeds; bands span the lowest to the highest seed")
     figure.tight_layout()
-    _save(figure, path)
+    return figure
 
 
-def draw_final_accuracy(results: list[LossResult], path: Path, chance: float) -> None:
+def draw_final_accuracy(results: list[LossResult], chance: float) -> Figure:
     """Every seed's final test accuracy as a point, the seed mean as a bar across."""
     figure, axis = plt.subplots(figsize=(8, 4.5))
     rng = np.random.default_rng(0)  # horizontal jitter only, so equal values stay visible
@@ -91,7 +97,7 @@ def draw_final_accuracy(results: list[LossResult], path: Path, chance: float) ->
     )
     axis.grid(alpha=0.3, axis="y")
     figure.tight_layout()
-    _save(figure, path)
+    return figure
 
 
 def pooled_reliability(result: LossResult) -> pd.DataFrame:
@@ -108,7 +114,7 @@ def pooled_reliability(result: LossResult) -> pd.DataFrame:
     return pooled
 
 
-def draw_reliability(results: list[LossResult], path: Path) -> None:
+def draw_reliability(results: list[LossResult]) -> Figure:
     columns = min(4, len(results))
     rows = -(-len(results) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(3.3 * columns, 3.4 * rows), squeeze=False)
@@ -135,4 +141,4 @@ def draw_reliability(results: list[LossResult], path: Path) -> None:
     axes[0, 0].set_ylabel("accuracy in the bin")
     axes[0, 0].legend(loc="upper left", fontsize=7)
     figure.tight_layout()
-    _save(figure, path, dpi=100)
+    return figure

@@ -12,7 +12,6 @@ and a file of yours beside them is never touched):
 
 from __future__ import annotations
 
-import json
 import shutil
 from functools import partial
 from pathlib import Path
@@ -23,6 +22,7 @@ from rich.console import Console
 from lossbench.errors import MissingInput
 from lossbench.evaluation import SEED_METRICS
 from lossbench.params import Params, require_loss
+from lossbench.results import read_run
 from lossbench.stats import summarize
 from lossbench.storage import (
     CALIBRATION_DIR,
@@ -31,8 +31,7 @@ from lossbench.storage import (
     HISTORY_DIR,
     METRICS_DIR,
     RunFiles,
-    write_json,
-    write_with,
+    output_set,
 )
 
 
@@ -87,16 +86,17 @@ def publish(params: Params, name: str, root: Path, console: Console) -> list[Pat
     missing = [source for source in sources if not source.is_file()]
     if missing:
         raise MissingInput(f"{missing[0]} is missing: run `dvc repro train@{name}` first")
-    summary = details(json.loads(run.metrics.read_text()))
+    summary = details(read_run(run.metrics))
     metrics, full, history, calibration, confusion = published_files(root, name)
-    write_json(metrics, headline(summary))
-    write_json(full, summary)
-    for source, target in (
-        (run.history, history),
-        (run.calibration, calibration),
-        (run.confusion, confusion),
-    ):
-        write_with(target, partial(shutil.copyfile, source))
+    with output_set() as files:  # all five or none
+        files.write_json(metrics, headline(summary))
+        files.write_json(full, summary)
+        for source, target in (
+            (run.history, history),
+            (run.calibration, calibration),
+            (run.confusion, confusion),
+        ):
+            files.write_with(target, partial(shutil.copyfile, source))
     shown = headline(summary)
     console.print(
         f"[bold]publish@{name}[/]: test acc {shown['test_acc']:.4f} ± {shown['test_sd']:.4f}, "

@@ -4,29 +4,40 @@ Reads every loss's run (data/runs/NAME) and writes plots/report.md with its
 tables and verdicts, the figures (figures.py), the overlay table for `dvc
 plots show`, the significance table and metrics/details/summary.json. Runs
 that stayed at chance are named, and every verdict is also given without
-them. Labels come from the live params, so a new γ renames the legend.
+them. Labels say what each run was trained with (its recorded settings); a
+run params.yaml has changed since is named. Everything is computed and drawn
+first, then written as one set: a failure leaves every previous file as it was.
 """
 
 from __future__ import annotations
 
-import json
 from itertools import combinations
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 
 from lossbench import figures
 from lossbench.claims import Claim, head_and_tail, measure_claims, points
-from lossbench.errors import MissingInput
+from lossbench.errors import MissingInput, shown
 from lossbench.evaluation import CHANCE_MARGIN, CONVERGENCE_TOLERANCE, PLATEAU_TOLERANCE
 from lossbench.params import Params
 from lossbench.publish import published_files
-from lossbench.results import LossResult, load_results, without_chance_runs
-from lossbench.stats import SIGNIFICANCE, direction, paired_comparison, summarize
-from lossbench.storage import CLASS_COUNTS_FILE, DETAILS_DIR, PLOTS_DIR, write_json, write_text, write_with
+from lossbench.results import (
+    LossResult,
+    load_results,
+    markdown_names,
+    md,
+    read_class_counts,
+    trained_otherwise,
+    without_chance_runs,
+)
+from lossbench.stats import CANNOT_TELL, NO_DIFFERENCE, SIGNIFICANCE, direction, paired_comparison, summarize
+from lossbench.storage import CLASS_COUNTS_FILE, DETAILS_DIR, PLOTS_DIR, RunFiles, output_set
 
 CURVES_FIGURE = PLOTS_DIR / "curves.png"
 ACCURACY_FIGURE = PLOTS_DIR / "final_accuracy.png"
@@ -66,8 +77,8 @@ def results_table(results: list[LossResult], ranking: list[str]) -> pd.DataFrame
         rows.append(
             {
                 "rank": ranking.index(r.name) + 1,
-                "loss": r.label,
-                "stage": f"train@{r.name}",
+                "loss": md(r.label),
+                "stage": md(f"train@{r.name}"),
                 "final test acc": _cell(r, "final_test_acc"),
                 "per seed": ", ".join(f"{value:.3f}" for value in r.values("final_test_acc")),
                 "best test acc": f"{r.mean('best_test_acc'):.4f}",
@@ -101,18 +112,24 @@ def significance_table(results: list[LossResult]) -> pd.DataFrame:
                 "p (paired t)": _rounded(comparison["p_value"], 1.0, 4),
                 "p (Wilcoxon)": _rounded(comparison["wilcoxon_p"], 1.0, 4),
                 "detectable (points)": _rounded(comparison["detectable"], 100.0, 1),
-                "verdict": f"{first.label} {verdict}" if verdict != "no significant difference" else verdict,
+                "verdict": verdict if verdict in (NO_DIFFERENCE, CANNOT_TELL) else f"{first.label} {verdict}",
             }
         )
     return pd.DataFrame(rows)
 
 
+def significance_markdown(table: pd.DataFrame) -> str:
+    """The significance table for report.md: its loss labels escaped."""
+    return markdown_names(table, ["first", "second", "verdict"]).to_markdown(index=False)
+
+
 def recall_table(results: list[LossResult], classes: list[str]) -> pd.DataFrame:
+    """For report.md: class names and labels escaped."""
     return pd.DataFrame(
         [
-            {"loss": r.label}
+            {"loss": md(r.label)}
             | {
-                c: f"{np.mean([n['per_class_recall'][i] for n in r.per_seed.values()]):.3f}"
+                md(c): f"{np.mean([n['per_class_recall'][i] for n in r.per_seed.values()]):.3f}"
                 for i, c in enumerate(classes)
             }
             for r in results
@@ -146,23 +163,25 @@ def _claim_lines(claims: list[Claim], without: list[Claim] | None, dropped: list
 
 def report(params: Params, root: Path, console: Console) -> dict[str, Any]:
     results = load_results(params, root)
-    counts_path = root / CLASS_COUNTS_FILE
-    if not counts_path.is_file():
-        raise MissingInput(f"{counts_path} is missing: run `dvc repro prepare` first")
-    class_counts = json.loads(counts_path.read_text())
+    class_counts = read_class_counts(root / CLASS_COUNTS_FILE)
     classes = list(class_counts["train"])
+    for r in results:
+        if r.run["classes"] != classes:
+            raise MissingInput(
+                f"{RunFiles.of(root, r.name).metrics} was trained on other classes than {CLASS_COUNTS_FILE} "
+                "lists: run `dvc repro`"
+            )
+    for r in results:
+        note = trained_otherwise(params, r)
+        if note is not None:
+            console.print(f"  {note}", markup=False, highlight=False)
     seeds = params.train.seeds
     ranking = [r.name for r in sorted(results, key=lambda r: r.mean("final_test_acc"), reverse=True)]
     at_chance = {r.name: r.at_chance() for r in results if r.at_chance()}
     cleaned, dropped = without_chance_runs(results)
 
-    figures.draw_curves(results, root / CURVES_FIGURE)
-    figures.draw_final_accuracy(results, root / ACCURACY_FIGURE, chance=1 / len(classes))
-    figures.draw_reliability(results, root / RELIABILITY_FIGURE)
     overlay = overlay_table(results)
-    write_with(root / CURVES_TABLE, lambda path: overlay.to_csv(path, index=False))
     significance = significance_table(results)
-    write_with(root / SIGNIFICANCE_TABLE, lambda path: significance.to_csv(path, index=False))
 
     claims = measure_claims(results, class_counts)
     without = measure_claims(cleaned, class_counts) if dropped and len(dropped) < len(seeds) - 1 else None
@@ -177,7 +196,6 @@ def report(params: Params, root: Path, console: Console) -> dict[str, Any]:
         if without is None
         else {str(c.number): c.verdict for c in without},
     }
-    write_json(root / SUMMARY_FILE, summary)
 
     settings = results[0].run["settings"]
     n_train, n_test = int(results[0].run["train_samples"]), int(results[0].run["test_samples"])
@@ -199,7 +217,7 @@ def report(params: Params, root: Path, console: Console) -> dict[str, Any]:
     lines = [
         "# Which loss? Results of this run",
         "",
-        f"Dataset **{class_counts['dataset']}**{' — ' + ', '.join(variants) if variants else ''}: "
+        f"Dataset **{md(class_counts['dataset'])}**{' — ' + ', '.join(variants) if variants else ''}: "
         f"{n_train} training and {n_test} test images. Protocol: {settings['epochs']} epochs, batch "
         f"{settings['batch_size']}, SGD lr {settings['lr']:g} momentum {settings['momentum']:g}, lr × "
         f"{settings['lr_decay_factor']:g} every {settings['lr_step_epochs']} epochs. Every loss trained with "
@@ -223,14 +241,14 @@ def report(params: Params, root: Path, console: Console) -> dict[str, Any]:
         f"that, not smaller ones. With n seeds the Wilcoxon test cannot go below p = 2/2ⁿ "
         f"({2 / 2 ** len(seeds):.3g} here).",
         "",
-        significance.to_markdown(index=False),
+        significance_markdown(significance),
         "",
     ]
     if without is not None:
         lines += [
             f"Without seeds {', '.join(map(str, dropped))} (a run at chance in some loss):",
             "",
-            significance_table(cleaned).to_markdown(index=False),
+            significance_markdown(significance_table(cleaned)),
             "",
         ]
     lines += [
@@ -256,8 +274,8 @@ def report(params: Params, root: Path, console: Console) -> dict[str, Any]:
             for r in results
         ]
         lines += [
-            f"Head classes ({', '.join(classes[c] for c in head)}) have the most training images, tail classes "
-            f"({', '.join(classes[c] for c in tail)}) the fewest; the test set is balanced.",
+            f"Head classes ({', '.join(md(classes[c]) for c in head)}) have the most training images, tail "
+            f"classes ({', '.join(md(classes[c]) for c in tail)}) the fewest; the test set is balanced.",
             "",
             pd.DataFrame(rows).to_markdown(index=False),
             "",
@@ -281,12 +299,29 @@ def report(params: Params, root: Path, console: Console) -> dict[str, Any]:
         "",
         *_claim_lines(claims, without, dropped),
     ]
-    write_text(root / REPORT_FILE, "\n".join(lines))
+    drawn = [
+        (figures.draw_curves(results), CURVES_FIGURE, figures.DPI),
+        (figures.draw_final_accuracy(results, chance=1 / len(classes)), ACCURACY_FIGURE, figures.DPI),
+        (figures.draw_reliability(results), RELIABILITY_FIGURE, figures.RELIABILITY_DPI),
+    ]
+    # Every number, text and figure is made before the first file is written, and the
+    # files are written as one set: a failure (a full disk) leaves all the previous ones.
+    try:
+        with output_set() as files:
+            for figure, path, dpi in drawn:
+                figures.save_figure(files, figure, root / path, dpi)
+            files.write_with(root / CURVES_TABLE, lambda path: overlay.to_csv(path, index=False))
+            files.write_with(root / SIGNIFICANCE_TABLE, lambda path: significance.to_csv(path, index=False))
+            files.write_json(root / SUMMARY_FILE, summary)
+            files.write_text(root / REPORT_FILE, "\n".join(lines))
+    finally:
+        for figure, _, _ in drawn:
+            plt.close(figure)
 
     for path in foreign_files(params, root):
         console.print(
-            f"  note: {path.relative_to(root)} is not written by this pipeline (no such loss in params.yaml); "
-            "left as it is"
+            f"  note: {escape(shown(path.relative_to(root)))} is not written by this pipeline (no such loss in "
+            "params.yaml); left as it is"
         )
     console.print(f"[bold]report[/]: ranking by mean final test accuracy: {' > '.join(ranking)}")
     if at_chance:

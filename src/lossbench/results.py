@@ -1,25 +1,319 @@
-"""One loss's finished run as the report reads it (data/runs/NAME), and the
-seed arithmetic every comparison shares."""
+"""What the analysis side reads, read in one place: one loss's finished run
+(data/runs/NAME), published details, class counts, and the seed arithmetic
+every comparison shares; and how a name from the data is written into a
+Markdown report.
+
+Every JSON file goes through `parse_json`, which refuses NaN and infinities
+(Python's json reads `NaN` and `Infinity` as numbers), and every value is
+checked for its type where it is read (`Field`): a damaged file stops the
+command with one line naming the file and the key, never a traceback or a
+verdict computed from nonsense.
+"""
 
 from __future__ import annotations
 
 import json
+import math
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 
-from lossbench.errors import MissingInput
-from lossbench.params import LossParams, Params, loss_label
-from lossbench.storage import RunFiles
+from lossbench.errors import DamagedInput, MissingInput, printable_lines, shown
+from lossbench.evaluation import SEED_METRICS
+from lossbench.params import CeLoss, FocalLoss, LossParams, MaeLoss, Params, loss_label
+from lossbench.storage import RUNS_DIR, RunFiles
+
+# --- JSON, checked -------------------------------------------------------------------------------
+
+
+class _NotFinite:
+    """Stands in, while a file is checked, for a NaN or an infinity read from it."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _float(text: str) -> float | _NotFinite:
+    value = float(text)  # 1e999 reads as inf
+    return value if math.isfinite(value) else _NotFinite(text)
+
+
+def _first_not_finite(value: Any, key: str = "") -> tuple[str, str] | None:
+    """(key path, the text in the file) of the first non-finite number in value."""
+    if isinstance(value, _NotFinite):
+        return key, value.text
+    children: Any = ()
+    if isinstance(value, dict):
+        children = ((_join(key, str(name)), item) for name, item in value.items())
+    elif isinstance(value, list):
+        children = ((f"{key}[{index}]", item) for index, item in enumerate(value))
+    for child_key, item in children:
+        found = _first_not_finite(item, child_key)
+        if found is not None:
+            return found
+    return None
+
+
+def _join(key: str, name: str) -> str:
+    return f"{key}.{name}" if key else name
+
+
+def parse_json(text: str, where: str) -> Any:
+    """JSON text as Python values; NaN, Infinity and out-of-range numbers refused.
+    `where` names the file in messages (e.g. 'metrics/details/ce.json of run lt10')."""
+    try:
+        value = json.loads(text, parse_constant=_NotFinite, parse_float=_float)
+    except json.JSONDecodeError as error:
+        problem = "empty" if not text.strip() else f"not valid JSON ({error.msg}, line {error.lineno})"
+        raise DamagedInput(f"{where} is {problem}: truncated or not written by lossbench?") from None
+    found = _first_not_finite(value)
+    if found is not None:
+        key, number = found
+        raise DamagedInput(f"{where}: {shown(key) or 'the file'} is {shown(number)}, not a finite number")
+    return value
+
+
+def read_json(path: Path, where: str | None = None) -> Any:
+    """A JSON file on disk, through `parse_json`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise DamagedInput(f"{where or path} is not UTF-8 text (byte {error.start})") from None
+    except OSError as error:
+        raise DamagedInput(f"{where or path} cannot be read: {error.strerror or error}") from None
+    return parse_json(text, where or str(path))
+
+
+def _kind(value: Any) -> str:
+    """What a JSON value is, for a message: 'null', "a string ('abc')", 'a list', ..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f"a string ({shown(repr(value))})"
+    if isinstance(value, int | float):
+        return f"the number {shown(value)}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+@dataclass(frozen=True)
+class Field:
+    """One value of a JSON file, with where it is (the file, the key path in it):
+    each accessor returns it as the type asked for, or raises DamagedInput
+    naming the file, the key and what is there instead."""
+
+    value: Any
+    where: str  # the file, e.g. data/runs/ce/metrics.json
+    key: str = ""  # the key path inside it; '' for the whole file
+
+    def damaged(self, problem: str) -> DamagedInput:
+        return DamagedInput(f"{self.where}: {shown(self.key) if self.key else 'the file'} {problem}")
+
+    def _wrong(self, wanted: str) -> DamagedInput:
+        return self.damaged(f"is {_kind(self.value)}, not {wanted}")
+
+    def mapping(self) -> dict[str, Any]:
+        if not isinstance(self.value, dict):
+            raise self._wrong("an object")
+        return self.value
+
+    def get(self, name: str) -> Field | None:
+        mapping = self.mapping()
+        return Field(mapping[name], self.where, _join(self.key, name)) if name in mapping else None
+
+    def child(self, name: str) -> Field:
+        found = self.get(name)
+        if found is None:
+            raise DamagedInput(f"{self.where}: {shown(_join(self.key, name))} is missing")
+        return found
+
+    def items(self) -> list[Field]:
+        if not isinstance(self.value, list):
+            raise self._wrong("a list")
+        return [Field(item, self.where, f"{self.key}[{index}]") for index, item in enumerate(self.value)]
+
+    def number(self) -> float:
+        if isinstance(self.value, bool) or not isinstance(self.value, int | float):
+            raise self._wrong("a number")
+        try:
+            number = float(self.value)
+        except OverflowError:
+            raise self.damaged("is too large a number") from None
+        if not math.isfinite(number):
+            raise self.damaged(f"is {number}, not a finite number")
+        return number
+
+    def integer(self) -> int:
+        if isinstance(self.value, bool) or not isinstance(self.value, int):
+            raise self._wrong("a whole number")
+        return self.value
+
+    def text(self) -> str:
+        if not isinstance(self.value, str):
+            raise self._wrong("text")
+        return self.value
+
+
+# --- per-seed numbers: one reader for runs, details and every report -----------------------------
+
+# What the report reads of each seed of a run (evaluation.seed_metrics and train.py).
+RUN_SEED_KEYS = (*SEED_METRICS, "at_chance", "per_class_recall")
+
+
+def _seed_of(key: str, per_seed: Field) -> int:
+    number = key.removeprefix("seed")
+    if not key.startswith("seed") or not number.isdigit():
+        raise per_seed.damaged(f"has the entry {shown(repr(key))}; every entry is seed<N>")
+    return int(number)
+
+
+def per_seed_numbers(
+    per_seed: Field, keys: Sequence[str], seeds: Sequence[int] | None = None, classes: int | None = None
+) -> dict[int, dict[str, Any]]:
+    """A run's or details file's `per_seed` object: for each seed (those given,
+    in that order, or every one there) its numbers, with each of `keys`
+    checked: a finite number, except `at_chance` (text or null) and
+    `per_class_recall` (a list of numbers, `classes` of them when given)."""
+    entries = per_seed.mapping()
+    wanted = list(seeds) if seeds is not None else [_seed_of(key, per_seed) for key in entries]
+    found: dict[int, dict[str, Any]] = {}
+    for seed in wanted:
+        entry = per_seed.get(f"seed{seed}")
+        if entry is None:
+            raise per_seed.damaged(f"has no seed{seed} (seeds there: {', '.join(entries) or 'none'})")
+        numbers = entry.mapping()
+        for key in keys:
+            value = entry.child(key)
+            if key == "at_chance":
+                if value.value is not None:
+                    value.text()
+            elif key == "per_class_recall":
+                recall = [item.number() for item in value.items()]
+                if classes is not None and len(recall) != classes:
+                    raise value.damaged(f"has {len(recall)} values for {classes} classes")
+            else:
+                value.number()
+        found[seed] = numbers
+    return found
+
+
+# --- class counts ---------------------------------------------------------------------------------
+
+
+def checked_class_counts(value: Any, where: str) -> dict[str, Any]:
+    """data/class_counts.json's contents, checked: the dataset's name, the
+    training images per class, and the data variant if set."""
+    counts = Field(value, where)
+    counts.child("dataset").text()
+    train = counts.child("train")
+    if not train.mapping():
+        raise train.damaged("names no class")
+    for name in train.mapping():
+        train.child(name).integer()
+    for key in ("imbalance_ratio", "label_noise"):
+        if (field := counts.get(key)) is not None:
+            field.number()
+    return counts.mapping()
+
+
+def read_class_counts(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise MissingInput(f"{path} is missing: run `dvc repro prepare` first")
+    return checked_class_counts(read_json(path), str(path))
+
+
+# --- one loss's run --------------------------------------------------------------------------------
+
+LOSS_KINDS: dict[str, type[MaeLoss | CeLoss | FocalLoss]] = {"mae": MaeLoss, "ce": CeLoss, "focal": FocalLoss}
+HISTORY_COLUMNS = ("seed", "epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "wall_time_s")
+CALIBRATION_COLUMNS = ("seed", "bin", "lower", "upper", "count", "confidence", "accuracy")
+PROTOCOL_SETTINGS = ("epochs", "batch_size", "lr", "momentum", "lr_decay_factor", "lr_step_epochs")
+# Calibration bins no test image fell into have no confidence or accuracy.
+MAY_BE_EMPTY = ("confidence", "accuracy")
+
+
+def trained_spec(settings: Field) -> LossParams:
+    """The loss a run was trained with, from its recorded settings."""
+    kind = settings.child("kind")
+    model = LOSS_KINDS.get(kind.text())
+    if model is None:
+        raise kind.damaged(f"is {shown(repr(kind.value))}, not one of {', '.join(LOSS_KINDS)}")
+    recorded = settings.mapping()
+    try:
+        return model.model_validate({key: recorded[key] for key in model.model_fields if key in recorded})
+    except ValidationError as error:
+        first = error.errors()[0]
+        key = ".".join(str(part) for part in first["loc"])
+        raise settings.damaged(
+            f"do not describe a {kind.value} loss ({shown(key)}: {first['msg']})"
+        ) from None
+
+
+def read_run(path: Path, seeds: Sequence[int] | None = None) -> dict[str, Any]:
+    """data/runs/NAME/metrics.json, checked: what train@NAME wrote, every seed's
+    numbers included (the seeds it lists, which must be `seeds` when given)."""
+    run = Field(read_json(path), str(path))
+    listed = [item.integer() for item in run.child("seeds").items()]
+    if seeds is not None and listed != list(seeds):
+        name = path.parent.name
+        raise MissingInput(
+            f"{path} holds seeds {listed}, params.yaml asks for {list(seeds)}: run `dvc repro train@{name}` first"
+        )
+    run.child("loss").text()
+    run.child("label").text()
+    classes = [item.text() for item in run.child("classes").items()]
+    per_seed_numbers(run.child("per_seed"), RUN_SEED_KEYS, listed, len(classes))
+    run.child("train_samples").integer()
+    run.child("test_samples").integer()
+    settings = run.child("settings")
+    trained_spec(settings)
+    for key in PROTOCOL_SETTINGS:  # what the report states of the protocol
+        settings.child(key).number()
+    return run.mapping()
+
+
+def read_table(path: Path, columns: Sequence[str], seeds: Sequence[int]) -> pd.DataFrame:
+    """A CSV a training stage wrote: these numeric columns, finite (but
+    MAY_BE_EMPTY), with rows for every seed."""
+    try:
+        table = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raise DamagedInput(f"{path} is empty: truncated?") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as error:
+        reason = printable_lines(str(error).splitlines()[0] if str(error) else type(error).__name__)
+        raise DamagedInput(f"{path} is not a readable table ({shown(reason)})") from None
+    missing = [column for column in columns if column not in table.columns]
+    if missing:
+        raise DamagedInput(f"{path} has no column {', '.join(missing)}: truncated or another format?")
+    for column in columns:
+        values = pd.to_numeric(table[column], errors="coerce")
+        bad = table[column].notna() & ~np.isfinite(values) if column in MAY_BE_EMPTY else ~np.isfinite(values)
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DamagedInput(
+                f"{path}: {column} in row {row + 1} is {shown(repr(table[column].iloc[row]))}, not a finite number"
+            )
+    absent = sorted(set(seeds) - set(table["seed"].astype(int)))
+    if absent:
+        raise DamagedInput(f"{path} has no rows for seed {', '.join(map(str, absent))}: truncated?")
+    return table
 
 
 @dataclass(frozen=True)
 class LossResult:
     name: str
-    label: str
+    label: str  # from the loss it was trained with, which `spec` is
     spec: LossParams
     per_seed: dict[int, dict[str, Any]]  # seed -> that seed's numbers (evaluation.SEED_METRICS, ...)
     history: pd.DataFrame  # one row per seed and epoch
@@ -53,23 +347,47 @@ class LossResult:
 
 def load_results(params: Params, root: Path) -> list[LossResult]:
     results = []
-    for name, spec in params.losses.items():
+    for name in params.losses:
         run = RunFiles.of(root, name)
         paths = [run.metrics, run.history, run.calibration, run.confusion]
         for path in paths:
             if not path.is_file():
                 raise MissingInput(f"{path} is missing: run `dvc repro train@{name}` first")
-        metrics = json.loads(run.metrics.read_text())
-        if metrics.get("seeds") != params.train.seeds:
-            raise MissingInput(
-                f"{run.metrics} holds seeds {metrics.get('seeds')}, params.yaml asks for {params.train.seeds}: "
-                f"run `dvc repro train@{name}` first"
-            )
+        metrics = read_run(run.metrics, params.train.seeds)
         per_seed = {seed: metrics["per_seed"][f"seed{seed}"] for seed in metrics["seeds"]}
         rest = {key: value for key, value in metrics.items() if key != "per_seed"}
-        history, calibration = pd.read_csv(run.history), pd.read_csv(run.calibration)
+        history = read_table(run.history, HISTORY_COLUMNS, params.train.seeds)
+        calibration = read_table(run.calibration, CALIBRATION_COLUMNS, params.train.seeds)
+        spec = trained_spec(Field(metrics["settings"], str(run.metrics), "settings"))
         results.append(LossResult(name, loss_label(spec), spec, per_seed, history, calibration, rest))
     return results
+
+
+def _setting(value: Any) -> str:
+    if value is None:
+        return "unset"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def trained_otherwise(params: Params, result: LossResult) -> str | None:
+    """A note when a run was trained with other loss or training settings than
+    params.yaml now gives it (edited since, and not rerun), else None."""
+    settings = result.run["settings"]
+    trained = result.spec.model_dump()
+    live = params.losses[result.name].model_dump()
+    pairs = [(key, trained.get(key), live.get(key)) for key in dict.fromkeys([*trained, *live])]
+    current = params.train.model_dump(exclude={"device", "threads", "seeds"})
+    pairs += [(key, settings[key], value) for key, value in current.items() if key in settings]
+    changed = [(key, before, now) for key, before, now in pairs if before != now]
+    if not changed:
+        return None
+    return (
+        f"note: {RUNS_DIR / result.name} was trained with "
+        + ", ".join(f"{key} {_setting(before)}" for key, before, _ in changed)
+        + " but params.yaml now says "
+        + ", ".join(f"{key} {_setting(now)}" for key, _, now in changed)
+        + "; labelled as trained — run `dvc repro`"
+    )
 
 
 def without_chance_runs(results: list[LossResult]) -> tuple[list[LossResult], list[int]]:
@@ -78,3 +396,28 @@ def without_chance_runs(results: list[LossResult]) -> tuple[list[LossResult], li
     dropped = sorted({seed for result in results for seed in result.at_chance()})
     kept = [seed for seed in results[0].seeds if seed not in dropped]
     return [result.only(kept) for result in results], dropped
+
+
+# --- names in Markdown reports ----------------------------------------------------------------
+
+# Characters Markdown gives a meaning to anywhere in a line (emphasis, code,
+# links, tables, strikethrough, math; '#': GitHub's issue links).
+_MARKDOWN = re.compile(r"[\\`*\[\]|~$#]|(?<![^\W_])_|_(?![^\W_])")
+_HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+
+
+def md(name: object) -> str:
+    """A name from the data (class, loss label, experiment, path) as literal
+    Markdown text: no HTML, links, emphasis or table cells can come from it.
+    Plain names come out unchanged (an '_' inside a word is left as it is:
+    Markdown does not read it as emphasis)."""
+    text = printable_lines(str(name)).replace("\n", "\\n")
+    text = _MARKDOWN.sub(lambda match: "\\" + match.group(), text)
+    return "".join(_HTML.get(character, character) for character in text)
+
+
+def markdown_names(table: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """A copy of `table` whose named columns (names from the data) are `md`-escaped."""
+    return table.assign(
+        **{column: [md(value) for value in table[column]] for column in columns if column in table}
+    )

@@ -18,6 +18,9 @@ from scipy import optimize, stats
 
 SIGNIFICANCE = 0.05
 POWER = 0.8
+# direction()'s answers besides 'higher' and 'lower'.
+NO_DIFFERENCE = "no significant difference"
+CANNOT_TELL = "cannot be told"  # the test gave no p-value to go by (nan: overflowing numbers)
 
 
 def summarize(values: Sequence[float]) -> dict[str, Any]:
@@ -106,8 +109,11 @@ def paired_comparison(first: Sequence[float], second: Sequence[float]) -> dict[s
 
 def direction(comparison: dict[str, Any]) -> str:
     """'higher' or 'lower' when first differs from second at the 5% level
-    (paired t-test), else 'no significant difference'."""
-    p_value = comparison["p_value"]
+    (paired t-test), NO_DIFFERENCE when not, and CANNOT_TELL when the test
+    gave nan (never read as significant: nan < 0.05 is merely false)."""
+    p_value, difference = comparison["p_value"], comparison["mean_difference"]
+    if p_value is not None and not (math.isfinite(p_value) and math.isfinite(difference)):
+        return CANNOT_TELL
     if p_value is None or p_value >= SIGNIFICANCE:
-        return "no significant difference"
-    return "higher" if comparison["mean_difference"] > 0 else "lower"
+        return NO_DIFFERENCE
+    return "higher" if difference > 0 else "lower"

@@ -24,10 +24,11 @@ from matplotlib.figure import Figure
 from rich.console import Console
 
 from lossbench.claims import STATEMENTS, gamma_claim
-from lossbench.errors import MissingInput, ParamsError
+from lossbench.errors import DamagedInput, MissingInput, ParamsError
 from lossbench.experiments import exp_show, experiment_records, json_at, params_of, run_name, study_prefix
 from lossbench.params import FocalLoss, Params
-from lossbench.storage import DETAILS_DIR, PLOTS_DIR, write_text, write_with
+from lossbench.results import Field, md, per_seed_numbers
+from lossbench.storage import DETAILS_DIR, PLOTS_DIR, output_set
 
 SWEEP_FIGURE = PLOTS_DIR / "sweep.png"
 SWEEP_TABLE = PLOTS_DIR / "sweep.csv"
@@ -42,51 +43,68 @@ def _other_params(params: dict[str, Any], loss: str) -> str:
     return json.dumps(rest, sort_keys=True)
 
 
-def sweep_records(records: list[dict[str, Any]], loss: str, prefix: str = "") -> list[dict[str, Any]]:
+def focal_gamma(record: dict[str, Any], loss: str, prefix: str = "") -> float | None:
+    """The γ of losses.<loss> in a run's params.yaml if it is a focal loss there, else None;
+    params of another shape (an older commit's, a hand edit) are named."""
+    params = Field(params_of(record, prefix), f"{prefix}params.yaml of run {run_name(record)}")
+    losses = params.get("losses")
+    spec = None if losses is None else losses.get(loss)
+    if spec is None or spec.mapping().get("kind") != "focal":
+        return None
+    return spec.child("gamma").number()
+
+
+def sweep_records(
+    records: list[dict[str, Any]], loss: str, prefix: str = "", left_out: list[str] | None = None
+) -> list[dict[str, Any]]:
     """The runs of one sweep: of the groups of runs that share every param but
-    this γ, the one with the most γ values."""
+    this γ, the one with the most γ values. Runs whose params cannot be read
+    are left out, each named in `left_out`."""
     groups: dict[str, set[float]] = {}
+    readable = []
     for record in records:
-        spec = params_of(record, prefix).get("losses", {}).get(loss, {})
-        if spec.get("kind") == "focal":
-            groups.setdefault(_other_params(params_of(record, prefix), loss), set()).add(float(spec["gamma"]))
+        try:
+            gamma = focal_gamma(record, loss, prefix)
+        except DamagedInput as error:
+            if left_out is not None:
+                left_out.append(str(error))
+            continue
+        readable.append(record)
+        if gamma is not None:
+            groups.setdefault(_other_params(params_of(record, prefix), loss), set()).add(gamma)
     sweep = max(groups, key=lambda key: len(groups[key]), default=None)
     return [
         record
-        for record in records
+        for record in readable
         if sweep is not None and _other_params(params_of(record, prefix), loss) == sweep
     ]
 
 
 def _seed_rows(details: Any, where: str) -> list[tuple[int, float, float]]:
     """(seed, final test accuracy, ECE) of each seed in a details file."""
-    per_seed = details.get("per_seed") if isinstance(details, dict) else None
-    try:
-        rows = [
-            (int(key.removeprefix("seed")), float(values["final_test_acc"]), float(values["ece"]))
-            for key, values in (per_seed or {}).items()
-        ]
-    except (AttributeError, KeyError, TypeError, ValueError):
-        rows = []
-    if not rows:
+    per_seed = per_seed_numbers(Field(details, where).child("per_seed"), ("final_test_acc", "ece"))
+    if not per_seed:
         raise MissingInput(f"{where}: no per-seed final_test_acc and ece")
-    return rows
+    return [(seed, float(n["final_test_acc"]), float(n["ece"])) for seed, n in per_seed.items()]
 
 
-def sweep_points(records: list[dict[str, Any]], loss: str, root: Path) -> pd.DataFrame:
+def sweep_points(
+    records: list[dict[str, Any]], loss: str, root: Path, left_out: list[str] | None = None
+) -> pd.DataFrame:
     """One row per (γ, seed): final test accuracy and ECE, from each run's
     metrics/details/<loss>.json. A γ and seed found in two runs (the baseline
-    and an experiment, say) counts once if their numbers agree; if not, stop."""
+    and an experiment, say) counts once if their numbers agree; if not, stop.
+    Runs whose params cannot be read are named in `left_out`."""
     prefix = study_prefix(root)
     rows: dict[tuple[float, int], dict[str, Any]] = {}
-    for record in sweep_records(records, loss, prefix):
+    for record in sweep_records(records, loss, prefix, left_out):
         name, path = run_name(record), f"{DETAILS_DIR}/{loss}.json"
         details = json_at(root, record, path)
         if details is None:
             continue  # no results (a commit where it was not run)
-        gamma = float(params_of(record, prefix)["losses"][loss]["gamma"])
+        gamma = focal_gamma(record, loss, prefix)
         seed_rows = _seed_rows(details, f"{path} of run {name}")
-        if (details.get("settings") or {}).get("gamma") != gamma:
+        if Field(details, f"{path} of run {name}").child("settings").child("gamma").number() != gamma:
             raise MissingInput(
                 f"{path} of run {name} is not of its γ={gamma:g} (stale: rerun it, or `dvc exp remove` it)"
             )
@@ -139,7 +157,10 @@ def sweep_report(
             f"losses.{loss}: sweep-report needs a focal loss; focal entries: "
             + ", ".join(n for n, s in params.losses.items() if isinstance(s, FocalLoss))
         )
-    points = sweep_points(experiment_records(exp_show(root, all_commits)), loss, root)
+    left_out: list[str] = []
+    points = sweep_points(experiment_records(exp_show(root, all_commits)), loss, root, left_out)
+    for problem in left_out:
+        console.print(f"note: left out: {problem}", markup=False, highlight=False)
     if points.empty or points["gamma"].nunique() < 2:
         raise MissingInput(
             f"need results for at least two values of losses.{loss}.gamma; run e.g. "
@@ -152,19 +173,24 @@ def sweep_report(
     verdict, evidence = gamma_claim(accuracy)
     statement = STATEMENTS[3][0]
     table, figure = draw_sweep(points, loss)
-    # Every number and text is made before the first file is written.
-    write_with(root / SWEEP_FIGURE, lambda out: figure.savefig(out, dpi=110, format="png"))
-    plt.close(figure)
-    write_with(root / SWEEP_TABLE, lambda path: table.round(4).to_csv(path, index=False))
-    write_text(
-        root / SWEEP_REPORT,
-        f"# γ sweep of losses.{loss}\n\n![accuracy and ECE against γ](sweep.png)\n\n"
+    text = (
+        f"# γ sweep of losses.{md(loss)}\n\n![accuracy and ECE against γ](sweep.png)\n\n"
         + table.round(4).to_markdown(index=False)
         + f"\n\nClaim 4, *{statement}* **{verdict}.** {evidence}\n\n"
         + "Experiments: "
-        + ", ".join(sorted(set(points["experiment"])))
-        + "\n",
+        + ", ".join(
+            " = ".join(md(name) for name in found.split(" = ")) for found in sorted(set(points["experiment"]))
+        )
+        + "\n"
     )
+    # Every number and text is made before the first file is written; the files are one set.
+    try:
+        with output_set() as files:
+            files.write_with(root / SWEEP_FIGURE, lambda out: figure.savefig(out, dpi=110, format="png"))
+            files.write_with(root / SWEEP_TABLE, lambda path: table.round(4).to_csv(path, index=False))
+            files.write_text(root / SWEEP_REPORT, text)
+    finally:
+        plt.close(figure)
     console.print(table.round(4).to_string(index=False))
     console.print(f"[bold]claim 4[/] ({statement}): [bold]{verdict}[/]. {evidence}")
     best = table.sort_values("acc_mean").iloc[-1]

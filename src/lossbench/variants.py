@@ -11,7 +11,7 @@ plots/variants.md, plots/imbalance.csv, plots/noise.csv and plots/variants.png.
 
 from __future__ import annotations
 
-import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +39,9 @@ from lossbench.experiments import (
     study_prefix,
 )
 from lossbench.params import CeLoss, FocalLoss, MachineParams, Params, load_params, loss_label
-from lossbench.stats import direction, paired_comparison, summarize
-from lossbench.storage import CLASS_COUNTS_FILE, DETAILS_DIR, PLOTS_DIR, write_text, write_with
+from lossbench.results import Field, checked_class_counts, markdown_names, md, per_seed_numbers, read_json
+from lossbench.stats import CANNOT_TELL, direction, paired_comparison, summarize
+from lossbench.storage import CLASS_COUNTS_FILE, DETAILS_DIR, PLOTS_DIR, output_set
 
 VARIANTS_REPORT = PLOTS_DIR / "variants.md"
 VARIANTS_FIGURE = PLOTS_DIR / "variants.png"
@@ -78,14 +79,16 @@ def _protocol(params: Params) -> Params:
     )
 
 
-def _in_seed_order(per_seed: Any, seeds: list[int], where: str) -> PerSeed:
-    """A details file's per-seed numbers for exactly `seeds`, in that order: pairs by seed."""
+def _in_seed_order(per_seed: Any, seeds: list[int], where: str, classes: int | None = None) -> PerSeed:
+    """A details file's per-seed numbers for exactly `seeds`, in that order
+    (pairs by seed), each checked (results.per_seed_numbers)."""
     keys = [f"seed{seed}" for seed in seeds]
     if not isinstance(per_seed, dict) or any(
         not isinstance(per_seed.get(key), dict) or not set(SEED_KEYS) <= set(per_seed[key]) for key in keys
     ):
         raise MissingInput(f"{where}: no per-seed results ({', '.join(SEED_KEYS)}) for seeds {seeds}")
-    return {key: per_seed[key] for key in keys}
+    checked = per_seed_numbers(Field(per_seed, where, "per_seed"), SEED_KEYS, seeds, classes)
+    return {f"seed{seed}": numbers for seed, numbers in checked.items()}
 
 
 @dataclass
@@ -121,8 +124,7 @@ def variant_runs(params: Params, root: Path, records: list[dict[str, Any]]) -> F
         counts = json_at(root, record, str(CLASS_COUNTS_FILE))
         if counts is None or any(value is None for value in details.values()):
             continue  # no results (a commit where it was not run)
-        if not isinstance(counts, dict) or not isinstance(counts.get("train"), dict):
-            raise MissingInput(f"{CLASS_COUNTS_FILE} of run {name} has no training class counts")
+        counts = checked_class_counts(counts, f"{CLASS_COUNTS_FILE} of run {name}")
         if (counts.get("imbalance_ratio"), counts.get("label_noise")) != variant:
             found.left_out.append(f"{name} (its results are not of its params: rerun it)")
             continue
@@ -132,9 +134,10 @@ def variant_runs(params: Params, root: Path, records: list[dict[str, Any]]) -> F
             label_noise=variant[1],
             per_seed={
                 loss: _in_seed_order(
-                    value.get("per_seed") if isinstance(value, dict) else None,
+                    Field(value, f"{DETAILS_DIR}/{loss}.json of {name}").child("per_seed").value,
                     params.train.seeds,
                     f"{DETAILS_DIR}/{loss}.json of {name}",
+                    len(counts["train"]),
                 )
                 for loss, value in details.items()
             },
@@ -179,14 +182,17 @@ def clean_runs(params: Params, clean_root: Path) -> dict[str, PerSeed]:
         path = clean_root / DETAILS_DIR / f"{name}.json"
         if not path.is_file():
             raise MissingInput(f"{path} is missing: run that study first")
-        try:
-            details = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise MissingInput(f"{path} is not valid JSON ({error})") from None
-        per_seed = details.get("per_seed") if isinstance(details, dict) else None
-        runs[name] = _in_seed_order(per_seed, seeds_here, str(path))
+        details = Field(read_json(path), str(path))
+        classes = details.get("classes")
+        runs[name] = _in_seed_order(
+            details.child("per_seed").value,
+            seeds_here,
+            str(path),
+            None if classes is None else len(classes.items()),
+        )
         # The results must be of the params beside them, not left from an older run.
-        settings = details.get("settings") or {}
+        recorded = details.get("settings")
+        settings = {} if recorded is None or recorded.value is None else recorded.mapping()
         expected = params.train.model_dump(exclude={"device"}) | spec.model_dump()  # device: auto resolves
         stale = sorted(key for key in settings if key in expected and settings[key] != expected[key])
         if stale:
@@ -246,6 +252,8 @@ def half_verdict(cases: Cases) -> tuple[str, str]:
         verdict = "opposite (significant)"
     elif "supported (significant)" in found:
         verdict = "partly supported"
+    elif CANNOT_TELL in found:
+        verdict = CANNOT_TELL
     else:
         verdict = "not significant"
     return verdict, "; ".join(f"{case}: {case_verdict}" for case, case_verdict in each.items())
@@ -392,14 +400,14 @@ def _plus_minus(table: pd.DataFrame, measure: str) -> list[str]:
 
 
 def _imbalance_markdown(table: pd.DataFrame) -> str:
-    shown = table[["imbalance_ratio", "loss", "seeds", "train_images"]].copy()
+    shown = markdown_names(table[["imbalance_ratio", "loss", "seeds", "train_images"]], ["loss"])
     for measure, name in MEASURE_NAMES.items():
         shown[name] = _plus_minus(table, measure)
     return shown.to_markdown(index=False)
 
 
 def _noise_markdown(table: pd.DataFrame) -> str:
-    shown = table[["label_noise", "loss", "seeds"]].copy()
+    shown = markdown_names(table[["label_noise", "loss", "seeds"]], ["loss"])
     shown["clean test acc"] = [f"{value:.4f}" for value in table["clean_acc_mean"]]
     shown["test acc"] = _plus_minus(table, "test_acc")
     shown["drop (points) [95% CI]"] = [
@@ -430,12 +438,14 @@ def variants_report(
     imbalance_verdict, imbalance_each = half_verdict(imbalance_cases)
     noise_verdict, noise_each = half_verdict(noise_cases)
     seeds = ", ".join(map(str, params.train.seeds))
+    # The clean study's folder as seen from this one's: the report is committed, an absolute path is not.
+    clean_folder = os.path.relpath(os.path.abspath(clean_root), os.path.abspath(root))
     sections = [
         f"# Claim 5: {STATEMENTS[4][0]}\n",
-        f"Runs: {', '.join(f'{r.experiment} (imbalance {r.imbalance_ratio:g}, noise {r.label_noise:g})' for r in runs)}; "
-        f"clean runs from {clean_root} (same protocol), seeds {seeds}, paired by seed. Differences: mean "
+        f"Runs: {', '.join(f'{md(r.experiment)} (imbalance {r.imbalance_ratio:g}, noise {r.label_noise:g})' for r in runs)}; "
+        f"clean runs from {md(clean_folder)} (same protocol), seeds {seeds}, paired by seed. Differences: mean "
         "[95% CI], paired t-test p (Wilcoxon p; the smallest difference these seeds could detect when not significant)."
-        + (f" Left out: {', '.join(found.left_out)}." if found.left_out else "")
+        + (f" Left out: {', '.join(md(run) for run in found.left_out)}." if found.left_out else "")
         + "\n",
         *(["![tail recall, macro-F1 and accuracy against the variants](variants.png)\n"] if tail else []),
         "## Class imbalance (CIFAR-10-LT profile; balanced test set)\n",
@@ -449,14 +459,22 @@ def variants_report(
         f"**Second half, CE is more sensitive to label noise (CE's drop from clean − focal's): {noise_verdict}.** "
         f"By case: {noise_each}.\n",
     ]
-    # Every number and text is made before the first file is written.
+    # Every number, text and figure is made before the first file is written; the files are one set.
     figure = draw_variants(params, runs, clean, tail) if tail else None
-    write_with(root / IMBALANCE_TABLE, lambda path: imbalance.round(4).to_csv(path, index=False))
-    write_with(root / NOISE_TABLE, lambda path: noise.round(4).to_csv(path, index=False))
-    if figure is not None:
-        write_with(root / VARIANTS_FIGURE, lambda out: figure.savefig(out, dpi=110, format="png"))
-        plt.close(figure)
-    write_text(root / VARIANTS_REPORT, "\n".join(sections))
+    try:
+        with output_set() as files:
+            files.write_with(
+                root / IMBALANCE_TABLE, lambda path: imbalance.round(4).to_csv(path, index=False)
+            )
+            files.write_with(root / NOISE_TABLE, lambda path: noise.round(4).to_csv(path, index=False))
+            if figure is not None:
+                files.write_with(
+                    root / VARIANTS_FIGURE, lambda out: figure.savefig(out, dpi=110, format="png")
+                )
+            files.write_text(root / VARIANTS_REPORT, "\n".join(sections))
+    finally:
+        if figure is not None:
+            plt.close(figure)
     console.print("\n".join(sections), markup=False, highlight=False)
     console.print(
         f"[bold]variants-report[/]: claim 5 imbalance half {imbalance_verdict}, noise half {noise_verdict}; wrote "
