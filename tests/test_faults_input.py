@@ -15,7 +15,8 @@ import pytest
 import yaml
 from conftest import TINY_PARAMS, lossbench, run_in, write_params
 
-from lossbench.errors import SHOWN_LIMIT, shown
+from lossbench.errors import SHOWN_LIMIT, DamagedInput, shown
+from lossbench.results import parse_json
 
 
 def _check(root: Path, params: object) -> tuple[int, str]:
@@ -262,3 +263,8 @@ def test_a_failed_run_outside_dvc_leaves_the_folder_and_restores_nothing(prepare
     result = lossbench(prepared, "train", "ce")
     assert result.returncode == 1 and "note:" not in result.stdout + result.stderr
     assert _digests(prepared / "data" / "runs") == before
+
+
+def test_json_nested_too_deeply_is_one_line() -> None:
+    with pytest.raises(DamagedInput, match=r"x\.json is nested too deeply"):
+        parse_json("[" * 100_000 + "]" * 100_000, "x.json")

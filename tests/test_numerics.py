@@ -46,3 +46,24 @@ def test_every_run_records_the_numerics_it_was_made_under(tmp_path: Path) -> Non
     assert numerics["kernels"] == PINNED_KERNELS
     assert numerics["cpu_capability"] == "AVX2" and numerics["device"] == "cpu"
     assert numerics["torch"].startswith("2.")
+
+
+def test_the_report_names_the_numerics_and_runs_made_under_other_ones(reproduced: Path) -> None:
+    report = (reproduced / "plots" / "report.md").read_text()
+    assert "Numerics: torch 2." in report and ", AVX2 kernels (pinned), cpu." in report
+    metrics_file = reproduced / "data" / "runs" / "ce" / "metrics.json"
+    metrics = json.loads(metrics_file.read_text())
+    metrics["settings"]["numerics"] |= {
+        "cpu_capability": "AVX512",
+        "kernels": dict.fromkeys(PINNED_KERNELS, "native"),
+    }
+    metrics_file.write_text(json.dumps(metrics))
+    result = lossbench(reproduced, "report")
+    assert result.returncode == 0, result.stderr
+    line = (
+        "Runs made under different numerics (their numbers are not bit-comparable, and are compared anyway): "
+    )
+    assert f"note: {line}" in result.stdout
+    assert "ce: torch 2." in result.stdout and "AVX512 kernels (native), cpu" in result.stdout
+    assert "mae, focal_low, focal_high: torch 2." in result.stdout
+    assert line in (reproduced / "plots" / "report.md").read_text()

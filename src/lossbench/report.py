@@ -32,6 +32,8 @@ from lossbench.results import (
     load_results,
     markdown_names,
     md,
+    numerics_line,
+    numerics_of,
     read_class_counts,
     trained_otherwise,
     without_chance_runs,
@@ -175,6 +177,9 @@ def report(params: Params, root: Path, console: Console) -> dict[str, Any]:
         note = trained_otherwise(params, r)
         if note is not None:
             console.print(f"  {note}", markup=False, highlight=False)
+    numerics = numerics_line({r.name: numerics_of(r.run["settings"]) for r in results})
+    if not numerics.startswith("Numerics:"):
+        console.print(f"  note: {numerics}", markup=False, highlight=False)
     seeds = params.train.seeds
     ranking = [r.name for r in sorted(results, key=lambda r: r.mean("final_test_acc"), reverse=True)]
     at_chance = {r.name: r.at_chance() for r in results if r.at_chance()}
@@ -223,6 +228,8 @@ def report(params: Params, root: Path, console: Console) -> dict[str, Any]:
         f"{settings['lr_decay_factor']:g} every {settings['lr_step_epochs']} epochs. Every loss trained with "
         f"seeds {', '.join(map(str, seeds))} (the same initial weights, batch order and augmentation per seed). "
         "Ranked by mean final test accuracy; cells are mean ± std [95% CI of the mean].",
+        "",
+        md(numerics),
         "",
         results_table(results, ranking).to_markdown(index=False),
         "",

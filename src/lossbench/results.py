@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from lossbench.errors import DamagedInput, MissingInput, printable_lines, shown
 from lossbench.evaluation import SEED_METRICS
+from lossbench.numerics import PINNED_KERNELS
 from lossbench.params import CeLoss, FocalLoss, LossParams, MaeLoss, Params, loss_label
 from lossbench.storage import RUNS_DIR, RunFiles
 
@@ -69,10 +70,12 @@ def parse_json(text: str, where: str) -> Any:
     `where` names the file in messages (e.g. 'metrics/details/ce.json of run lt10')."""
     try:
         value = json.loads(text, parse_constant=_NotFinite, parse_float=_float)
+        found = _first_not_finite(value)
     except json.JSONDecodeError as error:
         problem = "empty" if not text.strip() else f"not valid JSON ({error.msg}, line {error.lineno})"
         raise DamagedInput(f"{where} is {problem}: truncated or not written by lossbench?") from None
-    found = _first_not_finite(value)
+    except RecursionError:
+        raise DamagedInput(f"{where} is nested too deeply: not written by lossbench?") from None
     if found is not None:
         key, number = found
         raise DamagedInput(f"{where}: {shown(key) or 'the file'} is {shown(number)}, not a finite number")
@@ -420,4 +423,39 @@ def markdown_names(table: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     """A copy of `table` whose named columns (names from the data) are `md`-escaped."""
     return table.assign(
         **{column: [md(value) for value in table[column]] for column in columns if column in table}
+    )
+
+
+# --- the numerics a run was made under -----------------------------------------------------------
+
+
+def numerics_of(settings: Any) -> str:
+    """The numerics a run was made under, from its recorded settings, in words."""
+    recorded = settings.get("numerics") if isinstance(settings, dict) else None
+    if not isinstance(recorded, dict):
+        return "not recorded (made before runs recorded their numerics)"
+    kernels = recorded.get("kernels")
+    if kernels == PINNED_KERNELS:
+        choice = "pinned"
+    elif isinstance(kernels, dict) and set(kernels.values()) == {"native"}:
+        choice = "native"
+    else:
+        choice = f"set as {kernels}"
+    return (
+        f"torch {recorded.get('torch')}, {recorded.get('cpu_capability')} kernels ({choice}), "
+        f"{recorded.get('device')}"
+    )
+
+
+def numerics_line(made_under: dict[str, str]) -> str:
+    """One sentence: the numerics every run shares, or which runs were made
+    under which, so that results of unlike machines are never pooled unsaid."""
+    groups: dict[str, list[str]] = {}
+    for run, numerics in made_under.items():
+        groups.setdefault(numerics, []).append(run)
+    if len(groups) == 1:
+        return f"Numerics: {next(iter(groups))}."
+    return (
+        "Runs made under different numerics (their numbers are not bit-comparable, and are compared "
+        "anyway): " + "; ".join(f"{', '.join(runs)}: {numerics}" for numerics, runs in groups.items()) + "."
     )

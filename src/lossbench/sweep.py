@@ -27,7 +27,7 @@ from lossbench.claims import STATEMENTS, gamma_claim
 from lossbench.errors import DamagedInput, MissingInput, ParamsError
 from lossbench.experiments import exp_show, experiment_records, json_at, params_of, run_name, study_prefix
 from lossbench.params import FocalLoss, Params
-from lossbench.results import Field, md, per_seed_numbers
+from lossbench.results import Field, md, numerics_line, numerics_of, per_seed_numbers
 from lossbench.storage import DETAILS_DIR, PLOTS_DIR, output_set
 
 SWEEP_FIGURE = PLOTS_DIR / "sweep.png"
@@ -109,7 +109,14 @@ def sweep_points(
                 f"{path} of run {name} is not of its γ={gamma:g} (stale: rerun it, or `dvc exp remove` it)"
             )
         for seed, accuracy, ece in seed_rows:
-            row = {"gamma": gamma, "seed": seed, "final_test_acc": accuracy, "ece": ece, "experiment": name}
+            row = {
+                "gamma": gamma,
+                "seed": seed,
+                "final_test_acc": accuracy,
+                "ece": ece,
+                "experiment": name,
+                "numerics": numerics_of(details.get("settings")),
+            }
             earlier = rows.setdefault((gamma, seed), row)
             if earlier is not row and name not in earlier["experiment"].split(" = "):
                 earlier["experiment"] += f" = {name}"  # the same numbers, found in both
@@ -173,11 +180,15 @@ def sweep_report(
     verdict, evidence = gamma_claim(accuracy)
     statement = STATEMENTS[3][0]
     table, figure = draw_sweep(points, loss)
+    numerics = numerics_line(dict(zip(points["experiment"], points["numerics"], strict=True)))
+    if not numerics.startswith("Numerics:"):
+        console.print(f"note: {numerics}", markup=False, highlight=False)
     text = (
         f"# γ sweep of losses.{md(loss)}\n\n![accuracy and ECE against γ](sweep.png)\n\n"
         + table.round(4).to_markdown(index=False)
         + f"\n\nClaim 4, *{statement}* **{verdict}.** {evidence}\n\n"
-        + "Experiments: "
+        + md(numerics)
+        + "\n\nExperiments: "
         + ", ".join(
             " = ".join(md(name) for name in found.split(" = ")) for found in sorted(set(points["experiment"]))
         )

@@ -39,7 +39,16 @@ from lossbench.experiments import (
     study_prefix,
 )
 from lossbench.params import CeLoss, FocalLoss, MachineParams, Params, load_params, loss_label
-from lossbench.results import Field, checked_class_counts, markdown_names, md, per_seed_numbers, read_json
+from lossbench.results import (
+    Field,
+    checked_class_counts,
+    markdown_names,
+    md,
+    numerics_line,
+    numerics_of,
+    per_seed_numbers,
+    read_json,
+)
 from lossbench.stats import CANNOT_TELL, direction, paired_comparison, summarize
 from lossbench.storage import CLASS_COUNTS_FILE, DETAILS_DIR, PLOTS_DIR, output_set
 
@@ -70,6 +79,7 @@ class Variant:
     label_noise: float
     per_seed: dict[str, PerSeed]  # loss name -> its seeds
     class_counts: dict[str, Any]
+    numerics: str  # what its first loss was made under (results.numerics_of)
 
 
 def _protocol(params: Params) -> Params:
@@ -142,6 +152,7 @@ def variant_runs(params: Params, root: Path, records: list[dict[str, Any]]) -> F
                 for loss, value in details.items()
             },
             class_counts=counts,
+            numerics=numerics_of((next(iter(details.values())) or {}).get("settings")),
         )
         earlier = by_variant.setdefault(variant, run)
         if earlier is not run and earlier.per_seed != run.per_seed:
@@ -438,6 +449,13 @@ def variants_report(
     imbalance_verdict, imbalance_each = half_verdict(imbalance_cases)
     noise_verdict, noise_each = half_verdict(noise_cases)
     seeds = ", ".join(map(str, params.train.seeds))
+    first_clean = read_json(clean_root / DETAILS_DIR / f"{next(iter(params.losses))}.json")
+    numerics = numerics_line(
+        {run.experiment: run.numerics for run in runs}
+        | {"the clean runs": numerics_of(first_clean.get("settings"))}
+    )
+    if not numerics.startswith("Numerics:"):
+        console.print(f"note: {numerics}", markup=False, highlight=False)
     # The clean study's folder as seen from this one's: the report is committed, an absolute path is not.
     clean_folder = os.path.relpath(os.path.abspath(clean_root), os.path.abspath(root))
     sections = [
@@ -446,7 +464,7 @@ def variants_report(
         f"clean runs from {md(clean_folder)} (same protocol), seeds {seeds}, paired by seed. Differences: mean "
         "[95% CI], paired t-test p (Wilcoxon p; the smallest difference these seeds could detect when not significant)."
         + (f" Left out: {', '.join(md(run) for run in found.left_out)}." if found.left_out else "")
-        + "\n",
+        + f" {md(numerics)}\n",
         *(["![tail recall, macro-F1 and accuracy against the variants](variants.png)\n"] if tail else []),
         "## Class imbalance (CIFAR-10-LT profile; balanced test set)\n",
         _imbalance_markdown(imbalance) if len(imbalance) else "No run.",
