@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from conftest import TINY_PARAMS, lossbench, run_in, write_params
 
@@ -268,3 +269,13 @@ def test_a_failed_run_outside_dvc_leaves_the_folder_and_restores_nothing(prepare
 def test_json_nested_too_deeply_is_one_line() -> None:
     with pytest.raises(DamagedInput, match=r"x\.json is nested too deeply"):
         parse_json("[" * 100_000 + "]" * 100_000, "x.json")
+
+
+def test_check_refuses_what_validate_refuses(tmp_path: Path) -> None:
+    # `lossbench check` runs validate's checks (the README recommends it before `dvc repro -s`).
+    alpha = _with(lambda p: p["losses"]["focal_high"].update(alpha=[1.0, 2.0, 3.0]))
+    code, errors = _check(tmp_path, alpha)
+    assert code == 1 and "losses.focal_high.alpha: 3 weights given but the dataset has 10 classes" in errors
+    if not torch.cuda.is_available():
+        code, errors = _check(tmp_path, _with(lambda p: p["train"].update(device="cuda")))
+        assert code == 1 and "train.device: cuda, but torch finds no CUDA device" in errors, errors
