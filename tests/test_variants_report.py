@@ -128,6 +128,7 @@ def test_drops_are_paired_by_seed_whatever_the_order_in_the_files() -> None:
             "focal": _in_seed_order(_seeds({1: 0.49, 10: 0.89, 2: 0.59}), seeds, "focal"),
         },
         class_counts={},
+        numerics="not recorded",
     )
     table, parts, cases = noise_part(params, [noisy], clean)
     ce = table[table["loss"] == "CE"].iloc[0]

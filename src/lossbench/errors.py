@@ -27,6 +27,15 @@ def shown(value: object, limit: int = SHOWN_LIMIT) -> str:
     return text
 
 
+def shown_repr(value: str, limit: int = SHOWN_LIMIT) -> str:
+    """A user-given name quoted as Python writes it (repr: quotes and escapes
+    included), cut like `shown` to about `limit` characters."""
+    text = repr(value[: 4 * limit])
+    if len(text) > limit + 2 or len(value) > 4 * limit:
+        return f"{text[: limit - 1]}… ({len(value):,} characters)"
+    return text
+
+
 def printable_lines(message: str) -> str:
     """A whole message made safe for a terminal: every control character but
     the newlines that separate its lines is escaped."""

@@ -22,7 +22,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import YAMLError
 
-from lossbench.errors import ParamsError, shown
+from lossbench.errors import ParamsError, shown, shown_repr
 
 # A loss name becomes a DVC stage name (train@NAME), a parameter path
 # (losses.NAME), and file names (data/runs/NAME, metrics/NAME.json). So it is a
@@ -148,8 +148,7 @@ class TrainParams(Strict):
     lr_step_epochs: int = Field(default=5, ge=1)
     lr_decay_factor: float = Field(default=0.5, gt=0.0, le=1.0)
     # Every training stage trains every seed; the report compares losses seed by seed.
-    # Four: the fewest that give the paired tests 3 degrees of freedom and keep
-    # 2 or 4 cores busy to the end (3 seeds on 2 cores idle one a third of the time).
+    # Why four by default: the comment beside train.seeds in params.yaml.
     seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(default=[1, 2, 3, 4], min_length=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # Intra-op threads per seed for torch on CPU. CPU results depend on the
@@ -211,12 +210,12 @@ def check_loss_name(name: str) -> None:
     """Raise ValueError unless `name` can be a stage, parameter path and file name."""
     if "." in name:
         raise ValueError(
-            f"loss name '{shown(name)}' contains '.', which DVC cannot address as a "
-            f"parameter path (losses.{shown(name)}); use e.g. '{shown(name.replace('.', '_'))}'"
+            f"loss name {shown_repr(name)} contains '.', which DVC cannot address as a "
+            f"parameter path (losses.{shown(name)}); use e.g. {shown_repr(name.replace('.', '_'))}"
         )
     if not LOSS_NAME_PATTERN.match(name):
         raise ValueError(
-            f"loss name '{shown(name)}' is not allowed: use a letter, then letters, digits, '_' or '-', "
+            f"loss name {shown_repr(name)} is not allowed: use a letter, then letters, digits, '_' or '-', "
             f"at most {MAX_LOSS_NAME} characters"
         )
     if name.lower() in RESERVED_LOSS_NAMES:
@@ -266,7 +265,7 @@ def require_loss(params: Params, name: str) -> LossParams:
 
 
 def loss_label(loss: LossParams) -> str:
-    """Human label built from the live params, e.g. 'Focal (γ=0.5)'."""
+    """Human label of a loss's settings, e.g. 'Focal (γ=0.5)' (the report passes what a run was trained with)."""
     if isinstance(loss, MaeLoss):
         return "MAE (L1)" if loss.input == "probs" else "MAE (L1, logits)"
     if isinstance(loss, CeLoss):
@@ -367,7 +366,7 @@ def read_yaml(path: Path) -> object:
         key = str(error.problem).split('"')[1] if str(error.problem).count('"') >= 2 else "?"
         mark = error.problem_mark
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        raise ParamsError(f"{path}: not valid YAML: found duplicate key {shown(repr(key))}{at}") from None
+        raise ParamsError(f"{path}: not valid YAML: found duplicate key {shown_repr(key)}{at}") from None
     except RecursionError:
         raise ParamsError(f"{path}: not valid params: nested too deeply for a params file") from None
     except YAMLError as error:

@@ -25,7 +25,7 @@ PREPARED_DIR = Path("data/prepared")
 CLASS_COUNTS_FILE = Path("data/class_counts.json")
 RUNS_DIR = Path("data/runs")  # train@NAME's outputs, all DVC-cached: see RunFiles
 CHECKPOINT_DIR = Path("data/checkpoints")  # per-epoch training state; not a DVC output
-# The report publishes every loss's run files here, for git and `dvc metrics/plots`.
+# publish@NAME copies each loss's run files here, for git and `dvc metrics/plots`.
 METRICS_DIR = Path("metrics")  # the headline numbers per loss: DVC metrics
 DETAILS_DIR = METRICS_DIR / "details"  # everything else, committed but not declared as metrics
 HISTORY_DIR = Path("plots/history")
@@ -40,7 +40,7 @@ class RunFiles:
 
     Every output of a training stage is cached, which is what lets DVC's
     run-cache hand a finished training stage to another machine (`dvc push
-    --run-cache` only carries cached files). The report copies the text files
+    --run-cache` only carries cached files). publish@NAME copies the text files
     to metrics/ and plots/, where git tracks them.
     """
 
