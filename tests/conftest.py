@@ -135,6 +135,13 @@ def write_params(root: Path, params: dict[str, object]) -> None:
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True))
 
 
+def prepared_in(root: Path, params: dict[str, object]) -> Path:
+    """`root` with `params` written and `lossbench prepare` run: a template to copy per test."""
+    write_params(root, params)
+    assert lossbench(root, "prepare").returncode == 0
+    return root
+
+
 def _only_readmes(folder: str, names: list[str]) -> list[str]:
     """data/raw as committed: each dataset's folder with its README, no data."""
     return [name for name in names if name != "README.md" and not (Path(folder) / name).is_dir()]

@@ -20,6 +20,7 @@ from conftest import (
     TINY_PARAMS,
     commit,
     lossbench,
+    prepared_in,
     run_in,
     start_in,
     start_repro_until_a_checkpoint,
@@ -180,13 +181,10 @@ def _temporaries(root: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def prepared_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("prepared")
     params = changed_sizes(600, 100)
     params["train"].update(epochs=40, seeds=[1, 2])  # type: ignore[attr-defined]
     params["machine"] = {"workers": 2}  # the worker pool, whatever the machine's cores
-    write_params(root, params)
-    assert lossbench(root, "prepare").returncode == 0
-    return root
+    return prepared_in(tmp_path_factory.mktemp("prepared"), params)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import TINY_PARAMS, lossbench, run_in, write_params
+from conftest import TINY_PARAMS, lossbench, prepared_in, run_in, write_params
 
 from lossbench.errors import SHOWN_LIMIT, DamagedInput, shown
 from lossbench.results import parse_json
@@ -163,13 +163,10 @@ def test_dvc_missing_from_path_is_one_line(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def prepared_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("prepared")
     params = _with(
         lambda p: p["train"].update(epochs=1, seeds=[1]) or p.update(losses={"ce": {"kind": "ce"}})
     )
-    write_params(root, params)
-    assert lossbench(root, "prepare").returncode == 0
-    return root
+    return prepared_in(tmp_path_factory.mktemp("prepared"), params)
 
 
 @pytest.fixture
