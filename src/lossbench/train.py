@@ -11,14 +11,11 @@ epoch a seed's full training state goes to a checkpoint; an interrupted stage
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
-import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
 from functools import partial
-from multiprocessing.connection import wait
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -44,10 +41,8 @@ from lossbench.model import ProtocolNet
 from lossbench.numerics import numerics_in_force
 from lossbench.params import Params, TrainParams, loss_label, require_loss
 from lossbench.restore import restore_previous_run
-from lossbench.storage import PREPARED_DIR, RunFiles, load_prepared, write_json, write_with
-
-# Seconds a stopped worker gets to finish writing its checkpoint before it is killed.
-STOP_GRACE_S = 30.0
+from lossbench.seed_workers import run_in_workers
+from lossbench.storage import PREPARED_DIR, PreparedData, RunFiles, load_prepared, output_set
 
 
 @dataclass(frozen=True)
@@ -252,118 +247,83 @@ def _use_threads(params: Params) -> None:
         torch.set_num_threads(params.train.threads)
 
 
-def _stop_once(signum: int, frame: object) -> None:
-    """SIGINT or SIGTERM in a worker: stop, and ignore the second signal that a
-    Ctrl-C to the process group plus the stage's own stop request make."""
-    _ignore_stop_signals()
-    raise KeyboardInterrupt
-
-
-def _ignore_stop_signals() -> None:
-    # A Python no-op rather than SIG_IGN: a signal already on its way would
-    # otherwise surface as "OSError: Signal 15 ignored due to race condition".
-    signal.signal(signal.SIGINT, _already_stopping)
-    signal.signal(signal.SIGTERM, _already_stopping)
-
-
-def _already_stopping(signum: int, frame: object) -> None:
-    return None
-
-
-def _seed_worker(job: SeedJob, outcomes: Any) -> None:
-    """A worker process: train one seed, report ('done' | 'interrupted' | 'failed', message)."""
-    lifeline.die_with_parent()
-    signal.signal(signal.SIGTERM, _stop_once)
-    signal.signal(signal.SIGINT, _stop_once)
+def train_job(job: SeedJob) -> None:
+    """One seed in a worker process (seed_workers): its data on the device, then training."""
     _use_threads(job.params)
-    console = Console(soft_wrap=True)
-    try:
-        device_data = DeviceData.load(job.params, job.name, job.root)
-        train_seed(job, device_data.training, device_data.test, device_data.loss_fn, console)
-    except TrainingInterrupted as error:
-        outcomes.put((job.seed, "interrupted", str(error)))
-        sys.exit(130)
-    except KeyboardInterrupt:  # before training started: nothing to save
-        outcomes.put((job.seed, "interrupted", f"train@{job.name}: seed {job.seed} stopped before training"))
-        sys.exit(130)
-    except LossbenchError as error:
-        outcomes.put((job.seed, "failed", str(error)))
-        sys.exit(1)
-    except Exception as error:  # a defect or damaged data: say what, not "killed, or out of memory?"
-        first_line = str(error).splitlines()[0] if str(error) else ""
-        outcomes.put(
-            (
-                job.seed,
-                "failed",
-                f"train@{job.name}: seed {job.seed} failed: {error.__class__.__name__}: {first_line}",
+    device_data = DeviceData.load(job.params, job.name, job.root)
+    train_seed(job, device_data.training, device_data.test, device_data.loss_fn, Console(soft_wrap=True))
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """Every seed of a loss, evaluated: what data/runs/NAME holds."""
+
+    networks: dict[str, Any]  # "seed1" -> state dict
+    history: list[EpochRecord]
+    per_seed: dict[str, dict[str, Any]]  # "seed1" -> evaluation.seed_metrics and per-class recall
+    reliability: list[dict[str, Any]]  # one row per seed and confidence bin
+    confusion: pd.DataFrame  # actual and predicted test class of the first seed
+
+
+def evaluate_seeds(
+    jobs: list[SeedJob], data: PreparedData, device: torch.device, console: Console
+) -> FinishedRun:
+    """Each seed's finished network, from its checkpoint, on the test set."""
+    test = TestSet.from_prepared(data, device)
+    networks, history, per_seed, reliability = {}, [], {}, []
+    first_evaluation: TestEvaluation | None = None  # its predictions make the confusion plot
+    for job in jobs:
+        saved = load_saved(job.checkpoint, job.fingerprint, console)
+        if saved is None:
+            raise LossbenchError(
+                f"train@{job.name}: seed {job.seed}'s finished run is missing from {job.checkpoint}"
             )
+        network = ProtocolNet(len(data.classes), *data.test_images.shape[2:]).to(device)
+        network.load_state_dict(saved["model"])
+        seed_history = [EpochRecord(**record) for record in saved["history"]]
+        evaluation = evaluate_probabilities(
+            test_probabilities(
+                network.to(memory_format=torch.channels_last), test.images, job.params.train.test_batch_size
+            ),
+            data.test_labels,
         )
-        sys.exit(1)
-    outcomes.put((job.seed, "done", ""))
+        curves = Curves(
+            train_loss=[r.train_loss for r in seed_history],
+            train_acc=[r.train_acc for r in seed_history],
+            test_loss=[r.test_loss for r in seed_history],
+            test_acc=[r.test_acc for r in seed_history],
+        )
+        networks[f"seed{job.seed}"] = network.state_dict()
+        history += seed_history
+        first_evaluation = first_evaluation or evaluation
+        per_seed[f"seed{job.seed}"] = seed_metrics(curves, evaluation) | {
+            "per_class_recall": evaluation.per_class_recall
+        }
+        reliability += [{"seed": job.seed} | row for row in evaluation.reliability]
+        console.print(
+            f"  {job.name} seed {job.seed}: test acc {seed_history[-1].test_acc:.4f}, macro-F1 "
+            f"{evaluation.macro_f1:.4f}, ECE {evaluation.ece:.4f} ({seed_history[-1].wall_time_s:.1f}s)"
+        )
+    assert first_evaluation is not None  # params require at least one seed
+    confusion = pd.DataFrame(
+        {
+            "actual": [data.classes[i] for i in data.test_labels],
+            "predicted": [data.classes[i] for i in first_evaluation.predictions],
+        }
+    )
+    return FinishedRun(networks, history, per_seed, reliability, confusion)
 
 
-def _stop(processes: list[multiprocessing.process.BaseProcess]) -> None:
-    """Stop workers as SIGTERM does (they finish the checkpoint they are writing)."""
-    for process in processes:
-        if process.is_alive() and process.pid is not None:
-            os.kill(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE_S
-    for process in processes:
-        process.join(max(0.1, deadline - time.monotonic()))
-        if process.is_alive():
-            process.kill()
-            process.join()
-
-
-def train_in_workers(jobs: list[SeedJob], workers: int) -> None:
-    """Train every job's seed in its own process, `workers` at a time. A failed
-    seed stops the others; so does Ctrl-C or SIGTERM (all checkpoint first)."""
-    # forkserver: workers fork from a fresh server process that has imported
-    # this module once (no threads or locks inherited from this process, and no
-    # second of torch import per seed, as spawn would cost).
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
-    outcomes = context.SimpleQueue()
-    waiting = list(jobs)
-    running: dict[Any, tuple[multiprocessing.process.BaseProcess, SeedJob]] = {}
-    reports: dict[int, tuple[str, str]] = {}
-
-    def collect() -> None:
-        while not outcomes.empty():
-            seed, outcome, message = outcomes.get()
-            reports[seed] = (outcome, message)
-
-    try:
-        while waiting or running:
-            while waiting and len(running) < workers:
-                job = waiting.pop(0)
-                started = context.Process(target=_seed_worker, args=(job, outcomes), name=f"seed {job.seed}")
-                started.start()
-                running[started.sentinel] = (started, job)
-            finished = [running.pop(sentinel) for sentinel in wait(list(running))]
-            for ended, _ in finished:
-                ended.join()
-            collect()
-            for ended, job in finished:
-                outcome, message = reports.get(job.seed, ("died", ""))
-                if outcome == "done":
-                    continue
-                _stop([other for other, _ in running.values()])
-                if outcome == "died":
-                    message = (
-                        f"train@{job.name}: the worker for seed {job.seed} ended with exit code "
-                        f"{ended.exitcode} without a report (killed, or out of memory?); "
-                        "finished epochs are checkpointed and `dvc repro` resumes"
-                    )
-                raise TrainingInterrupted(message) if outcome == "interrupted" else LossbenchError(message)
-    except KeyboardInterrupt:
-        _ignore_stop_signals()  # the workers are being stopped; a second Ctrl-C changes nothing
-        _stop([process for process, _ in running.values()])
-        collect()
-        saved = [message for outcome, message in reports.values() if outcome == "interrupted"]
-        raise TrainingInterrupted(
-            "; ".join(saved) if saved else f"train@{jobs[0].name}: stopped; `dvc repro` resumes"
-        ) from None
+def write_run(run: RunFiles, finished: FinishedRun, metrics: dict[str, Any]) -> None:
+    """data/runs/NAME as one set of files."""
+    with output_set() as files:
+        files.write_with(run.model, partial(torch.save, finished.networks))
+        history = pd.DataFrame([asdict(r) for r in finished.history])
+        files.write_with(run.history, lambda path: history.to_csv(path, index=False))
+        files.write_with(run.confusion, lambda path: finished.confusion.to_csv(path, index=False))
+        calibration = pd.DataFrame(finished.reliability)
+        files.write_with(run.calibration, lambda path: calibration.to_csv(path, index=False))
+        files.write_json(run.metrics, metrics)
 
 
 def training_code() -> list[ModuleType]:
@@ -390,7 +350,6 @@ def train(params: Params, name: str, root: Path, console: Console) -> dict[str, 
 
 def _train(params: Params, name: str, root: Path, console: Console) -> dict[str, Any]:
     spec, config = require_loss(params, name), params.train
-    label = loss_label(spec)
     device = resolve_device(config.device)
     _use_threads(params)
     lifeline.stop_when_ancestors_die()
@@ -408,61 +367,25 @@ def _train(params: Params, name: str, root: Path, console: Console) -> dict[str,
     ]
     workers = worker_count(params, available_cores())
     console.print(
-        f"[bold]train@{name}[/]: {label}, {n_train} train / {n_test} test images, {config.epochs} epochs "
-        f"x seeds {config.seeds} on {device.type}, {workers} seed(s) at a time, "
+        f"[bold]train@{name}[/]: {loss_label(spec)}, {n_train} train / {n_test} test images, "
+        f"{config.epochs} epochs x seeds {config.seeds} on {device.type}, {workers} seed(s) at a time, "
         f"{torch.get_num_threads()} thread(s) each"
     )
-    test = TestSet.from_prepared(data, device)
-    loss_fn = make_loss(name, spec, len(data.classes), device)
     if workers == 1:
-        training = TrainingSet.from_prepared(data, device)
+        device_data = DeviceData.load(params, name, root)
         for job in jobs:
-            train_seed(job, training, test, loss_fn, console)
-        del training
+            train_seed(job, device_data.training, device_data.test, device_data.loss_fn, console)
+        del device_data  # the training pixels are not needed to evaluate
     else:
-        train_in_workers(jobs, workers)
+        run_in_workers(jobs, workers, train_job)
 
-    networks, history, per_seed, reliability = {}, [], {}, []
-    first_evaluation: TestEvaluation | None = None  # its predictions make the confusion plot
-    for job in jobs:
-        saved = load_saved(job.checkpoint, job.fingerprint, console)
-        if saved is None:
-            raise LossbenchError(
-                f"train@{name}: seed {job.seed}'s finished run is missing from {job.checkpoint}"
-            )
-        network = ProtocolNet(len(data.classes), *data.test_images.shape[2:]).to(device)
-        network.load_state_dict(saved["model"])
-        seed_history = [EpochRecord(**record) for record in saved["history"]]
-        evaluation = evaluate_probabilities(
-            test_probabilities(
-                network.to(memory_format=torch.channels_last), test.images, config.test_batch_size
-            ),
-            data.test_labels,
-        )
-        curves = Curves(
-            train_loss=[r.train_loss for r in seed_history],
-            train_acc=[r.train_acc for r in seed_history],
-            test_loss=[r.test_loss for r in seed_history],
-            test_acc=[r.test_acc for r in seed_history],
-        )
-        networks[f"seed{job.seed}"] = network.state_dict()
-        history += seed_history
-        first_evaluation = first_evaluation or evaluation
-        per_seed[f"seed{job.seed}"] = seed_metrics(curves, evaluation) | {
-            "per_class_recall": evaluation.per_class_recall
-        }
-        reliability += [{"seed": job.seed} | row for row in evaluation.reliability]
-        console.print(
-            f"  {name} seed {job.seed}: test acc {seed_history[-1].test_acc:.4f}, macro-F1 "
-            f"{evaluation.macro_f1:.4f}, ECE {evaluation.ece:.4f} ({seed_history[-1].wall_time_s:.1f}s)"
-        )
-
+    finished = evaluate_seeds(jobs, data, device, console)
     metrics: dict[str, Any] = {
         "loss": name,
-        "label": label,
+        "label": loss_label(spec),
         "seeds": list(config.seeds),
         "classes": list(data.classes),
-        "per_seed": per_seed,
+        "per_seed": finished.per_seed,
         "train_samples": n_train,
         "test_samples": n_test,
         "settings": spec.model_dump(exclude_none=True)
@@ -470,24 +393,13 @@ def _train(params: Params, name: str, root: Path, console: Console) -> dict[str,
         | {"device": device.type, "threads": torch.get_num_threads(), "dataset": params.data.dataset}
         | {"numerics": numerics},
     }
-    assert first_evaluation is not None  # params require at least one seed
-    confusion = pd.DataFrame(
-        {
-            "actual": [data.classes[i] for i in data.test_labels],
-            "predicted": [data.classes[i] for i in first_evaluation.predictions],
-        }
-    )
-    run = RunFiles.of(root, name)
-    write_with(run.model, partial(torch.save, networks))
-    write_with(run.history, lambda path: pd.DataFrame([asdict(r) for r in history]).to_csv(path, index=False))
-    write_with(run.confusion, lambda path: confusion.to_csv(path, index=False))
-    write_with(run.calibration, lambda path: pd.DataFrame(reliability).to_csv(path, index=False))
-    write_json(run.metrics, metrics)
+    write_run(RunFiles.of(root, name), finished, metrics)
     for job in jobs:
         job.checkpoint.unlink(missing_ok=True)
-    accuracy = [values["final_test_acc"] for values in per_seed.values()]
+    accuracy = [values["final_test_acc"] for values in finished.per_seed.values()]
+    ece = np.mean([values["ece"] for values in finished.per_seed.values()])
     console.print(
         f"[bold]train@{name}[/] done: final test acc {np.mean(accuracy):.4f} (seed mean; "
-        f"{', '.join(f'{a:.4f}' for a in accuracy)}), ECE {np.mean([v['ece'] for v in per_seed.values()]):.4f}"
+        f"{', '.join(f'{a:.4f}' for a in accuracy)}), ECE {ece:.4f}"
     )
     return metrics
