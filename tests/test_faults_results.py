@@ -312,7 +312,7 @@ def test_compare_all_commits_names_a_revision_in_an_older_format(project: Path) 
     result = lossbench(project, "compare", "--all-commits")
     assert result.returncode == 0, result.stderr
     assert f"note: left out: metrics/ce.json of run {older}: test_acc is missing" in result.stdout
-    assert "1 runs" in result.stdout and "0.500 ± 0.010" in result.stdout
+    assert "1 run: " in result.stdout and "0.500 ± 0.010" in result.stdout
 
 
 @pytest.mark.parametrize(

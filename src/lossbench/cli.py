@@ -1,4 +1,6 @@
-"""The `lossbench` command: one subcommand per pipeline stage, plus `check`.
+"""The `lossbench` command: one subcommand per pipeline stage (what `dvc repro`
+runs), and the commands people run themselves (check, compare, sweep-report,
+variants-report, numerics).
 
 Thin on purpose: each command validates params.yaml, calls its stage's entry
 function and turns the project's known failures into one line and exit code 1.
@@ -6,10 +8,10 @@ function and turns the project's known failures into one line and exit code 1.
 
 from __future__ import annotations
 
-import importlib
 import os
 import signal
 from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated
 
@@ -24,6 +26,10 @@ from lossbench.params import Params, load_params, require_loss
 app = typer.Typer(
     help="Compare classification losses on CIFAR-10 or its offline stand-in.", no_args_is_help=True
 )
+
+# `lossbench --help` lists the stages apart from the commands people run themselves.
+STAGES_PANEL = "Pipeline stages (run by `dvc repro`, in this order; see dvc.yaml)"
+USER_PANEL = "Commands"
 
 ParamsOption = Annotated[Path, typer.Option("--params", help="The params file to read.")]
 PER_LOSS_STAGES = ("train", "publish")
@@ -87,12 +93,56 @@ def _stage_item(stage: str, name: str | None) -> str:
     return address.removeprefix(f"{stage}@")
 
 
-def _run_stage(params_path: Path, stage: str, root: Path, loss: str | None = None) -> None:
-    """Validate params, then call `lossbench.<stage>.<stage>(params, [loss,] root, console)`.
+StageEntry = Callable[..., object]
 
-    `loss` is given for the per-loss stages (train, publish). The stage module
-    is imported only after validation, so bad params fail in a fraction of a
-    second instead of after torch has loaded.
+
+def _validate() -> StageEntry:
+    from lossbench.validate import validate
+
+    return validate
+
+
+def _prepare() -> StageEntry:
+    from lossbench.prepare import prepare
+
+    return prepare
+
+
+def _train() -> StageEntry:
+    from lossbench.train import train
+
+    return train
+
+
+def _publish() -> StageEntry:
+    from lossbench.publish import publish
+
+    return publish
+
+
+def _report() -> StageEntry:
+    from lossbench.report import report
+
+    return report
+
+
+# Each stage's entry function, `entry(params, [loss,] root, console)`, imported
+# only when its command runs: after params.yaml is validated, so bad params fail
+# in a fraction of a second instead of after torch has loaded, and `lossbench
+# --help` or `check` never load torch.
+STAGES: dict[str, Callable[[], StageEntry]] = {
+    "validate": _validate,
+    "prepare": _prepare,
+    "train": _train,
+    "publish": _publish,
+    "report": _report,
+}
+
+
+def _run_stage(params_path: Path, stage: str, root: Path, loss: str | None = None) -> None:
+    """Validate params, then call the stage's entry function (STAGES).
+
+    `loss` is given for the per-loss stages (train, publish).
     """
 
     def step(loaded: Params, console: Console) -> object:
@@ -101,16 +151,39 @@ def _run_stage(params_path: Path, stage: str, root: Path, loss: str | None = Non
             name = _stage_item(stage, loss)
             require_loss(loaded, name)
             arguments = (name, root)
-        entry = getattr(importlib.import_module(f"lossbench.{stage}"), stage)
-        return entry(loaded, *arguments, console)
+        return STAGES[stage]()(loaded, *arguments, console)
 
     _run(params_path, step)
 
 
-@app.command()
+def _version(shown: bool) -> None:
+    if shown:
+        try:
+            number = version("lossbench")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            number = "unknown (not installed)"
+        print(f"lossbench {number}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print lossbench's version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Compare classification losses on CIFAR-10 or its offline stand-in."""
+
+
+@app.command(rich_help_panel=USER_PANEL)
 def check(params: ParamsOption = Path("params.yaml"), root: RootOption = Path(".")) -> None:
-    """Run every check of stage validate (params, data, device), write nothing, and print the
-    configuration with every default filled in."""
+    """Run every check of stage validate (params, data, device) and print the configuration, every default filled in; writes nothing.
+
+    Run it before `dvc repro` to find a mistake early. Stage validate makes the same checks, then writes its stamp.
+    """
 
     def show(loaded: Params, console: Console) -> None:
         from lossbench.validate import check_before_training
@@ -121,13 +194,13 @@ def check(params: ParamsOption = Path("params.yaml"), root: RootOption = Path(".
     _run(params, show)
 
 
-@app.command()
+@app.command(rich_help_panel=STAGES_PANEL)
 def validate(params: ParamsOption = Path("params.yaml"), root: RootOption = Path(".")) -> None:
-    """Stage validate: check all of params.yaml (and the data's class count) before any stage runs."""
+    """Stage validate, the pipeline's first: the checks of `check`, then its stamp data/validated.txt, which later stages depend on."""
     _run_stage(params, "validate", root)
 
 
-@app.command()
+@app.command(rich_help_panel=STAGES_PANEL)
 def prepare(params: ParamsOption = Path("params.yaml"), root: RootOption = Path(".")) -> None:
     """Stage prepare: write the dataset as uint8 tensors under data/prepared."""
     _run_stage(params, "prepare", root)
@@ -139,7 +212,7 @@ LossArgument = Annotated[
 ]
 
 
-@app.command()
+@app.command(rich_help_panel=STAGES_PANEL)
 def train(
     name: LossArgument = None, params: ParamsOption = Path("params.yaml"), root: RootOption = Path(".")
 ) -> None:
@@ -147,7 +220,7 @@ def train(
     _run_stage(params, "train", root, name)
 
 
-@app.command()
+@app.command(rich_help_panel=STAGES_PANEL)
 def publish(
     name: LossArgument = None, params: ParamsOption = Path("params.yaml"), root: RootOption = Path(".")
 ) -> None:
@@ -155,7 +228,7 @@ def publish(
     _run_stage(params, "publish", root, name)
 
 
-@app.command()
+@app.command(rich_help_panel=STAGES_PANEL)
 def report(params: ParamsOption = Path("params.yaml"), root: RootOption = Path(".")) -> None:
     """Stage report: figures, summary metrics and the claims report."""
     _run_stage(params, "report", root)
@@ -166,7 +239,7 @@ AllCommitsOption = Annotated[
 ]
 
 
-@app.command()
+@app.command(rich_help_panel=USER_PANEL)
 def compare(
     all_commits: AllCommitsOption = False,
     params: ParamsOption = Path("params.yaml"),
@@ -182,14 +255,15 @@ def compare(
     _run(params, step)
 
 
-@app.command("sweep-report")
+# Help texts spell the claims out as claims.STATEMENTS states them (tested).
+@app.command("sweep-report", rich_help_panel=USER_PANEL)
 def sweep_report(
     loss: Annotated[str, typer.Option("--loss", help="The focal loss whose γ the sweep varied.")],
     all_commits: AllCommitsOption = False,
     params: ParamsOption = Path("params.yaml"),
     root: RootOption = Path("."),
 ) -> None:
-    """Accuracy and ECE against γ across the experiments of a DVC sweep, and claim 4 (plots/sweep.md)."""
+    """Accuracy and ECE against γ across a DVC sweep's experiments, and claim 4: "a γ between 0.5 and 2 is best; larger γ is not better" (plots/sweep.md)."""
 
     def step(loaded: Params, console: Console) -> object:
         from lossbench.sweep import sweep_report as run_sweep_report
@@ -199,7 +273,7 @@ def sweep_report(
     _run(params, step)
 
 
-@app.command("variants-report")
+@app.command("variants-report", rich_help_panel=USER_PANEL)
 def variants_report(
     clean: Annotated[
         Path,
@@ -211,7 +285,7 @@ def variants_report(
     params: ParamsOption = Path("params.yaml"),
     root: RootOption = Path("."),
 ) -> None:
-    """Claim 5 across experiments: long-tailed and noisy-label runs against the clean one (plots/variants.md)."""
+    """Claim 5, "focal loss helps with class imbalance; CE is sensitive to label noise": long-tailed and noisy-label experiments against the clean run (plots/variants.md)."""
 
     def step(loaded: Params, console: Console) -> None:
         from lossbench.variants import variants_report as run_variants_report
@@ -221,7 +295,7 @@ def variants_report(
     _run(params, step)
 
 
-@app.command()
+@app.command(rich_help_panel=USER_PANEL)
 def numerics(
     print_reference: Annotated[
         bool,

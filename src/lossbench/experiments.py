@@ -5,8 +5,9 @@ records `lossbench sweep-report` draws from."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from rich.console import Console
@@ -14,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lossbench.errors import DamagedInput, MissingInput, printable_lines
-from lossbench.params import Params
+from lossbench.params import RAW_DIR, Params
 from lossbench.results import Field, parse_json
 
 
@@ -25,6 +26,36 @@ def study_prefix(root: Path) -> str:
     if shown.returncode != 0:
         raise MissingInput(f"{root.resolve()} is not in a git repository: {shown.stderr.strip()}")
     return shown.stdout.strip()
+
+
+def untracked_data(params: Params) -> list[PurePosixPath]:
+    """The git-ignored raw data a queued experiment's temporary copy of the
+    repository needs (`dvc exp run -C`), relative to the project or study."""
+    data = params.data
+    if data.dataset == "cifar10":
+        return [RAW_DIR / "cifar10"]
+    if data.dataset != "imagefolder":
+        return []  # generated, or the archive committed to git
+    folders = (data.imagefolder.root, data.imagefolder.train_root, data.imagefolder.test_root)
+    tops = dict.fromkeys(PurePosixPath(folder).parts[0] for folder in folders if folder)
+    return [RAW_DIR / "imagefolder" / top for top in tops]
+
+
+def queue_command(params: Params, root: Path, settings: str) -> str:
+    """How to queue experiments that set `settings` (e.g. 'losses.focal.gamma=0,2'),
+    for the project or study at root, in words: DVC names a study's pipeline,
+    params file and data from the repository's top folder."""
+    prefix = study_prefix(root)
+    command = ["dvc exp run --queue"]
+    if prefix:
+        command.append(f"{prefix}dvc.yaml")
+    command += [f"-C {prefix}{folder}" for folder in untracked_data(params)]
+    command.append(f"-S '{prefix}params.yaml:{settings}'" if prefix else f"-S '{settings}'")
+    where = ""
+    if prefix:
+        top = os.path.relpath(".", prefix)  # 'studies/NAME/' -> '../..'
+        where = f"from the repository's top folder (`cd {top}`) "
+    return f"{where}run e.g. `{' '.join(command)} && dvc queue start`"
 
 
 def exp_show(root: Path, all_commits: bool = False) -> list[dict[str, Any]]:
@@ -142,9 +173,8 @@ def compare(params: Params, root: Path, console: Console, all_commits: bool = Fa
     flat = [flatten(params_of(record, prefix)) for record in records]
     keys = sorted({key for row in flat for key in row if not key.startswith("machine.")})
     changed = [key for key in keys if len({row.get(key) for row in flat}) > 1]
-    table = Table(
-        title=f"{len(records)} runs: what differs, and final test accuracy (seed mean ± sd) per loss"
-    )
+    runs = f"{len(records)} run" if len(records) == 1 else f"{len(records)} runs"
+    table = Table(title=f"{runs}: what differs, and final test accuracy (seed mean ± sd) per loss")
     table.add_column("run")
     for key in changed:
         short = key.removeprefix("losses.").removeprefix("train.").removeprefix("data.")

@@ -1,11 +1,14 @@
 """The report's figures: the study's 2x2 curves, final accuracy per seed, and
-reliability diagrams. Each loss keeps one colour in all of them.
+reliability diagrams; and the colour of each loss, by its name, in every figure
+and plot (`colour_of`, `loss_colours`).
 
 Each function draws and returns its figure; the report writes them with its
 other files as one set (`save_figure`), then closes them."""
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Iterable
 from pathlib import Path
 
 import matplotlib
@@ -14,15 +17,79 @@ matplotlib.use("Agg")  # files only; no display on CI or servers
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import LogFormatter
 
 from lossbench.results import LossResult
 from lossbench.storage import OutputSet
 
 CURVE_COLUMNS = ("train_loss", "test_loss", "train_acc", "test_acc")
-COLOURS = [plt.get_cmap("tab10")(i) for i in range(10)]
 DPI = 110
 RELIABILITY_DPI = 100
+
+# --- one colour per loss, by its name ------------------------------------------------------------
+# Matplotlib's tab10 without its grey (grey marks chance and single seeds). The
+# default losses keep fixed colours (CE blue, the focal losses warm, MAE green);
+# any other name takes one of the rest by a hash of the name, so a loss keeps its
+# colour whatever else is in params.yaml, in the PNGs and in `dvc plots show`
+# (the report writes it into plots/curves.csv, which the Vega templates read).
+FIXED_COLOURS = {"ce": "#1f77b4", "focal_low": "#ff7f0e", "focal_high": "#d62728", "mae": "#2ca02c"}
+OTHER_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
+CHANCE_STYLE = {"color": "grey", "linestyle": "--", "linewidth": 1}
+
+
+def colour_of(name: str) -> str:
+    """A loss's colour (hex), from its name alone: the same in every run, figure and plot."""
+    if name in FIXED_COLOURS:
+        return FIXED_COLOURS[name]
+    return OTHER_COLOURS[zlib.crc32(name.encode("utf-8")) % len(OTHER_COLOURS)]
+
+
+def loss_colours(names: Iterable[str]) -> dict[str, str]:
+    """Each loss's colour among these: its `colour_of`, unless an earlier name
+    (the fixed ones first, then in the order given) already has that colour;
+    then the first colour none of them has, the default losses' last. Past
+    nine losses, names share colours."""
+    names = list(dict.fromkeys(names))
+    ordered = [name for name in names if name in FIXED_COLOURS] + [n for n in names if n not in FIXED_COLOURS]
+    chosen: dict[str, str] = {}
+    for name in ordered:
+        colour = colour_of(name)
+        if colour in chosen.values():
+            free = [c for c in (*OTHER_COLOURS, *FIXED_COLOURS.values()) if c not in chosen.values()]
+            colour = free[0] if free else colour
+        chosen[name] = colour
+    return {name: chosen[name] for name in names}
+
+
+def result_colours(results: list[LossResult]) -> list[str]:
+    """The colour of each result, in their order (`loss_colours` of their names)."""
+    colours = loss_colours(r.name for r in results)
+    return [colours[r.name] for r in results]
+
+
+class PlainLogFormatter(LogFormatter):
+    """Log-axis tick labels as plain decimals (0.2, 1, 2), not 2×10⁰ or 2e-01;
+    which ticks get a label is LogFormatter's choice."""
+
+    def _num_to_string(self, x: float, vmin: float, vmax: float) -> str:
+        return f"{x:g}"
+
+
+def plain_log_ticks(axis: Axes) -> None:
+    """A log-scale y axis labelled in plain decimals."""
+    axis.yaxis.set_major_formatter(PlainLogFormatter())
+    axis.yaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False))
+
+
+def accuracy_limits(axis: Axes, values: Iterable[float], chance: float) -> None:
+    """Fit an accuracy axis to the data and to chance (drawn dashed), within 0-1."""
+    found = [float(v) for v in values if np.isfinite(v)]
+    low, high = min([*found, chance]), max([*found, chance])
+    margin = max(0.02, 0.06 * (high - low))
+    axis.set_ylim(max(0.0, low - margin), min(1.0, high + margin))
+    axis.axhline(chance, zorder=1, **CHANCE_STYLE)  # type: ignore[arg-type]
 
 
 def save_figure(files: OutputSet, figure: Figure, path: Path, dpi: int = DPI) -> None:
@@ -40,8 +107,9 @@ def seed_mean_curves(result: LossResult) -> pd.DataFrame:
     return means.join(spread).reset_index()
 
 
-def draw_curves(results: list[LossResult]) -> Figure:
-    """Train/test loss (log scale: MAE's ~0.1 and CE's ~2 on one axis) and accuracy per epoch."""
+def draw_curves(results: list[LossResult], chance: float) -> Figure:
+    """Train/test loss (log scale: MAE's ~0.1 and CE's ~2 on one axis) and accuracy
+    per epoch; accuracy axes fit the data, with chance (1 / classes) dashed."""
     panels = [
         ("train_loss", "Train loss (log scale)"),
         ("test_loss", "Test loss (log scale)"),
@@ -50,9 +118,10 @@ def draw_curves(results: list[LossResult]) -> Figure:
     ]
     seeds = len(results[0].seeds)
     figure, axes = plt.subplots(2, 2, figsize=(11, 8), sharex=True)
+    tables = [seed_mean_curves(result) for result in results]
+    colours = result_colours(results)
     for axis, (column, title) in zip(axes.flat, panels, strict=True):
-        for colour, result in zip(COLOURS, results, strict=False):
-            table = seed_mean_curves(result)
+        for colour, result, table in zip(colours, results, tables, strict=True):
             axis.plot(table["epoch"], table[column], color=colour, label=result.label)
             if seeds > 1:
                 axis.fill_between(
@@ -60,17 +129,23 @@ def draw_curves(results: list[LossResult]) -> Figure:
                 )
         if column.endswith("loss"):
             axis.set_yscale("log")
+            plain_log_ticks(axis)
         else:
-            axis.set_ylim(0, 1)
+            shown = [table[f"{column}_{end}"] for table in tables for end in ("min", "max")]
+            accuracy_limits(axis, np.concatenate(shown), chance)
         axis.set_title(title)
         axis.grid(alpha=0.3, which="both")
     for axis in axes[1]:
         axis.set_xlabel("epoch")
         axis.xaxis.get_major_locator().set_params(integer=True)
-    axes[1, 1].legend(loc="lower right")
+    axes[1, 1].plot([], [], label=f"chance (1/{round(1 / chance)})", **CHANCE_STYLE)
+    handles, labels = axes[1, 1].get_legend_handles_labels()
+    # One legend for the four panels, below them: inside one it would cover curves.
+    figure.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), frameon=False)
     if seeds > 1:
         figure.suptitle(f"Mean of {seeds} seeds; bands span the lowest to the highest seed")
-    figure.tight_layout()
+    rows_of_legend = -(-len(labels) // 5)
+    figure.tight_layout(rect=(0, 0.045 * rows_of_legend, 1, 1))
     return figure
 
 
@@ -78,7 +153,7 @@ def draw_final_accuracy(results: list[LossResult], chance: float) -> Figure:
     """Every seed's final test accuracy as a point, the seed mean as a bar across."""
     figure, axis = plt.subplots(figsize=(8, 4.5))
     rng = np.random.default_rng(0)  # horizontal jitter only, so equal values stay visible
-    for position, (colour, result) in enumerate(zip(COLOURS, results, strict=False)):
+    for position, (colour, result) in enumerate(zip(result_colours(results), results, strict=True)):
         accuracy = np.array(result.values("final_test_acc"))
         stuck = np.array([seed in result.at_chance() for seed in result.seeds])
         x = position + rng.uniform(-0.12, 0.12, len(accuracy))
@@ -86,11 +161,10 @@ def draw_final_accuracy(results: list[LossResult], chance: float) -> Figure:
         axis.scatter(x[stuck], accuracy[stuck], color=colour, marker="x", s=40, zorder=3)
         axis.hlines(accuracy.mean(), position - 0.3, position + 0.3, color="black", linewidth=2, zorder=4)
         axis.annotate(f"{accuracy.mean():.3f}", (position + 0.32, accuracy.mean()), va="center", fontsize=8)
-    axis.axhline(chance, color="grey", linestyle=":", linewidth=1)
+    accuracy_limits(axis, [v for r in results for v in r.values("final_test_acc")], chance)
     axis.annotate("chance", (len(results) - 0.5, chance), va="bottom", ha="right", fontsize=8, color="grey")
     axis.set_xticks(range(len(results)), [r.label for r in results])
     axis.set_xlim(-0.6, len(results) - 0.3)
-    axis.set_ylim(0, 1)
     axis.set_ylabel("final test accuracy")
     axis.set_title(
         f"Final test accuracy: one point per seed ({len(results[0].seeds)}), bar = mean; x = run at chance"
@@ -118,7 +192,7 @@ def draw_reliability(results: list[LossResult]) -> Figure:
     columns = min(4, len(results))
     rows = -(-len(results) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(3.3 * columns, 3.4 * rows), squeeze=False)
-    for axis, colour, result in zip(axes.flat, COLOURS, results, strict=False):
+    for axis, colour, result in zip(axes.flat, result_colours(results), results, strict=False):
         pooled = pooled_reliability(result)
         axis.bar(
             pooled["lower"],

@@ -141,13 +141,14 @@ def recall_table(results: list[LossResult], classes: list[str]) -> pd.DataFrame:
 
 def overlay_table(results: list[LossResult]) -> pd.DataFrame:
     """One row per loss and epoch (seed means): what `dvc plots show` overlays.
-    Coloured by the loss's name, which a γ edit does not change."""
+    Each loss is drawn in its colour (figures.loss_colours: by its name, which a
+    γ edit does not change, as in the PNGs) and named by its label in the legend."""
     return pd.concat(
         [
             figures.seed_mean_curves(r)[["epoch", "lr", *figures.CURVE_COLUMNS]].assign(
-                loss=r.name, label=r.label
+                loss=r.name, label=r.label, color=colour
             )
-            for r in results
+            for r, colour in zip(results, figures.result_colours(results), strict=True)
         ],
         ignore_index=True,
     )
@@ -307,7 +308,7 @@ def report(params: Params, root: Path, console: Console) -> dict[str, Any]:
         *_claim_lines(claims, without, dropped),
     ]
     drawn = [
-        (figures.draw_curves(results), CURVES_FIGURE, figures.DPI),
+        (figures.draw_curves(results, chance=1 / len(classes)), CURVES_FIGURE, figures.DPI),
         (figures.draw_final_accuracy(results, chance=1 / len(classes)), ACCURACY_FIGURE, figures.DPI),
         (figures.draw_reliability(results), RELIABILITY_FIGURE, figures.RELIABILITY_DPI),
     ]

@@ -25,7 +25,15 @@ from rich.console import Console
 
 from lossbench.claims import STATEMENTS, gamma_claim
 from lossbench.errors import DamagedInput, MissingInput, ParamsError
-from lossbench.experiments import exp_show, experiment_records, json_at, params_of, run_name, study_prefix
+from lossbench.experiments import (
+    exp_show,
+    experiment_records,
+    json_at,
+    params_of,
+    queue_command,
+    run_name,
+    study_prefix,
+)
 from lossbench.params import FocalLoss, Params
 from lossbench.results import Field, md, numerics_line, numerics_of, per_seed_numbers
 from lossbench.storage import DETAILS_DIR, PLOTS_DIR, output_set
@@ -170,9 +178,9 @@ def sweep_report(
         console.print(f"note: left out: {problem}", markup=False, highlight=False)
     if points.empty or points["gamma"].nunique() < 2:
         raise MissingInput(
-            f"need results for at least two values of losses.{loss}.gamma; run e.g. "
-            f"`dvc exp run --queue -S 'losses.{loss}.gamma=0.0,0.5,1.0,2.0' && dvc queue start`, then wait for "
-            "`dvc queue status` to show them done"
+            f"need results for at least two values of losses.{loss}.gamma; "
+            + queue_command(params, root, f"losses.{loss}.gamma=0.0,0.5,1.0,2.0")
+            + ", then wait for `dvc queue status` to show them done"
         )
     accuracy: dict[float, dict[int, float]] = {}
     for row in points.to_dict("records"):

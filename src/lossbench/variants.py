@@ -35,9 +35,11 @@ from lossbench.experiments import (
     flatten,
     json_at,
     params_of,
+    queue_command,
     run_name,
     study_prefix,
 )
+from lossbench.figures import loss_colours
 from lossbench.params import CeLoss, FocalLoss, MachineParams, Params, load_params, loss_label
 from lossbench.results import (
     Field,
@@ -375,16 +377,17 @@ def draw_variants(params: Params, runs: list[Variant], clean: dict[str, PerSeed]
         (axes[1], "imbalance_ratio", _macro_f1, "macro-F1"),
         (axes[2], "label_noise", _accuracy, "test accuracy"),
     ]
+    colours = loss_colours(params.losses)
     for axis, variable, measure, title in panels:
-        for index, name in enumerate(params.losses):
+        for name in params.losses:
             points = [(x, _values(per_seed, measure)) for x, per_seed in _along(runs, clean, name, variable)]
             for x, values in points:
-                axis.scatter([x] * len(values), values, s=10, color=f"C{index}", alpha=0.5)
+                axis.scatter([x] * len(values), values, s=10, color=colours[name], alpha=0.5)
             axis.plot(
                 [x for x, _ in points],
                 [np.mean(values) for _, values in points],
                 "o-",
-                color=f"C{index}",
+                color=colours[name],
                 label=loss_label(params.losses[name]),
             )
         if variable == "imbalance_ratio":
@@ -441,8 +444,9 @@ def variants_report(
         raise MissingInput(
             "no finished run of this study changes only data.imbalance_ratio or data.label_noise"
             + (f" (left out: {', '.join(found.left_out)})" if found.left_out else "")
-            + "; run e.g. `dvc exp run --queue -S 'data.imbalance_ratio=10,100'` and `dvc queue start`, "
-            "then wait for `dvc queue status` to show them done"
+            + "; "
+            + queue_command(params, root, "data.imbalance_ratio=10,100")
+            + ", then wait for `dvc queue status` to show them done"
         )
     imbalance, imbalance_parts, imbalance_cases, tail = imbalance_part(params, runs)
     noise, noise_parts, noise_cases = noise_part(params, runs, clean)

@@ -1,0 +1,166 @@
+"""One look across figures: a loss's colour and label are the same in every PNG
+and in `dvc plots show`; axes read as plain numbers; the plot templates."""
+
+import json
+import re
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from conftest import PROJECT
+from matplotlib.collections import PathCollection
+from matplotlib.colors import to_hex
+
+from lossbench import figures
+from lossbench.figures import FIXED_COLOURS, OTHER_COLOURS, colour_of, loss_colours
+from lossbench.params import CeLoss, FocalLoss, LossParams, MaeLoss, loss_label
+from lossbench.report import overlay_table
+from lossbench.results import LossResult
+
+TEMPLATES = PROJECT / ".dvc" / "plots"
+
+
+def test_a_loss_keeps_its_colour_whatever_else_is_run() -> None:
+    assert colour_of("ce") == "#1f77b4" and colour_of("mae") == "#2ca02c"
+    assert colour_of("focal_low") == "#ff7f0e" and colour_of("focal_high") == "#d62728"
+    # Any other name: one of the other colours, from the name alone (a hash, not an order).
+    assert colour_of("focal") == "#e377c2"
+    for name in ("focal", "focal_mid", "lt", "x-1"):
+        assert colour_of(name) in OTHER_COLOURS
+        assert colour_of(name) == colour_of(name)
+    for names in (["mae", "ce", "focal_low", "focal_high"], ["focal_high", "ce"], ["ce", "focal_mid"]):
+        assert loss_colours(names) == {name: colour_of(name) for name in names}
+
+
+def test_names_whose_colours_clash_are_told_apart() -> None:
+    assert colour_of("focal") == colour_of("focal_a")  # the hash puts both on pink
+    colours = loss_colours(["focal_a", "ce", "focal"])
+    assert list(colours) == ["focal_a", "ce", "focal"]  # in the order given
+    assert colours["ce"] == FIXED_COLOURS["ce"] and colours["focal_a"] == colour_of("focal_a")
+    assert colours["focal"] != colours["focal_a"] and colours["focal"] in OTHER_COLOURS
+    many = loss_colours([f"loss{i}" for i in range(9)])
+    assert len(set(many.values())) == 9  # nine colours before any is shared
+
+
+def _result(name: str, spec: LossParams, accuracy: float, seeds: tuple[int, ...] = (1, 2)) -> LossResult:
+    rows = [
+        {
+            "seed": seed,
+            "epoch": epoch,
+            "lr": 0.1,
+            "train_loss": 2.0 / epoch if name != "mae" else 0.15,
+            "test_loss": 1.8 / epoch if name != "mae" else 0.16,
+            "train_acc": accuracy * epoch / 3 + 0.01 * seed,
+            "test_acc": accuracy * epoch / 3 + 0.02 * seed,
+            "wall_time_s": 1.0,
+        }
+        for seed in seeds
+        for epoch in (1, 2, 3)
+    ]
+    per_seed = {seed: {"final_test_acc": accuracy + 0.02 * seed, "at_chance": None} for seed in seeds}
+    return LossResult(name, loss_label(spec), spec, per_seed, pd.DataFrame(rows), pd.DataFrame(), {})
+
+
+RESULTS = [
+    _result("mae", MaeLoss(kind="mae", input="probs"), 0.3),
+    _result("ce", CeLoss(kind="ce"), 0.5),
+    _result("focal_high", FocalLoss(kind="focal", gamma=2.0), 0.48),
+]
+
+
+def test_curves_csv_names_each_loss_by_its_label_in_its_colour() -> None:
+    table = overlay_table(RESULTS)
+    assert {"loss", "label", "color"} <= set(table.columns)
+    for name, label in (("mae", "MAE (L1)"), ("ce", "CE"), ("focal_high", "Focal (γ=2)")):
+        rows = table[table["loss"] == name]
+        assert set(rows["label"]) == {label} and set(rows["color"]) == {colour_of(name)}
+
+
+def _line_colours(axis: Any) -> dict[str, str]:
+    return {line.get_label(): to_hex(line.get_color()) for line in axis.get_lines()}
+
+
+def test_the_pngs_colour_each_loss_by_its_name_and_read_as_plain_numbers() -> None:
+    figure = figures.draw_curves(RESULTS, chance=0.1)
+    figure.canvas.draw()
+    try:
+        train_loss, _, train_acc, test_acc = figure.axes
+        expected = {r.label: colour_of(r.name) for r in RESULTS}
+        assert {k: v for k, v in _line_colours(test_acc).items() if k in expected} == expected
+        # Log-scale loss panels: decimals, never 2×10⁰ or 2e-01.
+        labels = [t.get_text() for t in train_loss.get_yticklabels() + train_loss.get_yticklabels(minor=True)]
+        shown = [label for label in labels if label]
+        assert shown and all(re.fullmatch(r"[0-9.]+", label) for label in shown), shown
+        # Accuracy panels fit the data (0.31 to 0.54 here) and chance, dashed, not 0 to 1.
+        for axis in (train_acc, test_acc):
+            low, high = axis.get_ylim()
+            assert 0.05 < low < 0.1 and 0.5 < high < 0.7, (low, high)
+            chance = [
+                line
+                for line in axis.get_lines()
+                if line.get_linestyle() == "--" and list(np.asarray(line.get_ydata())) == [0.1, 0.1]
+            ]
+            assert len(chance) == 1
+        legend_labels = [text.get_text() for text in figure.legends[0].get_texts()]
+        assert legend_labels == ["MAE (L1)", "CE", "Focal (γ=2)", "chance (1/10)"]
+    finally:
+        plt.close(figure)
+
+
+def test_final_accuracy_uses_the_same_colours_and_fits_the_data() -> None:
+    accuracy = figures.draw_final_accuracy(RESULTS, chance=0.1)
+    try:
+        (axis,) = accuracy.axes
+        points = [
+            to_hex(c.get_facecolor()[0])
+            for c in axis.collections
+            if isinstance(c, PathCollection) and len(c.get_offsets())
+        ]
+        assert points == [colour_of(r.name) for r in RESULTS]
+        low, high = axis.get_ylim()
+        assert low < 0.1 < high < 1.0
+    finally:
+        plt.close(accuracy)
+
+
+def _templates() -> dict[str, dict[str, Any]]:
+    return {path.stem: json.loads(path.read_text()) for path in TEMPLATES.glob("*.json")}
+
+
+@pytest.mark.parametrize("name", ["by_loss", "by_loss_log"])
+def test_overlay_templates_take_colour_and_legend_from_curves_csv(name: str) -> None:
+    template = _templates()[name]
+    colour = template["encoding"]["color"]
+    assert colour["scale"] == {"range": {"field": "line_colour"}}  # the colour written by the report
+    assert template["encoding"]["detail"] == {"field": "loss"}  # one line per loss, whatever its colour
+    calculated = {step["as"]: step["calculate"] for step in template["transform"] if "calculate" in step}
+    assert calculated["loss_label"] == "datum.label || datum.loss"  # the legend shows labels
+    # Files written before the report wrote colours: the default losses' colours, as here.
+    fallback = re.search(r"\{[^}]*\}", calculated["line_colour"])
+    assert fallback is not None
+    assert yaml.safe_load(fallback.group()) == FIXED_COLOURS
+    assert calculated["line_colour"].startswith("datum.color ||")
+
+
+def test_seeds_sort_as_numbers_and_per_loss_plots_name_their_file() -> None:
+    templates = _templates()
+    seed = templates["by_seed"]
+    assert seed["transform"] == [{"calculate": "toNumber(datum.seed)", "as": "seed_number"}]
+    assert seed["encoding"]["color"]["field"] == "seed_number"  # 1, 2, ..., 10, not 1, 10, 2
+    for name in ("by_seed", "confusion"):
+        assert templates[name]["data"] == {"name": "dvc", "values": "<DVC_METRIC_DATA>"}
+        assert templates[name]["title"]["subtitle"] == {"expr": "data('dvc')[0].filename"}
+
+
+@pytest.mark.parametrize(
+    ("study", "figure"), [("cifar10-gamma", "sweep.png"), ("cifar10-variants", "variants.png")]
+)
+def test_a_studys_experiment_figure_is_among_its_plots(study: str, figure: str) -> None:
+    """Not in studies/NAME/dvc.yaml, which must equal the project's (where the figure does
+    not exist and would be shown as missing), but in a dvc.yaml beside the figure."""
+    folder = PROJECT / "studies" / study / "plots"
+    assert yaml.safe_load((folder / "dvc.yaml").read_text()) == {"plots": [figure]}
+    assert (folder / figure).is_file()
