@@ -21,7 +21,8 @@ TINY_PARAMS = {
         "seed": 0,
         "synthetic": {"train_size": 300, "test_size": 100, "noise": 0.2},
     },
-    "train": {"epochs": 2, "batch_size": 64, "test_batch_size": 100, "threads": 1, "seeds": [1, 2]},
+    "train": {"epochs": 2, "batch_size": 64, "test_batch_size": 100, "threads": 1},
+    "seeds": [1, 2],
     # Seeds in this process: for runs this small a worker's start costs more than its
     # epochs. The worker pool has its own tests (test_faults.py), which set no workers.
     "machine": {"workers": 1},

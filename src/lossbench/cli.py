@@ -79,18 +79,34 @@ def _os_error_line(error: OSError) -> str:
 
 
 def _stage_item(stage: str, name: str | None) -> str:
-    """The loss a foreach stage is for: given, or read from DVC's $DVC_STAGE.
+    """What a foreach or matrix stage is for: given, or read from DVC's $DVC_STAGE.
 
     dvc.yaml does not put the loss name into the command (a shell would read
-    it); DVC sets DVC_STAGE to the stage's address, e.g. `train@ce`, or
-    `sub/dvc.yaml:train@ce` for a dvc.yaml in a subfolder.
+    it); DVC sets DVC_STAGE to the stage's address, e.g. `publish@ce` or
+    `train@ce-1`, or `sub/dvc.yaml:train@ce-1` for a dvc.yaml in a subfolder.
     """
     if name is not None:
         return name
     address = os.environ.get("DVC_STAGE", "").rsplit(":", 1)[-1]
     if not address.startswith(f"{stage}@"):
-        raise ParamsError(f"lossbench {stage}: give a loss name, e.g. `lossbench {stage} ce`")
+        example = "ce 1" if stage == "train" else "ce"
+        raise ParamsError(f"lossbench {stage}: give what to run, e.g. `lossbench {stage} {example}`")
     return address.removeprefix(f"{stage}@")
+
+
+def _loss_and_seed(params: Params, item: str, seed: int | None) -> tuple[str, int]:
+    """train@NAME-SEED's loss and seed (`ce-1`; a loss name may hold '-', a seed never)."""
+    if seed is None:
+        name, _, number = item.rpartition("-")
+        if not number.isdigit():
+            raise ParamsError(
+                f"lossbench train: {shown(item)} names no seed; give both, e.g. `lossbench train ce 1`"
+            )
+        item, seed = name, int(number)
+    require_loss(params, item)
+    if seed not in params.seeds:
+        raise ParamsError(f"seeds: {params.seeds} has no seed {seed}; add it there to train it")
+    return item, seed
 
 
 StageEntry = Callable[..., object]
@@ -139,15 +155,19 @@ STAGES: dict[str, Callable[[], StageEntry]] = {
 }
 
 
-def _run_stage(params_path: Path, stage: str, root: Path, loss: str | None = None) -> None:
+def _run_stage(
+    params_path: Path, stage: str, root: Path, loss: str | None = None, seed: int | None = None
+) -> None:
     """Validate params, then call the stage's entry function (STAGES).
 
-    `loss` is given for the per-loss stages (train, publish).
+    `loss` is given for the per-loss stages (train, publish), `seed` for train.
     """
 
     def step(loaded: Params, console: Console) -> object:
         arguments: tuple[object, ...] = (root,)
-        if stage in PER_LOSS_STAGES:
+        if stage == "train":
+            arguments = (*_loss_and_seed(loaded, _stage_item(stage, loss), seed), root)
+        elif stage in PER_LOSS_STAGES:
             name = _stage_item(stage, loss)
             require_loss(loaded, name)
             arguments = (name, root)
@@ -212,19 +232,28 @@ LossArgument = Annotated[
 ]
 
 
+SeedArgument = Annotated[
+    int | None,
+    typer.Argument(help="A seed from `seeds` in params.yaml (default: from DVC's stage name)."),
+]
+
+
 @app.command(rich_help_panel=STAGES_PANEL)
 def train(
-    name: LossArgument = None, params: ParamsOption = Path("params.yaml"), root: RootOption = Path(".")
+    name: LossArgument = None,
+    seed: SeedArgument = None,
+    params: ParamsOption = Path("params.yaml"),
+    root: RootOption = Path("."),
 ) -> None:
-    """Stage train@NAME: train the protocol network with one loss, every seed."""
-    _run_stage(params, "train", root, name)
+    """Stage train@NAME-SEED: train the protocol network with one loss and one seed."""
+    _run_stage(params, "train", root, name, seed)
 
 
 @app.command(rich_help_panel=STAGES_PANEL)
 def publish(
     name: LossArgument = None, params: ParamsOption = Path("params.yaml"), root: RootOption = Path(".")
 ) -> None:
-    """Stage publish@NAME: copy one loss's metrics and plot tables to metrics/ and plots/."""
+    """Stage publish@NAME: gather one loss's seeds into metrics/ and plots/."""
     _run_stage(params, "publish", root, name)
 
 

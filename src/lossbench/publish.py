@@ -1,9 +1,11 @@
-"""Stage publish@NAME: one loss's results where git and `dvc metrics/plots` see them.
+"""Stage publish@NAME: one loss's seeds gathered where git, `dvc metrics/plots`
+and the reports see them.
 
-A training stage's outputs are all DVC-cached (data/runs/NAME), which is what
-lets the run-cache hand it to another machine. This stage writes, each file
-declared as its own output (so the pipeline owns exactly the files it writes,
-and a file of yours beside them is never touched):
+Each seed is trained by its own stage, train@NAME-SEED, into a DVC-cached
+folder data/runs/NAME/seedSEED (which is what lets the run-cache hand a seed
+to another machine). This stage gathers the seeds params.yaml lists and
+writes, each file declared as its own output (so the pipeline owns exactly the
+files it writes, and a file of yours beside them is never touched):
 
 - metrics/NAME.json: the few numbers people compare (`dvc metrics show/diff`);
 - metrics/details/NAME.json: everything else, per seed and summarised;
@@ -12,41 +14,50 @@ and a file of yours beside them is never touched):
 
 from __future__ import annotations
 
-import shutil
-from functools import partial
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from rich.console import Console
 
-from lossbench.errors import MissingInput
+from lossbench.errors import DamagedInput
 from lossbench.evaluation import SEED_METRICS
 from lossbench.params import Params, require_loss
-from lossbench.results import read_run
+from lossbench.results import read_seed_run
 from lossbench.stats import summarize
-from lossbench.storage import (
-    CALIBRATION_DIR,
-    CONFUSION_DIR,
-    DETAILS_DIR,
-    HISTORY_DIR,
-    METRICS_DIR,
-    RunFiles,
-    output_set,
-)
+from lossbench.storage import PublishedFiles, SeedRunFiles, output_set
+
+# What every seed of a loss must share; a seed trained otherwise is stale.
+SHARED_KEYS = ("loss", "label", "classes", "train_samples", "test_samples", "settings")
 
 
 def published_files(root: Path, name: str) -> list[Path]:
-    return [
-        root / METRICS_DIR / f"{name}.json",
-        root / DETAILS_DIR / f"{name}.json",
-        root / HISTORY_DIR / f"{name}.csv",
-        root / CALIBRATION_DIR / f"{name}.csv",
-        root / CONFUSION_DIR / f"{name}.csv",
-    ]
+    return PublishedFiles.of(root, name).all()
+
+
+def gather_seeds(params: Params, name: str, root: Path) -> tuple[dict[str, Any], list[SeedRunFiles]]:
+    """The loss's run over every seed params.yaml lists, in that order: the
+    shared keys of its seed runs and `per_seed` merged; and the seeds' folders."""
+    seeds = params.seeds
+    folders = [SeedRunFiles.of(root, name, seed) for seed in seeds]
+    runs = [read_seed_run(folder, name, seed) for folder, seed in zip(folders, seeds, strict=True)]
+    first = runs[0]
+    for seed, run in zip(seeds[1:], runs[1:], strict=True):
+        differing = [key for key in SHARED_KEYS if run[key] != first[key]]
+        if differing:
+            raise DamagedInput(
+                f"{folders[seeds.index(seed)].metrics}: seed {seed} was trained with another "
+                f"{differing[0]} than seed {seeds[0]}: run `dvc repro` to retrain the stale seed"
+            )
+    gathered = {key: first[key] for key in SHARED_KEYS} | {
+        "seeds": list(seeds),
+        "per_seed": {key: value for run in runs for key, value in run["per_seed"].items()},
+    }
+    return gathered, folders
 
 
 def details(run: dict[str, Any]) -> dict[str, Any]:
-    """data/runs/NAME/metrics.json with each seed number summarised over seeds."""
+    """A loss's gathered run with each seed number summarised over seeds."""
     per_seed = run["per_seed"].values()
     summaries = {key: summarize([seed[key] for seed in per_seed]) for key in SEED_METRICS}
     recall = [seed["per_class_recall"] for seed in per_seed]
@@ -79,28 +90,29 @@ def headline(summary: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def _stacked(paths: list[Path]) -> pd.DataFrame:
+    # round_trip: the numbers come back bit for bit, as the seed stages wrote them
+    return pd.concat([pd.read_csv(path, float_precision="round_trip") for path in paths], ignore_index=True)
+
+
 def publish(params: Params, name: str, root: Path, console: Console) -> list[Path]:
     require_loss(params, name)
-    run = RunFiles.of(root, name)
-    sources = [run.metrics, run.history, run.calibration, run.confusion]
-    missing = [source for source in sources if not source.is_file()]
-    if missing:
-        raise MissingInput(f"{missing[0]} is missing: run `dvc repro train@{name}` first")
-    summary = details(read_run(run.metrics))
-    metrics, full, history, calibration, confusion = published_files(root, name)
+    gathered, folders = gather_seeds(params, name, root)
+    summary = details(gathered)
+    history = _stacked([folder.history for folder in folders])
+    calibration = _stacked([folder.calibration for folder in folders])
+    published = PublishedFiles.of(root, name)
     with output_set() as files:  # all five or none
-        files.write_json(metrics, headline(summary))
-        files.write_json(full, summary)
-        for source, target in (
-            (run.history, history),
-            (run.calibration, calibration),
-            (run.confusion, confusion),
-        ):
-            files.write_with(target, partial(shutil.copyfile, source))
+        files.write_json(published.headline, headline(summary))
+        files.write_json(published.details, summary)
+        files.write_with(published.history, lambda path: history.to_csv(path, index=False))
+        files.write_with(published.calibration, lambda path: calibration.to_csv(path, index=False))
+        first_seed_predictions = pd.read_csv(folders[0].predictions)
+        files.write_with(published.confusion, lambda path: first_seed_predictions.to_csv(path, index=False))
     shown = headline(summary)
     console.print(
-        f"[bold]publish@{name}[/]: test acc {shown['test_acc']:.4f} ± {shown['test_sd']:.4f}, "
-        f"ECE {shown['ece']:.4f}, {shown['at_chance']} run(s) at chance; wrote "
-        + ", ".join(str(path.relative_to(root)) for path in (metrics, full, history, calibration, confusion))
+        f"[bold]publish@{name}[/]: {len(folders)} seed(s), test acc {shown['test_acc']:.4f} ± "
+        f"{shown['test_sd']:.4f}, ECE {shown['ece']:.4f}, {shown['at_chance']} run(s) at chance; wrote "
+        + ", ".join(str(path.relative_to(root)) for path in published.all())
     )
-    return [metrics, full, history, calibration, confusion]
+    return published.all()

@@ -39,7 +39,7 @@ from lossbench.results import (
     without_chance_runs,
 )
 from lossbench.stats import CANNOT_TELL, NO_DIFFERENCE, SIGNIFICANCE, direction, paired_comparison, summarize
-from lossbench.storage import CLASS_COUNTS_FILE, DETAILS_DIR, PLOTS_DIR, RunFiles, output_set
+from lossbench.storage import CLASS_COUNTS_FILE, METRICS_DIR, PLOTS_DIR, PublishedFiles, output_set
 
 CURVES_FIGURE = PLOTS_DIR / "curves.png"
 ACCURACY_FIGURE = PLOTS_DIR / "final_accuracy.png"
@@ -47,7 +47,7 @@ RELIABILITY_FIGURE = PLOTS_DIR / "reliability.png"
 CURVES_TABLE = PLOTS_DIR / "curves.csv"
 SIGNIFICANCE_TABLE = PLOTS_DIR / "significance.csv"
 REPORT_FILE = PLOTS_DIR / "report.md"
-SUMMARY_FILE = DETAILS_DIR / "summary.json"
+SUMMARY_FILE = METRICS_DIR / "summary.json"
 
 
 def foreign_files(params: Params, root: Path) -> list[Path]:
@@ -171,7 +171,7 @@ def report(params: Params, root: Path, console: Console) -> dict[str, Any]:
     for r in results:
         if r.run["classes"] != classes:
             raise MissingInput(
-                f"{RunFiles.of(root, r.name).metrics} was trained on other classes than {CLASS_COUNTS_FILE} "
+                f"{PublishedFiles.of(root, r.name).details} was trained on other classes than {CLASS_COUNTS_FILE} "
                 "lists: run `dvc repro`"
             )
     for r in results:
@@ -181,7 +181,7 @@ def report(params: Params, root: Path, console: Console) -> dict[str, Any]:
     numerics = numerics_line({r.name: numerics_of(r.run["settings"]) for r in results})
     if not numerics.startswith("Numerics:"):
         console.print(f"  note: {numerics}", markup=False, highlight=False)
-    seeds = params.train.seeds
+    seeds = params.seeds
     ranking = [r.name for r in sorted(results, key=lambda r: r.mean("final_test_acc"), reverse=True)]
     at_chance = {r.name: r.at_chance() for r in results if r.at_chance()}
     cleaned, dropped = without_chance_runs(results)

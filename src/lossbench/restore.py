@@ -1,4 +1,4 @@
-"""Put a loss's previous run back when its training stage fails.
+"""Put a seed's previous run back when its training stage fails.
 
 DVC deletes a stage's outputs before it runs the stage. `validate` refuses
 every bad value that can be known in advance, but some failures cannot be
@@ -15,18 +15,19 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from lossbench.storage import RUNS_DIR, RunFiles
+from lossbench.storage import SeedRunFiles
 
 
-def _recorded_hash(root: Path, name: str) -> str | None:
-    """The .dir hash dvc.lock records for data/runs/NAME, if any."""
+def _recorded_hash(root: Path, name: str, seed: int) -> str | None:
+    """The .dir hash dvc.lock records for data/runs/NAME/seedN, if any."""
     lock_file = root / "dvc.lock"
     if not lock_file.is_file():
         return None
     lock = YAML(typ="safe").load(lock_file.read_text(encoding="utf-8"))
-    stage = (lock or {}).get("stages", {}).get(f"train@{name}", {})
+    stage = (lock or {}).get("stages", {}).get(f"train@{name}-{seed}", {})
+    folder = SeedRunFiles.of(Path(), name, seed).folder.as_posix()
     for out in stage.get("outs", []):
-        if out.get("path") == (RUNS_DIR / name).as_posix() and str(out.get("md5", "")).endswith(".dir"):
+        if out.get("path") == folder and str(out.get("md5", "")).endswith(".dir"):
             return str(out["md5"])
     return None
 
@@ -55,15 +56,15 @@ def _copy_from_cache(root: Path, dir_hash: str, folder: Path) -> bool:
     return True
 
 
-def restore_previous_run(root: Path, name: str) -> str | None:
-    """If data/runs/NAME is gone (DVC removed it before this run), copy it back
+def restore_previous_run(root: Path, name: str, seed: int) -> str | None:
+    """If data/runs/NAME/seedN is gone (DVC removed it before this run), copy it back
     from the DVC cache as dvc.lock records it. A one-line note of what was
     done, or None when nothing was missing or nothing was recorded."""
-    folder = RunFiles.of(root, name).folder
+    folder = SeedRunFiles.of(root, name, seed).folder
     if folder.exists():
         return None  # not run by DVC, or it kept the folder: nothing was lost
     try:
-        dir_hash = _recorded_hash(root, name)
+        dir_hash = _recorded_hash(root, name, seed)
         if dir_hash is None:
             return None
         if _copy_from_cache(root, dir_hash, folder):
@@ -73,4 +74,4 @@ def restore_previous_run(root: Path, name: str) -> str | None:
         reason = "it is not in the DVC cache"
     except Exception as error:  # never hide the failure that brought us here
         reason = f"{error.__class__.__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-    return f"note: could not put back the previous {folder} ({reason}); `dvc pull train@{name}` fetches it from a remote"
+    return f"note: could not put back the previous {folder} ({reason}); `dvc pull train@{name}-{seed}` fetches it from a remote"

@@ -1,5 +1,5 @@
-"""What the analysis side reads, read in one place: one loss's finished run
-(data/runs/NAME), published details, class counts, and the seed arithmetic
+"""What the analysis side reads, read in one place: one seed's finished run
+(data/runs/NAME/seedN), a loss's published details, class counts, and the seed arithmetic
 every comparison shares; and how a name from the data is written into a
 Markdown report.
 
@@ -28,7 +28,7 @@ from lossbench.errors import DamagedInput, MissingInput, printable_lines, shown
 from lossbench.evaluation import SEED_METRICS
 from lossbench.numerics import PINNED_KERNELS
 from lossbench.params import CeLoss, FocalLoss, LossParams, MaeLoss, Params, loss_label
-from lossbench.storage import RUNS_DIR, RunFiles
+from lossbench.storage import RUNS_DIR, PublishedFiles, SeedRunFiles
 
 # --- JSON, checked -------------------------------------------------------------------------------
 
@@ -263,27 +263,48 @@ def trained_spec(settings: Field) -> LossParams:
         ) from None
 
 
-def read_run(path: Path, seeds: Sequence[int] | None = None) -> dict[str, Any]:
-    """data/runs/NAME/metrics.json, checked: what train@NAME wrote, every seed's
-    numbers included (the seeds it lists, which must be `seeds` when given)."""
-    run = Field(read_json(path), str(path))
+def check_run(run: Field, seeds: Sequence[int] | None = None, stage: str | None = None) -> dict[str, Any]:
+    """A loss's run as publish@NAME writes it to metrics/details/NAME.json,
+    checked: every seed's numbers included (the seeds it lists, which must be
+    `seeds` when given)."""
     listed = [item.integer() for item in run.child("seeds").items()]
+    name = run.child("loss").text()
     if seeds is not None and listed != list(seeds):
-        name = path.parent.name
         raise MissingInput(
-            f"{path} holds seeds {listed}, params.yaml asks for {list(seeds)}: run `dvc repro train@{name}` first"
+            f"{run.where} holds seeds {listed}, params.yaml asks for {list(seeds)}: "
+            f"run `dvc repro {stage or f'publish@{name}'}` first"
         )
-    run.child("loss").text()
     run.child("label").text()
     classes = [item.text() for item in run.child("classes").items()]
     per_seed_numbers(run.child("per_seed"), RUN_SEED_KEYS, listed, len(classes))
+    _check_sizes_and_settings(run)
+    return run.mapping()
+
+
+def _check_sizes_and_settings(run: Field) -> None:
     run.child("train_samples").integer()
     run.child("test_samples").integer()
     settings = run.child("settings")
     trained_spec(settings)
     for key in PROTOCOL_SETTINGS:  # what the report states of the protocol
         settings.child(key).number()
-    return run.mapping()
+
+
+def read_run(path: Path, seeds: Sequence[int] | None = None) -> dict[str, Any]:
+    """metrics/details/NAME.json (or a run mapping of that form), checked: see `check_run`."""
+    return check_run(Field(read_json(path), str(path)), seeds)
+
+
+def read_seed_run(files: SeedRunFiles, name: str, seed: int) -> dict[str, Any]:
+    """data/runs/NAME/seedN/metrics.json, checked: what train@NAME-N wrote, a
+    run of the form `check_run` reads, with the one seed N."""
+    for path in (files.metrics, files.history, files.calibration, files.predictions):
+        if not path.is_file():
+            raise MissingInput(f"{path} is missing: run `dvc repro train@{name}-{seed}` first")
+    run = Field(read_json(files.metrics), str(files.metrics))
+    if run.child("loss").text() != name:
+        raise run.child("loss").damaged(f"is not {shown(name)}: copied from another loss's run?")
+    return check_run(run, [seed], f"train@{name}-{seed}")
 
 
 def read_table(path: Path, columns: Sequence[str], seeds: Sequence[int]) -> pd.DataFrame:
@@ -321,7 +342,7 @@ class LossResult:
     per_seed: dict[int, dict[str, Any]]  # seed -> that seed's numbers (evaluation.SEED_METRICS, ...)
     history: pd.DataFrame  # one row per seed and epoch
     calibration: pd.DataFrame  # one row per seed and confidence bin
-    run: dict[str, Any]  # the rest of data/runs/NAME/metrics.json: settings, sizes, classes
+    run: dict[str, Any]  # the rest of metrics/details/NAME.json: settings, sizes, classes
 
     @property
     def seeds(self) -> list[int]:
@@ -351,17 +372,16 @@ class LossResult:
 def load_results(params: Params, root: Path) -> list[LossResult]:
     results = []
     for name in params.losses:
-        run = RunFiles.of(root, name)
-        paths = [run.metrics, run.history, run.calibration, run.confusion]
-        for path in paths:
+        run = PublishedFiles.of(root, name)
+        for path in (run.details, run.history, run.calibration, run.confusion):
             if not path.is_file():
-                raise MissingInput(f"{path} is missing: run `dvc repro train@{name}` first")
-        metrics = read_run(run.metrics, params.train.seeds)
+                raise MissingInput(f"{path} is missing: run `dvc repro publish@{name}` first")
+        metrics = read_run(run.details, params.seeds)
         per_seed = {seed: metrics["per_seed"][f"seed{seed}"] for seed in metrics["seeds"]}
         rest = {key: value for key, value in metrics.items() if key != "per_seed"}
-        history = read_table(run.history, HISTORY_COLUMNS, params.train.seeds)
-        calibration = read_table(run.calibration, CALIBRATION_COLUMNS, params.train.seeds)
-        spec = trained_spec(Field(metrics["settings"], str(run.metrics), "settings"))
+        history = read_table(run.history, HISTORY_COLUMNS, params.seeds)
+        calibration = read_table(run.calibration, CALIBRATION_COLUMNS, params.seeds)
+        spec = trained_spec(Field(metrics["settings"], str(run.details), "settings"))
         results.append(LossResult(name, loss_label(spec), spec, per_seed, history, calibration, rest))
     return results
 

@@ -2,7 +2,8 @@
 
 Workers fork from a `forkserver` that has imported the training code once (no
 torch import per seed, no threads or locks inherited from the stage process).
-Each reports one outcome; a failed seed stops the others, and so does Ctrl-C
+Each sends, through its own pipe, a record per finished epoch (for the
+progress display) and then one outcome; a failed seed stops the others, and so does Ctrl-C
 or SIGTERM, after every worker has finished the checkpoint it was writing.
 Each worker dies with its stage (`lifeline.die_with_parent`).
 """
@@ -15,8 +16,9 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from multiprocessing.connection import wait
-from typing import Any, Protocol, TypeVar
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any, Generic, Protocol, TypeVar
 
 from lossbench import lifeline
 from lossbench.errors import LossbenchError, TrainingInterrupted
@@ -36,6 +38,8 @@ class Job(Protocol):
 
 
 JobType = TypeVar("JobType", bound=Job)
+# train_one(job, on_epoch): trains the job, handing each epoch's record to on_epoch.
+TrainOne = Callable[[JobType, Callable[[Any], object]], object]
 
 
 def _stop_once(signum: int, frame: object) -> None:
@@ -56,33 +60,30 @@ def _already_stopping(signum: int, frame: object) -> None:
     return None
 
 
-def _worker(job: JobType, train_one: Callable[[JobType], object], outcomes: Any) -> None:
-    """A worker process: run `train_one(job)`, report ('done' | 'interrupted' | 'failed', message)."""
+def _worker(job: JobType, train_one: TrainOne[JobType], sending: Connection) -> None:
+    """A worker process: run `train_one(job, on_epoch)`, sending ('epoch', record)
+    per epoch, then its outcome: ('done' | 'interrupted' | 'failed', message)."""
     lifeline.die_with_parent()
     signal.signal(signal.SIGTERM, _stop_once)
     signal.signal(signal.SIGINT, _stop_once)
     try:
-        train_one(job)
+        train_one(job, lambda record: sending.send(("epoch", record)))
     except TrainingInterrupted as error:
-        outcomes.put((job.seed, "interrupted", str(error)))
+        sending.send(("interrupted", str(error)))
         sys.exit(130)
     except KeyboardInterrupt:  # before training started: nothing to save
-        outcomes.put((job.seed, "interrupted", f"train@{job.name}: seed {job.seed} stopped before training"))
+        sending.send(("interrupted", f"train@{job.name}-{job.seed}: stopped before training"))
         sys.exit(130)
     except LossbenchError as error:
-        outcomes.put((job.seed, "failed", str(error)))
+        sending.send(("failed", str(error)))
         sys.exit(1)
     except Exception as error:  # a defect or damaged data: say what, not "killed, or out of memory?"
         first_line = str(error).splitlines()[0] if str(error) else ""
-        outcomes.put(
-            (
-                job.seed,
-                "failed",
-                f"train@{job.name}: seed {job.seed} failed: {error.__class__.__name__}: {first_line}",
-            )
+        sending.send(
+            ("failed", f"train@{job.name}-{job.seed} failed: {error.__class__.__name__}: {first_line}")
         )
         sys.exit(1)
-    outcomes.put((job.seed, "done", ""))
+    sending.send(("done", ""))
 
 
 def _stop(processes: list[multiprocessing.process.BaseProcess]) -> None:
@@ -98,52 +99,79 @@ def _stop(processes: list[multiprocessing.process.BaseProcess]) -> None:
             process.join()
 
 
-def run_in_workers(jobs: list[JobType], workers: int, train_one: Callable[[JobType], object]) -> None:
-    """Run `train_one(job)` for every job in its own process, `workers` at a
-    time. `train_one` is a module-level function; its module is imported once,
+@dataclass
+class _Running(Generic[JobType]):
+    process: multiprocessing.process.BaseProcess
+    job: JobType
+    outcome: tuple[str, str] = ("died", "")
+
+
+def run_in_workers(
+    jobs: list[JobType],
+    workers: int,
+    train_one: TrainOne[JobType],
+    on_epoch: Callable[[JobType, Any], object],
+) -> None:
+    """Run `train_one(job, on_epoch)` for every job in its own process, `workers`
+    at a time; `on_epoch(job, record)` is called here for each record a worker
+    sends. `train_one` is a module-level function; its module is imported once,
     by the forkserver, before any worker starts."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([train_one.__module__])
-    outcomes = context.SimpleQueue()
     waiting = list(jobs)
-    running: dict[Any, tuple[multiprocessing.process.BaseProcess, JobType]] = {}
-    reports: dict[int, tuple[str, str]] = {}
+    running: dict[Connection, _Running[JobType]] = {}
 
-    def collect() -> None:
-        while not outcomes.empty():
-            seed, outcome, message = outcomes.get()
-            reports[seed] = (outcome, message)
+    def start(job: JobType) -> None:
+        receiving, sending = context.Pipe(duplex=False)
+        process = context.Process(target=_worker, args=(job, train_one, sending), name=f"seed {job.seed}")
+        process.start()
+        sending.close()  # the worker holds the only sending end: its exit ends the pipe
+        running[receiving] = _Running(process, job)
+
+    def receive(connection: Connection) -> _Running[JobType] | None:
+        """Handle one message; the worker's entry once its pipe has ended."""
+        worker = running[connection]
+        try:
+            kind, payload = connection.recv()
+        except (EOFError, OSError):
+            del running[connection]
+            connection.close()
+            worker.process.join()
+            return worker
+        if kind == "epoch":
+            on_epoch(worker.job, payload)
+        else:
+            worker.outcome = (kind, payload)
+        return None
 
     try:
         while waiting or running:
             while waiting and len(running) < workers:
-                job = waiting.pop(0)
-                started = context.Process(
-                    target=_worker, args=(job, train_one, outcomes), name=f"seed {job.seed}"
-                )
-                started.start()
-                running[started.sentinel] = (started, job)
-            finished = [running.pop(sentinel) for sentinel in wait(list(running))]
-            for ended, _ in finished:
-                ended.join()
-            collect()
-            for ended, job in finished:
-                outcome, message = reports.get(job.seed, ("died", ""))
-                if outcome == "done":
+                start(waiting.pop(0))
+            for connection in wait(list(running)):
+                ended = receive(connection)  # type: ignore[arg-type]
+                if ended is None or ended.outcome[0] == "done":
                     continue
-                _stop([other for other, _ in running.values()])
+                _stop([other.process for other in running.values()])
+                outcome, message = ended.outcome
                 if outcome == "died":
                     message = (
-                        f"train@{job.name}: the worker for seed {job.seed} ended with exit code "
-                        f"{ended.exitcode} without a report (killed, or out of memory?); "
+                        f"train@{ended.job.name}-{ended.job.seed}: its worker ended with exit code "
+                        f"{ended.process.exitcode} without a report (killed, or out of memory?); "
                         "finished epochs are checkpointed and `dvc repro` resumes"
                     )
                 raise TrainingInterrupted(message) if outcome == "interrupted" else LossbenchError(message)
     except KeyboardInterrupt:
         _ignore_stop_signals()  # the workers are being stopped; a second Ctrl-C changes nothing
-        _stop([process for process, _ in running.values()])
-        collect()
-        saved = [message for outcome, message in reports.values() if outcome == "interrupted"]
+        _stop([worker.process for worker in running.values()])
+        saved = []
+        for connection in list(running):
+            while (ended := receive(connection)) is None:
+                pass
+            if ended.outcome[0] == "interrupted":
+                saved.append(ended.outcome[1])
         raise TrainingInterrupted(
-            "; ".join(saved) if saved else f"train@{jobs[0].name}: stopped; `dvc repro` resumes"
+            "; ".join(saved)
+            if saved
+            else f"train@{jobs[0].name}-{jobs[0].seed}: stopped; `dvc repro` resumes"
         ) from None

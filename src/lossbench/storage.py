@@ -23,7 +23,7 @@ from lossbench.errors import DamagedInput, MissingInput, OutputWriteError
 # Paths relative to the project root; dvc.yaml names the same ones.
 PREPARED_DIR = Path("data/prepared")
 CLASS_COUNTS_FILE = Path("data/class_counts.json")
-RUNS_DIR = Path("data/runs")  # train@NAME's outputs, all DVC-cached: see RunFiles
+RUNS_DIR = Path("data/runs")  # train@NAME-SEED's outputs, all DVC-cached: see SeedRunFiles
 CHECKPOINT_DIR = Path("data/checkpoints")  # per-epoch training state; not a DVC output
 # publish@NAME copies each loss's run files here, for git and `dvc metrics/plots`.
 METRICS_DIR = Path("metrics")  # the headline numbers per loss: DVC metrics
@@ -35,40 +35,68 @@ PLOTS_DIR = Path("plots")
 
 
 @dataclass(frozen=True)
-class RunFiles:
-    """What train@NAME writes, in one DVC-cached folder data/runs/NAME.
+class SeedRunFiles:
+    """What train@NAME-SEED writes, in one DVC-cached folder data/runs/NAME/seedSEED.
 
-    Every output of a training stage is cached, which is what lets DVC's
-    run-cache hand a finished training stage to another machine (`dvc push
-    --run-cache` only carries cached files). publish@NAME copies the text files
-    to metrics/ and plots/, where git tracks them.
+    One seed of one loss is the unit DVC caches: adding a seed trains only
+    that seed, and DVC's run-cache (`dvc push --run-cache`, which carries only
+    cached files) hands each finished seed to another machine.
     """
 
     folder: Path
 
     @classmethod
-    def of(cls, root: Path, name: str) -> RunFiles:
-        return cls(root / RUNS_DIR / name)
+    def of(cls, root: Path, name: str, seed: int) -> SeedRunFiles:
+        return cls(root / RUNS_DIR / name / f"seed{seed}")
 
     @property
-    def model(self) -> Path:  # one state dict per seed
+    def model(self) -> Path:  # the finished network's state dict
         return self.folder / "model.pt"
 
     @property
-    def metrics(self) -> Path:
+    def metrics(self) -> Path:  # this seed's numbers, settings and classes
         return self.folder / "metrics.json"
 
     @property
-    def history(self) -> Path:
+    def history(self) -> Path:  # one row per epoch
         return self.folder / "history.csv"
 
     @property
-    def calibration(self) -> Path:
+    def calibration(self) -> Path:  # reliability bins
         return self.folder / "calibration.csv"
 
     @property
-    def confusion(self) -> Path:
-        return self.folder / "confusion.csv"
+    def predictions(self) -> Path:  # actual and predicted class of every test image
+        return self.folder / "predictions.csv"
+
+    @property
+    def fingerprint(self) -> Path:  # the params, data, code and numerics it was trained from
+        return self.folder / "fingerprint.txt"
+
+
+@dataclass(frozen=True)
+class PublishedFiles:
+    """What publish@NAME writes from a loss's seed runs, for git, `dvc
+    metrics/plots` and every report (report, sweep-report, variants-report)."""
+
+    headline: Path  # metrics/NAME.json: the few numbers `dvc metrics show` lists
+    details: Path  # metrics/details/NAME.json: every seed's numbers, summaries, settings
+    history: Path  # one row per seed and epoch
+    calibration: Path  # one row per seed and confidence bin
+    confusion: Path  # actual and predicted class, first seed
+
+    @classmethod
+    def of(cls, root: Path, name: str) -> PublishedFiles:
+        return cls(
+            root / METRICS_DIR / f"{name}.json",
+            root / DETAILS_DIR / f"{name}.json",
+            root / HISTORY_DIR / f"{name}.csv",
+            root / CALIBRATION_DIR / f"{name}.csv",
+            root / CONFUSION_DIR / f"{name}.csv",
+        )
+
+    def all(self) -> list[Path]:
+        return [self.headline, self.details, self.history, self.calibration, self.confusion]
 
 
 def _create_private_name(folder: Path, name: str) -> Path:

@@ -1,11 +1,16 @@
-"""Stage train@NAME: train the protocol network with one loss, once per seed.
+"""Stage train@NAME-SEED: train the protocol network with one loss and one seed.
 
-The seeds are trained side by side, one worker process each, as many at once
-as `machine.workers` allows (default: one per core). A seed's run depends only
-on its seed and the params, never on which process trains it or how many run
-at once, so the metrics are the same on any machine (tested). After every
-epoch a seed's full training state goes to a checkpoint; an interrupted stage
-(Ctrl-C, SIGTERM, SIGKILL, its dvc process killed) resumes from there.
+One seed of one loss is the unit DVC runs and caches (dvc.yaml's matrix), so
+adding a seed trains only that seed, and the run-cache carries each seed to
+another machine. DVC runs one stage at a time; so that every core still
+works, the stage also trains the next stale seeds of the pipeline "ahead",
+one worker process per core, leaving their finished checkpoints for their own
+stages, which then only evaluate and write (`seeds_ahead`). A seed's run
+depends only on its seed and the params, never on which process trains it or
+how many run at once, so the metrics are the same on any machine (tested).
+After every epoch a seed's full training state goes to a checkpoint; an
+interrupted stage (Ctrl-C, SIGTERM, SIGKILL, its dvc process killed) resumes
+from there.
 """
 
 from __future__ import annotations
@@ -14,13 +19,13 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from rich.console import Console
@@ -29,20 +34,19 @@ from lossbench import lifeline
 from lossbench.augment import TestSet, TrainingSet
 from lossbench.checkpoint import TrainingState, checkpoint_path, inputs_digest, load_saved, run_fingerprint
 from lossbench.errors import LossbenchError, ParamsError, TrainingDiverged, TrainingInterrupted
-from lossbench.evaluation import (
-    Curves,
-    TestEvaluation,
-    evaluate_probabilities,
-    seed_metrics,
-)
+from lossbench.evaluation import Curves, evaluate_probabilities, seed_metrics
 from lossbench.inference import evaluate, test_probabilities
 from lossbench.losses import PerSampleLoss, make_loss
 from lossbench.model import ProtocolNet
 from lossbench.numerics import numerics_in_force
 from lossbench.params import Params, TrainParams, loss_label, require_loss
+from lossbench.progress import TrainingProgress
 from lossbench.restore import restore_previous_run
 from lossbench.seed_workers import run_in_workers
-from lossbench.storage import PREPARED_DIR, PreparedData, RunFiles, load_prepared, output_set
+from lossbench.storage import PREPARED_DIR, PreparedData, SeedRunFiles, load_prepared, output_set
+
+# Set by `lossbench run` for its tasks: each task has one core, so trains no seed ahead.
+WORKERS_VARIABLE = "LOSSBENCH_WORKERS"
 
 
 @dataclass(frozen=True)
@@ -90,11 +94,15 @@ def available_cores() -> int:
 
 
 def worker_count(params: Params, cores: int) -> int:
-    """Seeds trained at once: machine.workers, or as many as the cores hold at
-    train.threads each; never more than there are seeds."""
+    """Seeds trained at once: $LOSSBENCH_WORKERS, machine.workers, or as many
+    as the cores hold at train.threads each."""
+    variable = os.environ.get(WORKERS_VARIABLE, "")
+    if variable:
+        if not variable.isdigit() or int(variable) < 1:
+            raise ParamsError(f"{WORKERS_VARIABLE}: {variable!r} is not a whole number of at least 1")
+        return int(variable)
     threads = params.train.threads or cores  # 0: torch's default, every core
-    wanted = params.machine.workers or max(1, cores // threads)
-    return max(1, min(wanted, len(params.train.seeds)))
+    return params.machine.workers or max(1, cores // threads)
 
 
 def new_state(config: TrainParams, seed: int, training: TrainingSet, device: torch.device) -> TrainingState:
@@ -162,11 +170,20 @@ def train_epoch(
     return loss_sum, correct
 
 
+OnEpoch = Callable[[dict[str, Any]], object]
+
+
 def train_seed(
-    job: SeedJob, training: TrainingSet, test: TestSet, loss_fn: PerSampleLoss, console: Console
+    job: SeedJob,
+    training: TrainingSet,
+    test: TestSet,
+    loss_fn: PerSampleLoss,
+    console: Console,
+    on_epoch: OnEpoch | None = None,
 ) -> list[EpochRecord]:
     """Train one seed to the end, checkpointing after every epoch and resuming
-    from a matching checkpoint (a finished one returns at once)."""
+    from a matching checkpoint (a finished one returns at once). `on_epoch`
+    gets each epoch's record as it is saved."""
     config, name, seed = job.params.train, job.name, job.seed
     device = training.labels.device
     started = time.perf_counter()
@@ -175,12 +192,11 @@ def train_seed(
     network, optimizer, generator = state.network, state.optimizer, state.generator
     elapsed_before = state.history[-1]["wall_time_s"] if state.history else 0.0
     if 0 < len(state.history) < config.epochs:
-        console.print(f"  {name} seed {seed}: resuming after epoch {len(state.history)}")
+        console.print(f"  {name} seed {seed}: resuming after epoch {len(state.history)}", highlight=False)
 
     epoch = len(state.history) + 1
     try:
         for epoch in range(len(state.history) + 1, config.epochs + 1):
-            epoch_started = time.perf_counter()
             lr = optimizer.param_groups[0]["lr"]
             loss_sum, correct = train_epoch(
                 network, optimizer, training, loss_fn, generator, config.batch_size
@@ -191,8 +207,8 @@ def train_seed(
             if not torch.isfinite(loss_sum):
                 job.checkpoint.unlink(missing_ok=True)  # a diverged run is not worth resuming
                 raise TrainingDiverged(
-                    f"train@{name} ({loss_label(job.params.losses[name])}): the training loss became "
-                    f"{train_loss} in epoch {epoch} (seed {seed}); nothing was written. "
+                    f"train@{name}-{seed} ({loss_label(job.params.losses[name])}): the training loss "
+                    f"became {train_loss} in epoch {epoch}; nothing was written. "
                     "Lower train.lr or check the loss settings."
                 )
             test_loss, test_acc = evaluate(network, test.images, test.labels, loss_fn, config.test_batch_size)
@@ -208,15 +224,12 @@ def train_seed(
             )
             state.history.append(asdict(record))
             state.save(job.checkpoint, job.fingerprint)
-            console.print(
-                f"  {name} seed {seed} epoch {epoch:>3}/{config.epochs}  lr {lr:.4g}  "
-                f"train loss {record.train_loss:.4f} acc {record.train_acc:.4f}  "
-                f"test loss {test_loss:.4f} acc {test_acc:.4f}  ({time.perf_counter() - epoch_started:.1f}s)"
-            )
+            if on_epoch is not None:
+                on_epoch(asdict(record))
     except KeyboardInterrupt:
         saved = len(state.history)
         raise TrainingInterrupted(
-            f"train@{name}: interrupted in epoch {epoch} of seed {seed}; "
+            f"train@{name}-{seed}: interrupted in epoch {epoch}; "
             + (f"epochs 1-{saved} are saved in {job.checkpoint}, and " if saved else "")
             + "`dvc repro` resumes from there"
         ) from None
@@ -247,83 +260,91 @@ def _use_threads(params: Params) -> None:
         torch.set_num_threads(params.train.threads)
 
 
-def train_job(job: SeedJob) -> None:
+def train_job(job: SeedJob, on_epoch: OnEpoch) -> None:
     """One seed in a worker process (seed_workers): its data on the device, then training."""
     _use_threads(job.params)
     device_data = DeviceData.load(job.params, job.name, job.root)
-    train_seed(job, device_data.training, device_data.test, device_data.loss_fn, Console(soft_wrap=True))
+    console = Console(soft_wrap=True, highlight=False)
+    train_seed(job, device_data.training, device_data.test, device_data.loss_fn, console, on_epoch)
 
 
 @dataclass(frozen=True)
-class FinishedRun:
-    """Every seed of a loss, evaluated: what data/runs/NAME holds."""
+class SeedRun:
+    """One finished seed, evaluated: what data/runs/NAME/seedN holds."""
 
-    networks: dict[str, Any]  # "seed1" -> state dict
+    network: dict[str, Any]  # state dict
     history: list[EpochRecord]
-    per_seed: dict[str, dict[str, Any]]  # "seed1" -> evaluation.seed_metrics and per-class recall
-    reliability: list[dict[str, Any]]  # one row per seed and confidence bin
-    confusion: pd.DataFrame  # actual and predicted test class of the first seed
+    metrics: dict[str, Any]  # a run of one seed, the form results.check_run reads
+    reliability: list[dict[str, Any]]  # one row per confidence bin
+    predictions: pd.DataFrame  # actual and predicted class of every test image
 
 
-def evaluate_seeds(
-    jobs: list[SeedJob], data: PreparedData, device: torch.device, console: Console
-) -> FinishedRun:
-    """Each seed's finished network, from its checkpoint, on the test set."""
+def evaluate_seed(job: SeedJob, data: PreparedData, device: torch.device, console: Console) -> SeedRun:
+    """The seed's finished network, from its checkpoint, on the test set."""
+    saved = load_saved(job.checkpoint, job.fingerprint, console)
+    if saved is None:
+        raise LossbenchError(
+            f"train@{job.name}-{job.seed}: the finished run is missing from {job.checkpoint}"
+        )
+    network = ProtocolNet(len(data.classes), *data.test_images.shape[2:]).to(device)
+    network.load_state_dict(saved["model"])
+    history = [EpochRecord(**record) for record in saved["history"]]
     test = TestSet.from_prepared(data, device)
-    networks, history, per_seed, reliability = {}, [], {}, []
-    first_evaluation: TestEvaluation | None = None  # its predictions make the confusion plot
-    for job in jobs:
-        saved = load_saved(job.checkpoint, job.fingerprint, console)
-        if saved is None:
-            raise LossbenchError(
-                f"train@{job.name}: seed {job.seed}'s finished run is missing from {job.checkpoint}"
-            )
-        network = ProtocolNet(len(data.classes), *data.test_images.shape[2:]).to(device)
-        network.load_state_dict(saved["model"])
-        seed_history = [EpochRecord(**record) for record in saved["history"]]
-        evaluation = evaluate_probabilities(
-            test_probabilities(
-                network.to(memory_format=torch.channels_last), test.images, job.params.train.test_batch_size
-            ),
-            data.test_labels,
-        )
-        curves = Curves(
-            train_loss=[r.train_loss for r in seed_history],
-            train_acc=[r.train_acc for r in seed_history],
-            test_loss=[r.test_loss for r in seed_history],
-            test_acc=[r.test_acc for r in seed_history],
-        )
-        networks[f"seed{job.seed}"] = network.state_dict()
-        history += seed_history
-        first_evaluation = first_evaluation or evaluation
-        per_seed[f"seed{job.seed}"] = seed_metrics(curves, evaluation) | {
-            "per_class_recall": evaluation.per_class_recall
-        }
-        reliability += [{"seed": job.seed} | row for row in evaluation.reliability]
-        console.print(
-            f"  {job.name} seed {job.seed}: test acc {seed_history[-1].test_acc:.4f}, macro-F1 "
-            f"{evaluation.macro_f1:.4f}, ECE {evaluation.ece:.4f} ({seed_history[-1].wall_time_s:.1f}s)"
-        )
-    assert first_evaluation is not None  # params require at least one seed
-    confusion = pd.DataFrame(
+    evaluation = evaluate_probabilities(
+        test_probabilities(
+            network.to(memory_format=torch.channels_last), test.images, job.params.train.test_batch_size
+        ),
+        data.test_labels,
+    )
+    curves = Curves(
+        train_loss=[r.train_loss for r in history],
+        train_acc=[r.train_acc for r in history],
+        test_loss=[r.test_loss for r in history],
+        test_acc=[r.test_acc for r in history],
+    )
+    spec, config = job.params.losses[job.name], job.params.train
+    metrics = {
+        "loss": job.name,
+        "label": loss_label(spec),
+        "seeds": [job.seed],
+        "classes": list(data.classes),
+        "per_seed": {
+            f"seed{job.seed}": seed_metrics(curves, evaluation)
+            | {"per_class_recall": evaluation.per_class_recall}
+        },
+        "train_samples": len(data.train_labels),
+        "test_samples": len(data.test_labels),
+        "settings": spec.model_dump(exclude_none=True)
+        | config.model_dump(exclude={"device", "threads", "seeds"})
+        | {"device": device.type, "threads": torch.get_num_threads(), "dataset": job.params.data.dataset}
+        | {"numerics": numerics_in_force(device.type)},
+    }
+    predictions = pd.DataFrame(
         {
             "actual": [data.classes[i] for i in data.test_labels],
-            "predicted": [data.classes[i] for i in first_evaluation.predictions],
+            "predicted": [data.classes[i] for i in evaluation.predictions],
         }
     )
-    return FinishedRun(networks, history, per_seed, reliability, confusion)
+    console.print(
+        f"train@{job.name}-{job.seed}: test acc {history[-1].test_acc:.4f}, macro-F1 "
+        f"{evaluation.macro_f1:.4f}, ECE {evaluation.ece:.4f} ({history[-1].wall_time_s:.1f}s of training)",
+        highlight=False,
+    )
+    reliability = [{"seed": job.seed} | row for row in evaluation.reliability]
+    return SeedRun(network.state_dict(), history, metrics, reliability, predictions)
 
 
-def write_run(run: RunFiles, finished: FinishedRun, metrics: dict[str, Any]) -> None:
-    """data/runs/NAME as one set of files."""
-    with output_set() as files:
-        files.write_with(run.model, partial(torch.save, finished.networks))
-        history = pd.DataFrame([asdict(r) for r in finished.history])
-        files.write_with(run.history, lambda path: history.to_csv(path, index=False))
-        files.write_with(run.confusion, lambda path: finished.confusion.to_csv(path, index=False))
-        calibration = pd.DataFrame(finished.reliability)
-        files.write_with(run.calibration, lambda path: calibration.to_csv(path, index=False))
-        files.write_json(run.metrics, metrics)
+def write_seed_run(files: SeedRunFiles, run: SeedRun, fingerprint: str) -> None:
+    """data/runs/NAME/seedN as one set of files."""
+    with output_set() as out:
+        out.write_with(files.model, partial(torch.save, run.network))
+        history = pd.DataFrame([asdict(r) for r in run.history])
+        out.write_with(files.history, lambda path: history.to_csv(path, index=False))
+        calibration = pd.DataFrame(run.reliability)
+        out.write_with(files.calibration, lambda path: calibration.to_csv(path, index=False))
+        out.write_with(files.predictions, lambda path: run.predictions.to_csv(path, index=False))
+        out.write_json(files.metrics, run.metrics)
+        out.write_text(files.fingerprint, fingerprint + "\n")
 
 
 def training_code() -> list[ModuleType]:
@@ -335,71 +356,94 @@ def training_code() -> list[ModuleType]:
     ]
 
 
-def train(params: Params, name: str, root: Path, console: Console) -> dict[str, Any]:
-    """Train loss `name` of params.losses once per seed; write its weights,
-    metrics (per seed and summarised), history, confusion and calibration data.
-    If it fails, the previous run that DVC removed before the stage comes back."""
+def _is_stale(job: SeedJob) -> bool:
+    """True if the seed's stage has no output made from these inputs, and no
+    finished checkpoint waits for it."""
+    written = SeedRunFiles.of(job.root, job.name, job.seed).fingerprint
+    if written.is_file() and written.read_text(encoding="utf-8").strip() == job.fingerprint:
+        return False
+    saved = load_saved(job.checkpoint, job.fingerprint, Console(quiet=True))
+    return saved is None or len(saved["history"]) < job.params.train.epochs
+
+
+def seeds_ahead(params: Params, job: SeedJob, inputs: bytes, count: int) -> list[SeedJob]:
+    """Up to `count` seeds, after this one in the pipeline's order (dvc.yaml's
+    matrix: loss by loss, seed by seed), whose stages will have to train."""
+    order = [(name, seed) for name in params.losses for seed in params.seeds]
+    position = order.index((job.name, job.seed)) if (job.name, job.seed) in order else len(order)
+    ahead: list[SeedJob] = []
+    for name, seed in order[position + 1 :]:
+        if len(ahead) == count:
+            break
+        candidate = SeedJob(params, name, seed, job.root, run_fingerprint(params, name, seed, inputs))
+        if _is_stale(candidate):
+            ahead.append(candidate)
+    return ahead
+
+
+def train(params: Params, name: str, seed: int, root: Path, console: Console) -> dict[str, Any]:
+    """Train loss `name` of params.losses with `seed`; write its weights,
+    metrics, history, calibration bins and test predictions. If it fails, the
+    previous run that DVC removed before the stage comes back."""
     try:
-        return _train(params, name, root, console)
+        return _train(params, name, seed, root, console)
     except BaseException:
-        note = restore_previous_run(root, name)
+        note = restore_previous_run(root, name, seed)
         if note:
             console.print(note, markup=False, highlight=False)
         raise
 
 
-def _train(params: Params, name: str, root: Path, console: Console) -> dict[str, Any]:
+def _train(params: Params, name: str, seed: int, root: Path, console: Console) -> dict[str, Any]:
     spec, config = require_loss(params, name), params.train
     device = resolve_device(config.device)
     _use_threads(params)
     lifeline.stop_when_ancestors_die()
 
     data = load_prepared(root / PREPARED_DIR)
-    n_train, n_test = len(data.train_labels), len(data.test_labels)
     # A checkpoint made under other kernels or another torch build is not resumed.
     numerics = numerics_in_force(device.type)
     inputs = (
         inputs_digest(root / PREPARED_DIR, training_code()) + json.dumps(numerics, sort_keys=True).encode()
     )
-    jobs = [
-        SeedJob(params, name, seed, root, run_fingerprint(params, name, seed, inputs))
-        for seed in config.seeds
-    ]
+    job = SeedJob(params, name, seed, root, run_fingerprint(params, name, seed, inputs))
     workers = worker_count(params, available_cores())
+    # Ahead only while this seed trains too: a stage that finds its seed
+    # already trained ahead just evaluates it, and the next stale one trains
+    # ahead in turn (2 cores, 4 seeds: 1+2, -, 3+4, -).
+    train_here = _is_stale(job)
+    ahead = seeds_ahead(params, job, inputs, workers - 1) if train_here and device.type == "cpu" else []
     console.print(
-        f"[bold]train@{name}[/]: {loss_label(spec)}, {n_train} train / {n_test} test images, "
-        f"{config.epochs} epochs x seeds {config.seeds} on {device.type}, {workers} seed(s) at a time, "
-        f"{torch.get_num_threads()} thread(s) each"
+        f"[bold]train@{name}-{seed}[/]: {loss_label(spec)}, seed {seed}, {len(data.train_labels)} train / "
+        f"{len(data.test_labels)} test images, {config.epochs} epochs on {device.type}, "
+        f"{torch.get_num_threads()} thread(s)"
+        + (
+            f"; training ahead on idle cores: {', '.join(f'{j.name} seed {j.seed}' for j in ahead)}"
+            if ahead
+            else ""
+        ),
+        highlight=False,
     )
-    if workers == 1:
-        device_data = DeviceData.load(params, name, root)
-        for job in jobs:
-            train_seed(job, device_data.training, device_data.test, device_data.loss_fn, console)
-        del device_data  # the training pixels are not needed to evaluate
-    else:
-        run_in_workers(jobs, workers, train_job)
+    with TrainingProgress(console, config.epochs) as progress:
+        if ahead:
+            jobs = [job, *ahead]
+            for each in jobs:
+                progress.add(each.name, each.seed)
+            run_in_workers(jobs, len(jobs), train_job, lambda each, record: progress.epoch(each.name, record))
+        else:
+            device_data = DeviceData.load(params, name, root)
+            progress.add(name, seed)
+            train_seed(
+                job,
+                device_data.training,
+                device_data.test,
+                device_data.loss_fn,
+                console,
+                partial(progress.epoch, name),
+            )
+            del device_data  # the training pixels are not needed to evaluate
 
-    finished = evaluate_seeds(jobs, data, device, console)
-    metrics: dict[str, Any] = {
-        "loss": name,
-        "label": loss_label(spec),
-        "seeds": list(config.seeds),
-        "classes": list(data.classes),
-        "per_seed": finished.per_seed,
-        "train_samples": n_train,
-        "test_samples": n_test,
-        "settings": spec.model_dump(exclude_none=True)
-        | config.model_dump(exclude={"device", "threads", "seeds"})
-        | {"device": device.type, "threads": torch.get_num_threads(), "dataset": params.data.dataset}
-        | {"numerics": numerics},
-    }
-    write_run(RunFiles.of(root, name), finished, metrics)
-    for job in jobs:
-        job.checkpoint.unlink(missing_ok=True)
-    accuracy = [values["final_test_acc"] for values in finished.per_seed.values()]
-    ece = np.mean([values["ece"] for values in finished.per_seed.values()])
-    console.print(
-        f"[bold]train@{name}[/] done: final test acc {np.mean(accuracy):.4f} (seed mean; "
-        f"{', '.join(f'{a:.4f}' for a in accuracy)}), ECE {ece:.4f}"
-    )
-    return metrics
+    run = evaluate_seed(job, data, device, console)
+    write_seed_run(SeedRunFiles.of(root, name, seed), run, job.fingerprint)
+    job.checkpoint.unlink(missing_ok=True)
+    return run.metrics

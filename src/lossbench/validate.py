@@ -93,5 +93,5 @@ def validate(params: Params, root: Path, console: Console) -> None:
     write_text(root / STAMP_FILE, STAMP)
     console.print(
         f"[bold]validate[/]: params.yaml is valid: {params.data.dataset} data ({num_classes} classes), "
-        f"{len(params.losses)} losses ({', '.join(params.losses)}), seeds {params.train.seeds}"
+        f"{len(params.losses)} losses ({', '.join(params.losses)}), seeds {params.seeds}"
     )

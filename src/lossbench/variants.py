@@ -147,7 +147,7 @@ def variant_runs(params: Params, root: Path, records: list[dict[str, Any]]) -> F
             per_seed={
                 loss: _in_seed_order(
                     Field(value, f"{DETAILS_DIR}/{loss}.json of {name}").child("per_seed").value,
-                    params.train.seeds,
+                    params.seeds,
                     f"{DETAILS_DIR}/{loss}.json of {name}",
                     len(counts["train"]),
                 )
@@ -172,7 +172,7 @@ def clean_runs(params: Params, clean_root: Path) -> dict[str, PerSeed]:
     if not (clean_root / "params.yaml").is_file():
         raise ParamsError(f"--clean {clean_root}: no params.yaml there; give the clean study's folder")
     clean = load_params(clean_root / "params.yaml")
-    seeds_here = params.train.seeds
+    seeds_here = params.seeds
     same_seeds = clean.model_copy(update={"train": clean.train.model_copy(update={"seeds": seeds_here})})
     here, there = (flatten(_protocol(p).model_dump(mode="json")) for p in (params, same_seeds))
     differ = sorted(
@@ -185,7 +185,7 @@ def clean_runs(params: Params, clean_root: Path) -> dict[str, PerSeed]:
         )
     if (clean.data.imbalance_ratio, clean.data.label_noise) != tuple(CLEAN.values()):
         raise ParamsError(f"--clean {clean_root}: its data.imbalance_ratio or data.label_noise is set")
-    missing_seeds = sorted(set(seeds_here) - set(clean.train.seeds))
+    missing_seeds = sorted(set(seeds_here) - set(clean.seeds))
     if missing_seeds:
         raise ParamsError(f"--clean {clean_root}: has no run for seed(s) {missing_seeds}")
     runs = {}
@@ -452,7 +452,7 @@ def variants_report(
     noise, noise_parts, noise_cases = noise_part(params, runs, clean)
     imbalance_verdict, imbalance_each = half_verdict(imbalance_cases)
     noise_verdict, noise_each = half_verdict(noise_cases)
-    seeds = ", ".join(map(str, params.train.seeds))
+    seeds = ", ".join(map(str, params.seeds))
     first_clean = read_json(clean_root / DETAILS_DIR / f"{next(iter(params.losses))}.json")
     numerics = numerics_line(
         {run.experiment: run.numerics for run in runs}
