@@ -161,14 +161,14 @@ def test_files_are_written_with_the_users_umask(tmp_path: Path) -> None:
 
 def test_train_without_prepared_data_names_the_stage(tmp_path: Path) -> None:
     write_params(tmp_path, TINY_PARAMS)
-    result = lossbench(tmp_path, "train", "ce")
+    result = lossbench(tmp_path, "train", "ce", "1")
     assert result.returncode == 1 and "run `dvc repro prepare`" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_unknown_loss_name_for_train(tmp_path: Path) -> None:
     write_params(tmp_path, TINY_PARAMS)
-    result = lossbench(tmp_path, "train", "nope")
+    result = lossbench(tmp_path, "train", "nope", "1")
     assert result.returncode == 1
     assert (
         "losses.nope: no such loss in params.yaml; defined: mae, ce, focal_low, focal_high" in result.stderr
@@ -182,7 +182,8 @@ def _temporaries(root: Path) -> list[Path]:
 @pytest.fixture(scope="module")
 def prepared_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     params = changed_sizes(600, 100)
-    params["train"].update(epochs=40, seeds=[1, 2])  # type: ignore[attr-defined]
+    params["train"].update(epochs=40)  # type: ignore[attr-defined]
+    params["seeds"] = [1, 2]
     params["machine"] = {"workers": 2}  # the worker pool, whatever the machine's cores
     return prepared_in(tmp_path_factory.mktemp("prepared"), params)
 
@@ -201,46 +202,66 @@ def uninterrupted(
     """The results of the `prepared` training run straight through."""
     root = tmp_path_factory.mktemp("uninterrupted")
     shutil.copytree(prepared_template, root, dirs_exist_ok=True)
-    assert lossbench(root, "train", "ce").returncode == 0
+    _train_every_seed(root, [1, 2])
     return _results(root)
 
 
-def test_seed_workers_never_change_the_results(prepared: Path) -> None:
-    edit_params(prepared, lambda p: p["train"].update(epochs=3, seeds=[1, 2, 3]))
+def _train_every_seed(root: Path, seeds: list[int]) -> list[str]:
+    """Each seed's stage in turn, as `dvc repro` runs them; their outputs."""
+    outputs = []
+    for seed in seeds:
+        result = lossbench(root, "train", "ce", str(seed))
+        assert result.returncode == 0, result.stderr
+        outputs.append(result.stdout)
+    return outputs
+
+
+def test_seeds_trained_ahead_never_change_the_results(prepared: Path) -> None:
+    edit_params(
+        prepared,
+        lambda p: p["train"].update(epochs=3) or p.update(seeds=[1, 2, 3], losses={"ce": {"kind": "ce"}}),
+    )
     runs = {}
+    # What each stage trains ahead: on 2 workers, seed 2 with seed 1; seed 3 has no one left to pair with.
+    ahead = {1: ["", "", ""], 2: ["ce seed 2", "", ""], 3: ["ce seed 2, ce seed 3", "", ""]}
     for workers in (1, 2, 3):
+        shutil.rmtree(prepared / "data" / "runs", ignore_errors=True)
         edit_params(prepared, lambda p, workers=workers: p.update(machine={"workers": workers}))
-        result = lossbench(prepared, "train", "ce")
-        assert result.returncode == 0 and f"{min(workers, 3)} seed(s) at a time" in result.stdout, (
-            result.stdout
-        )
+        outputs = _train_every_seed(prepared, [1, 2, 3])
+        for output, trained_ahead in zip(outputs, ahead[workers], strict=True):
+            assert (f"training ahead on idle cores: {trained_ahead}\n" in output) == bool(trained_ahead), (
+                output
+            )
         runs[workers] = _results(prepared)
     assert runs[1] == runs[2] == runs[3]
 
 
 def test_a_diverging_loss_stops_with_the_loss_and_epoch_named(prepared: Path) -> None:
     edit_params(prepared, lambda p: p["train"].__setitem__("lr", 1e30))  # blows the weights up at once
-    result = lossbench(prepared, "train", "ce")
+    result = lossbench(prepared, "train", "ce", "1")
     assert result.returncode == 1
-    assert "train@ce (CE): the training loss became nan in epoch 1" in result.stderr
+    assert "train@ce-1 (CE): the training loss became nan in epoch 1" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (prepared / "data" / "runs").exists()
 
 
 def test_a_failed_metrics_write_is_a_clear_error_and_leaves_no_partial_file(prepared: Path) -> None:
     # The metrics path is taken by a folder: the rename onto it fails, as a full disk would.
-    edit_params(prepared, lambda p: p["train"].update(epochs=1, seeds=[1]))
-    (prepared / "data" / "runs" / "ce" / "metrics.json").mkdir(parents=True)
-    result = lossbench(prepared, "train", "ce")
+    edit_params(prepared, lambda p: p["train"].update(epochs=1) or p.update(seeds=[1]))
+    (prepared / "data" / "runs" / "ce" / "seed1" / "metrics.json").mkdir(parents=True)
+    result = lossbench(prepared, "train", "ce", "1")
     assert result.returncode == 1
-    assert "could not write data/runs/ce/metrics.json" in result.stderr and "Traceback" not in result.stderr
+    assert (
+        "could not write data/runs/ce/seed1/metrics.json" in result.stderr
+        and "Traceback" not in result.stderr
+    )
     assert _temporaries(prepared) == []
 
 
 def test_a_full_disk_while_saving_a_checkpoint_is_one_line(prepared: Path) -> None:
-    result = lossbench(prepared, "train", "ce", preexec_fn=lambda: _file_size_limit(20_000))
+    result = lossbench(prepared, "train", "ce", "1", preexec_fn=lambda: _file_size_limit(20_000))
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
-    # Two workers train seeds 1 and 2 at once: whichever saves first meets the full disk.
+    # Two workers train seed 1 and, ahead, seed 2: whichever saves first meets the full disk.
     assert re.search(r"error: could not write data/checkpoints/ce/seed-[12]\.pt: ", result.stderr), (
         result.stderr
     )
@@ -250,17 +271,22 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_line(prepared: Path) -> No
 
 def test_a_missing_history_names_the_stage_to_rerun(prepared: Path) -> None:
     edit_params(
-        prepared, lambda p: p.update(losses={"ce": {"kind": "ce"}}) or p["train"].update(epochs=1, seeds=[1])
+        prepared, lambda p: p.update(losses={"ce": {"kind": "ce"}}, seeds=[1]) or p["train"].update(epochs=1)
     )
-    assert lossbench(prepared, "train", "ce").returncode == 0
-    (prepared / "data" / "runs" / "ce" / "history.csv").unlink()
+    assert lossbench(prepared, "train", "ce", "1").returncode == 0
+    assert lossbench(prepared, "publish", "ce").returncode == 0
+    (prepared / "plots" / "history" / "ce.csv").unlink()
     result = lossbench(prepared, "report")
     assert result.returncode == 1
-    assert "data/runs/ce/history.csv is missing: run `dvc repro train@ce` first" in result.stderr
+    assert "plots/history/ce.csv is missing: run `dvc repro publish@ce` first" in result.stderr
+    (prepared / "data" / "runs" / "ce" / "seed1" / "history.csv").unlink()
+    result = lossbench(prepared, "publish", "ce")
+    assert result.returncode == 1
+    assert "data/runs/ce/seed1/history.csv is missing: run `dvc repro train@ce-1` first" in result.stderr
 
 
 def _start_training(root: Path) -> subprocess.Popen[str]:
-    return start_in(root, sys.executable, "-m", "lossbench", "train", "ce")
+    return start_in(root, sys.executable, "-m", "lossbench", "train", "ce", "1")
 
 
 def _wait_for(path: Path, process: subprocess.Popen[str]) -> None:
@@ -272,10 +298,12 @@ def _wait_for(path: Path, process: subprocess.Popen[str]) -> None:
 
 
 def _results(root: Path) -> tuple[dict[str, object], list[str]]:
-    metrics = json.loads((root / "data" / "runs" / "ce" / "metrics.json").read_text())
-    history = (root / "data" / "runs" / "ce" / "history.csv").read_text().splitlines()
-    # The last column is wall time, which is allowed to differ.
-    return metrics, [line.rsplit(",", 1)[0] for line in history]
+    """Every seed's metrics and history (less wall time, which is allowed to differ)."""
+    metrics, history = {}, []
+    for folder in sorted((root / "data" / "runs" / "ce").iterdir()):
+        metrics[folder.name] = json.loads((folder / "metrics.json").read_text())
+        history += [line.rsplit(",", 1)[0] for line in (folder / "history.csv").read_text().splitlines()]
+    return metrics, history
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
@@ -290,15 +318,14 @@ def test_interrupted_training_resumes_to_identical_results(
         assert process.returncode == -signal.SIGKILL
     else:
         assert process.returncode == 130
-        # One line per seed, in the order the seeds' workers stopped.
-        assert stderr.startswith("interrupted: train@ce: ") and "`dvc repro` resumes" in stderr
-        assert "train@ce: interrupted in epoch" in stderr
+        # One line per seed (its own and the one ahead), in the order their workers stopped.
+        assert stderr.startswith("interrupted: train@ce-") and "`dvc repro` resumes" in stderr
+        assert "train@ce-1: interrupted in epoch" in stderr and "train@ce-2: " in stderr
         assert "Traceback" not in stderr
-    assert not (prepared / "data" / "runs" / "ce" / "metrics.json").exists()
+    assert not (prepared / "data" / "runs").exists()
 
-    resumed = lossbench(prepared, "train", "ce")
-    assert resumed.returncode == 0, resumed.stderr
-    assert "resuming after epoch" in resumed.stdout
+    resumed = _train_every_seed(prepared, [1, 2])
+    assert "resuming after epoch" in resumed[0]
     assert _results(prepared) == uninterrupted
     assert list((prepared / "data" / "checkpoints").rglob("*.pt")) == []
     assert _temporaries(prepared) == []
@@ -310,7 +337,7 @@ def test_a_checkpoint_from_other_params_is_ignored(prepared: Path) -> None:
     os.killpg(process.pid, signal.SIGINT)
     process.communicate(timeout=120)
     edit_params(prepared, lambda p: p["train"].update(lr=0.05, epochs=2))
-    result = lossbench(prepared, "train", "ce")
+    result = lossbench(prepared, "train", "ce", "1")
     assert result.returncode == 0
     assert "ignoring checkpoint" in result.stdout and "made with other params, data or code" in result.stdout
     assert "resuming" not in result.stdout
@@ -324,7 +351,7 @@ def test_checkpoints_that_load_but_are_not_ours_are_ignored_with_one_line(prepar
             return (Path.touch, (str(marker),))  # type: ignore[return-value]
 
     params = load_params(prepared / "params.yaml")
-    params = params.model_copy(update={"train": params.train.model_copy(update={"epochs": 2, "seeds": [1]})})
+    params = params.model_copy(update={"train": params.train.model_copy(update={"epochs": 2}), "seeds": [1]})
     checkpoint = prepared / "data" / "checkpoints" / "ce" / "seed-1.pt"
     console = Console(record=True, width=300)
     job = SeedJob(params, "ce", 1, prepared, run_fingerprint(params, "ce", 1, b"data and code"))
@@ -350,7 +377,7 @@ def test_checkpoints_that_load_but_are_not_ours_are_ignored_with_one_line(prepar
 def test_killing_dvc_alone_ends_its_training_stage(reproduced: Path) -> None:
     edit_params(
         reproduced,
-        lambda p: p["train"].update(epochs=400, seeds=[1]) or p.update(losses={"ce": {"kind": "ce"}}),
+        lambda p: p["train"].update(epochs=400) or p.update(losses={"ce": {"kind": "ce"}}, seeds=[1]),
     )
     commit(reproduced)
     dvc = start_repro_until_a_checkpoint(reproduced, reproduced / "data" / "checkpoints" / "ce")

@@ -60,7 +60,8 @@ def write_images(folder: Path, classes: tuple[str, ...] = CLASSES, per_class: in
 def image_params(**imagefolder: object) -> dict[str, object]:
     return {
         "data": {"dataset": "imagefolder", "seed": 0, "imagefolder": {"image_size": 10, **imagefolder}},
-        "train": {"epochs": 1, "seeds": [1], "batch_size": 8, "threads": 1},
+        "train": {"epochs": 1, "batch_size": 8, "threads": 1},
+        "seeds": [1],
         "losses": {"ce": {"kind": "ce"}},
     }
 
@@ -352,7 +353,8 @@ def test_an_unreadable_class_folder_says_permission_denied(tmp_path: Path, comma
 
 SMALL_SYNTHETIC = {
     "data": {"dataset": "synthetic", "seed": 0, "synthetic": {"train_size": 60, "test_size": 20}},
-    "train": {"epochs": 1, "batch_size": 32, "test_batch_size": 20, "threads": 1, "seeds": [1]},
+    "train": {"epochs": 1, "batch_size": 32, "test_batch_size": 20, "threads": 1},
+    "seeds": [1],
     "machine": {"workers": 1},
     "losses": {"ce": {"kind": "ce"}},
 }
@@ -374,7 +376,7 @@ def test_validate_refuses_cuda_without_one_and_dvc_repro_keeps_every_run(tmp_pat
     assert error_line(lossbench_within(root, "validate")) == expected
     result = run_in(root, "dvc", "repro", check=False)
     assert result.returncode != 0 and expected in result.stderr
-    assert "Running stage 'train@ce'" not in result.stdout
+    assert "Running stage 'train@ce-1'" not in result.stdout
     assert fingerprint(root, "data", "metrics", "plots") == before
 
 

@@ -37,16 +37,16 @@ def _with(change: object) -> dict[str, object]:
 
 STRICT_CASES = [
     (
-        lambda p: p["train"].update(seeds=[True, False]),
-        "train.seeds.0: Input should be a valid integer, not a boolean",
+        lambda p: p.update(seeds=[True, False]),
+        "seeds.0: Input should be a valid integer, not a boolean",
     ),
     (
         lambda p: p["train"].update(epochs=True),
         "train.epochs: Input should be a valid integer, not a boolean",
     ),
     (
-        lambda p: p["train"].update(seeds=["1", "2"]),
-        "train.seeds.0: Input should be a valid integer, not a quoted string",
+        lambda p: p.update(seeds=["1", "2"]),
+        "seeds.0: Input should be a valid integer, not a quoted string",
     ),
     (lambda p: p["train"].update(epochs=1.5), "train.epochs: Input should be a valid integer"),
     (lambda p: p["train"].update(lr=True), "train.lr: Input should be a valid number, not a boolean"),
@@ -64,11 +64,11 @@ def test_lax_values_are_refused_by_name(tmp_path: Path, change: object, message:
 
 
 def test_dvc_exp_run_set_with_quoted_seeds_is_refused_before_training(tmp_path: Path) -> None:
-    # `dvc exp run -S 'train.seeds=["1","2"]'` writes strings into params.yaml; DVC's own parser reads them.
-    text = yaml.safe_dump(TINY_PARAMS).replace("- 1\n  - 2\n", "- '1'\n  - '2'\n")
+    # `dvc exp run -S 'seeds=["1","2"]'` writes strings into params.yaml; DVC's own parser reads them.
+    text = yaml.safe_dump(TINY_PARAMS).replace("seeds:\n- 1\n- 2\n", "seeds:\n- '1'\n- '2'\n")
     assert "'1'" in text
     code, errors = _check(tmp_path, text)
-    assert code == 1 and "train.seeds.0: Input should be a valid integer, not a quoted string" in errors
+    assert code == 1 and "seeds.0: Input should be a valid integer, not a quoted string" in errors
 
 
 # --- YAML that is legal but hostile -------------------------------------------------------------
@@ -164,7 +164,7 @@ def test_dvc_missing_from_path_is_one_line(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def prepared_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     params = _with(
-        lambda p: p["train"].update(epochs=1, seeds=[1]) or p.update(losses={"ce": {"kind": "ce"}})
+        lambda p: p["train"].update(epochs=1) or p.update(losses={"ce": {"kind": "ce"}}, seeds=[1])
     )
     return prepared_in(tmp_path_factory.mktemp("prepared"), params)
 
@@ -217,10 +217,10 @@ def test_damaged_prepared_data_is_named_before_training(
 ) -> None:
     params = yaml.safe_load((prepared / "params.yaml").read_text())
     params["machine"] = {"workers": workers}
-    params["train"]["seeds"] = [1, 2]
+    params["seeds"] = [1, 2]
     write_params(prepared, params)
     damage(prepared / "data" / "prepared")  # type: ignore[operator]
-    result = lossbench(prepared, "train", "ce")
+    result = lossbench(prepared, "train", "ce", "1")
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert message in result.stderr and "run `dvc repro prepare`" in result.stderr, result.stderr
     assert "out of memory" not in result.stderr
@@ -245,20 +245,22 @@ def test_a_diverging_run_under_dvc_repro_gives_back_the_previous_run(reproduced:
     result = run_in(reproduced, "dvc", "repro", check=False)
     output = result.stdout + result.stderr
     assert result.returncode != 0 and "the training loss became nan" in output, output
-    assert "note: data/runs/mae is back as dvc.lock records it (copied from the DVC cache)" in output, output
+    assert "note: data/runs/mae/seed1 is back as dvc.lock records it (copied from the DVC cache)" in output, (
+        output
+    )
     assert _digests(reproduced / "data" / "runs") == before  # every loss's previous run, byte for byte
     status = json.loads(run_in(reproduced, "dvc", "status", "--json").stdout)
-    # Only the params edit is pending: no output of train@mae is missing or changed.
-    assert "changed outs" not in json.dumps(status.get("train@mae", [])), status
+    # Only the params edit is pending: no output of train@mae-1 is missing or changed.
+    assert "changed outs" not in json.dumps(status.get("train@mae-1", [])), status
 
 
 def test_a_failed_run_outside_dvc_leaves_the_folder_and_restores_nothing(prepared: Path) -> None:
-    assert lossbench(prepared, "train", "ce").returncode == 0
+    assert lossbench(prepared, "train", "ce", "1").returncode == 0
     before = _digests(prepared / "data" / "runs")
     params = yaml.safe_load((prepared / "params.yaml").read_text())
     params["train"]["lr"] = 1.0e30
     write_params(prepared, params)
-    result = lossbench(prepared, "train", "ce")
+    result = lossbench(prepared, "train", "ce", "1")
     assert result.returncode == 1 and "note:" not in result.stdout + result.stderr
     assert _digests(prepared / "data" / "runs") == before
 

@@ -106,45 +106,45 @@ def _truncate(path: Path) -> None:
     [
         (
             lambda root: edit_json(
-                root / "data/runs/ce/metrics.json",
+                root / "metrics/details/ce.json",
                 lambda m: m["per_seed"]["seed1"].__setitem__("final_test_acc", math.nan),
             ),
-            "error: data/runs/ce/metrics.json: per_seed.seed1.final_test_acc is NaN, not a finite number",
+            "error: metrics/details/ce.json: per_seed.seed1.final_test_acc is NaN, not a finite number",
         ),
         (
             lambda root: edit_json(
-                root / "data/runs/focal_low/metrics.json",
+                root / "metrics/details/focal_low.json",
                 lambda m: m["per_seed"]["seed2"].__setitem__("ece", -math.inf),
             ),
-            "error: data/runs/focal_low/metrics.json: per_seed.seed2.ece is -Infinity, not a finite number",
+            "error: metrics/details/focal_low.json: per_seed.seed2.ece is -Infinity, not a finite number",
         ),
         (
-            lambda root: _truncate(root / "data/runs/ce/metrics.json"),
-            "error: data/runs/ce/metrics.json is not valid JSON",
+            lambda root: _truncate(root / "metrics/details/ce.json"),
+            "error: metrics/details/ce.json is not valid JSON",
         ),
         (
             lambda root: edit_json(
-                root / "data/runs/ce/metrics.json", lambda m: m["per_seed"].__delitem__("seed2")
+                root / "metrics/details/ce.json", lambda m: m["per_seed"].__delitem__("seed2")
             ),
-            "error: data/runs/ce/metrics.json: per_seed has no seed2 (seeds there: seed1)",
+            "error: metrics/details/ce.json: per_seed has no seed2 (seeds there: seed1)",
         ),
         (
-            lambda root: (root / "data/runs/mae/history.csv").write_text(""),
-            "error: data/runs/mae/history.csv is empty: truncated?",
+            lambda root: (root / "plots/history/mae.csv").write_text(""),
+            "error: plots/history/mae.csv is empty: truncated?",
         ),
         (
             lambda root: _truncate(root / "data/class_counts.json"),
             "error: data/class_counts.json is not valid JSON",
         ),
         (
-            lambda root: edit_json(root / "data/runs/ce/metrics.json", lambda m: [m]),
-            "error: data/runs/ce/metrics.json: the file is a list, not an object",
+            lambda root: edit_json(root / "metrics/details/ce.json", lambda m: [m]),
+            "error: metrics/details/ce.json: the file is a list, not an object",
         ),
         (
             lambda root: edit_json(
-                root / "data/runs/ce/metrics.json", lambda m: m["per_seed"]["seed1"].__setitem__("nll", "abc")
+                root / "metrics/details/ce.json", lambda m: m["per_seed"]["seed1"].__setitem__("nll", "abc")
             ),
-            "error: data/runs/ce/metrics.json: per_seed.seed1.nll is a string ('abc'), not a number",
+            "error: metrics/details/ce.json: per_seed.seed1.nll is a string ('abc'), not a number",
         ),
     ],
     ids=[
@@ -171,13 +171,13 @@ def test_report_names_a_damaged_input_in_one_line(
 
 
 def test_publish_names_a_truncated_metrics_file(reproduced: Path) -> None:
-    _truncate(reproduced / "data/runs/ce/metrics.json")
+    _truncate(reproduced / "data/runs/ce/seed1/metrics.json")
     result = lossbench(reproduced, "publish", "ce")
     assert result.returncode == 1
     lines = error_lines(result)
-    assert len(lines) == 1 and lines[0].startswith("error: data/runs/ce/metrics.json is not valid JSON ("), (
-        lines
-    )
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: data/runs/ce/seed1/metrics.json is not valid JSON ("
+    ), lines
 
 
 # --- report: labels from what a run was trained with ---------------------------------------------
@@ -243,7 +243,7 @@ def test_class_names_reach_report_md_as_text(reproduced: Path) -> None:
     )
     for name in TINY_PARAMS["losses"]:  # type: ignore[attr-defined]
         edit_json(
-            reproduced / f"data/runs/{name}/metrics.json",
+            reproduced / f"metrics/details/{name}.json",
             lambda m: m.__setitem__("classes", rename(m["classes"])),
         )
     result = lossbench(reproduced, "report")
@@ -262,7 +262,7 @@ def test_a_report_that_cannot_write_leaves_every_previous_output(reproduced: Pat
     # A longer training history: the report's curves table becomes its largest file,
     # so a file size limit lets the figures be written and stops at that table.
     for name in TINY_PARAMS["losses"]:  # type: ignore[attr-defined]
-        path = reproduced / f"data/runs/{name}/history.csv"
+        path = reproduced / f"plots/history/{name}.csv"
         history = pd.read_csv(path)
         epochs = history["epoch"].max()
         longer = pd.concat(

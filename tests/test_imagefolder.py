@@ -31,7 +31,8 @@ def _write_folder(folder: Path, per_class: int = 6) -> Path:
 def _params(**imagefolder: object) -> dict[str, object]:
     return {
         "data": {"dataset": "imagefolder", "seed": 0, "imagefolder": {"image_size": 16, **imagefolder}},
-        "train": {"epochs": 1, "seeds": [1], "batch_size": 8, "threads": 1},
+        "train": {"epochs": 1, "batch_size": 8, "threads": 1},
+        "seeds": [1],
         "losses": {"ce": {"kind": "ce"}},
     }
 
@@ -47,8 +48,8 @@ def test_imagefolder_is_resized_split_and_trains_with_the_adapted_network(tmp_pa
     counts = json.loads((tmp_path / "data" / "class_counts.json").read_text())
     assert counts["train"] == {"cats": 4, "dogs": 4, "owls": 4}  # 6 per class, 2 to test
     assert counts["test"] == {"cats": 2, "dogs": 2, "owls": 2}
-    run_in(tmp_path, sys.executable, "-m", "lossbench", "train", "ce")  # a 16x16 network: flatten 8*2*2
-    metrics = json.loads((tmp_path / "data" / "runs" / "ce" / "metrics.json").read_text())
+    run_in(tmp_path, sys.executable, "-m", "lossbench", "train", "ce", "1")  # a 16x16 network: flatten 8*2*2
+    metrics = json.loads((tmp_path / "data" / "runs" / "ce" / "seed1" / "metrics.json").read_text())
     assert metrics["train_samples"] == 12 and metrics["test_samples"] == 6
     assert metrics["classes"] == list(CLASSES) and len(metrics["per_seed"]["seed1"]["per_class_recall"]) == 3
 

@@ -41,8 +41,8 @@ def test_every_run_records_the_numerics_it_was_made_under(tmp_path: Path) -> Non
     params["train"] = {**TINY_PARAMS["train"], "epochs": 1}  # type: ignore[dict-item]
     write_params(tmp_path, params)
     assert lossbench(tmp_path, "prepare").returncode == 0
-    assert lossbench(tmp_path, "train", "ce").returncode == 0
-    numerics = json.loads((tmp_path / "data/runs/ce/metrics.json").read_text())["settings"]["numerics"]
+    assert lossbench(tmp_path, "train", "ce", "1").returncode == 0
+    numerics = json.loads((tmp_path / "data/runs/ce/seed1/metrics.json").read_text())["settings"]["numerics"]
     assert numerics["kernels"] == PINNED_KERNELS
     assert numerics["cpu_capability"] == "AVX2" and numerics["device"] == "cpu"
     assert numerics["torch"].startswith("2.")
@@ -51,7 +51,7 @@ def test_every_run_records_the_numerics_it_was_made_under(tmp_path: Path) -> Non
 def test_the_report_names_the_numerics_and_runs_made_under_other_ones(reproduced: Path) -> None:
     report = (reproduced / "plots" / "report.md").read_text()
     assert "Numerics: torch 2." in report and ", AVX2 kernels (pinned), cpu." in report
-    metrics_file = reproduced / "data" / "runs" / "ce" / "metrics.json"
+    metrics_file = reproduced / "metrics" / "details" / "ce.json"
     metrics = json.loads(metrics_file.read_text())
     metrics["settings"]["numerics"] |= {
         "cpu_capability": "AVX512",

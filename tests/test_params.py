@@ -30,10 +30,11 @@ BAD_PARAMS = [
     ("train.lr", 0.0, "train.lr: Input should be greater than 0"),
     ("train.lr", 1e308, "train.lr: Input should be less than or equal to 3.4028235e+38"),
     ("train.lr", float("inf"), "train.lr: Input should be a finite number"),
-    ("train.seeds", [18446744073709551616], "train.seeds.0: Input should be less than or equal to"),
-    ("train.seeds", [-1], "train.seeds.0: Input should be greater than or equal to 0"),
-    ("train.seeds", [1, 1], "train.seeds: Value error, seeds must be distinct"),
-    ("train.seeds", [], "train.seeds: List should have at least 1 item"),
+    ("seeds", [18446744073709551616], "seeds.0: Input should be less than or equal to"),
+    ("seeds", [-1], "seeds.0: Input should be greater than or equal to 0"),
+    ("seeds", [1, 1], "seeds: Value error, seeds must be distinct"),
+    ("seeds", [], "seeds: List should have at least 1 item"),
+    ("train.seeds", [1, 2], "train: Value error, the seed list is now top-level `seeds:`, not train.seeds"),
     ("train.threads", 1099511627776, "train.threads: Input should be less than or equal to 1024"),
     ("machine.workers", -1, "machine.workers: Input should be greater than or equal to 0"),
     ("data.seed", -1, "data.seed: Input should be greater than or equal to 0"),
@@ -164,9 +165,10 @@ def test_root_together_with_train_and_test_roots_is_refused(tmp_path: Path) -> N
 
 
 def test_params_yaml_holds_exactly_lossbench_defaults() -> None:
-    """One source of truth: each value in params.yaml is the default params.py has."""
+    """One source of truth: each value in params.yaml is the default params.py has
+    (but the losses and seeds, which dvc.yaml reads and params.yaml must give)."""
     committed = load_params(PROJECT / "params.yaml")
-    defaults = Params(losses=committed.losses)
+    defaults = Params(losses=committed.losses, seeds=[1, 2, 3, 4])
     assert committed.model_dump() == defaults.model_dump()
     printed = json.loads(json.dumps(committed.model_dump(mode="json")))
-    assert set(printed) == {"data", "train", "machine", "losses"}
+    assert set(printed) == {"data", "train", "seeds", "machine", "losses"}

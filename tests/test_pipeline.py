@@ -10,7 +10,10 @@ import yaml
 from conftest import run_in, start_repro_until_a_checkpoint, write_params
 
 LOSSES = ["mae", "ce", "focal_low", "focal_high"]
-STAGES = ["validate", "prepare", *(f"train@{n}" for n in LOSSES), *(f"publish@{n}" for n in LOSSES), "report"]
+SEEDS = [1, 2]
+TRAIN = [f"train@{n}-{s}" for n in LOSSES for s in SEEDS]
+PUBLISH = [f"publish@{n}" for n in LOSSES]
+STAGES = ["validate", "prepare", *TRAIN, *PUBLISH, "report"]
 
 
 def ran(output: str) -> list[str]:
@@ -23,7 +26,7 @@ def test_repro_caching_gamma_change_metrics_diff_plots_and_a_fifth_loss(
     project = reproduced
     assert ran(reproduced_template[1]) == STAGES  # the first `dvc repro`, in pipeline order
     for name in ("mae", "ce", "focal_low", "focal_high"):
-        assert (project / "data" / "runs" / name / "model.pt").is_file()
+        assert all((project / "data" / "runs" / name / f"seed{s}" / "model.pt").is_file() for s in SEEDS)
         details = json.loads((project / "metrics" / "details" / f"{name}.json").read_text())
         assert details["train_samples"] == 300 and details["test_samples"] == 100
         history = (project / "plots" / "history" / f"{name}.csv").read_text().splitlines()
@@ -51,7 +54,7 @@ def test_repro_caching_gamma_change_metrics_diff_plots_and_a_fifth_loss(
         "significance.csv",
     ):
         assert (project / "plots" / output).stat().st_size > 0
-    summary = json.loads((project / "metrics" / "details" / "summary.json").read_text())
+    summary = json.loads((project / "metrics" / "summary.json").read_text())
     assert sorted(summary["rank"].values()) == [1, 2, 3, 4]
     report = (project / "plots" / "report.md").read_text()
     assert "Focal (γ=0.5)" in report and "Focal (γ=2)" in report
@@ -80,9 +83,15 @@ def test_repro_caching_gamma_change_metrics_diff_plots_and_a_fifth_loss(
     params["losses"]["focal_high"]["gamma"] = 0.0
     write_params(project, params)
     status = json.loads(run_in(project, "dvc", "status", "--json").stdout)
-    assert sorted(status) == ["report", "train@focal_high", "validate"]
+    assert sorted(status) == ["report", "train@focal_high-1", "train@focal_high-2", "validate"]
     third = run_in(project, "dvc", "repro")
-    assert ran(third.stdout) == ["validate", "train@focal_high", "publish@focal_high", "report"]
+    assert ran(third.stdout) == [
+        "validate",
+        "train@focal_high-1",
+        "train@focal_high-2",
+        "publish@focal_high",
+        "report",
+    ]
     assert "Focal (γ=0)" in (project / "plots" / "report.md").read_text()
 
     # After one γ edit `dvc metrics diff` shows that loss's rows only, and `dvc params diff` the γ.
@@ -105,14 +114,18 @@ def test_repro_caching_gamma_change_metrics_diff_plots_and_a_fifth_loss(
     params["losses"]["focal_mid"] = {"kind": "focal", "gamma": 1.0}
     write_params(project, params)
     stages = run_in(project, "dvc", "stage", "list", "--names-only").stdout.split()
-    assert "train@focal_mid" in stages
+    assert "train@focal_mid-1" in stages and "train@focal_mid-2" in stages
     fourth = run_in(project, "dvc", "repro")
-    assert ran(fourth.stdout) == ["validate", "train@focal_mid", "publish@focal_mid", "report"]
+    assert ran(fourth.stdout) == [
+        "validate",
+        "train@focal_mid-1",
+        "train@focal_mid-2",
+        "publish@focal_mid",
+        "report",
+    ]
     assert "Focal (γ=1)" in (project / "plots" / "curves.csv").read_text()
-    assert "train@focal_mid" in (project / "plots" / "report.md").read_text()
-    assert (
-        json.loads((project / "metrics" / "details" / "summary.json").read_text())["rank"]["focal_mid"] >= 1
-    )
+    assert "focal_mid" in (project / "plots" / "report.md").read_text()
+    assert json.loads((project / "metrics" / "summary.json").read_text())["rank"]["focal_mid"] >= 1
     assert run_in(project, "dvc", "status", "--json").stdout.strip() == "{}"
 
 
@@ -121,7 +134,7 @@ def test_determinism_tampering_and_a_killed_repro(project: Path) -> None:
     params["losses"] = {"ce": {"kind": "ce"}}
     params["data"]["synthetic"]["train_size"] = 600
     params["train"]["epochs"] = 12
-    params["train"]["seeds"] = [1]
+    params["seeds"] = [1]
     write_params(project, params)
     run_in(project, "dvc", "repro")
     run_in(project, "git", "add", "-A")
@@ -129,7 +142,7 @@ def test_determinism_tampering_and_a_killed_repro(project: Path) -> None:
 
     # Same params and seed, forced rerun: identical metrics.
     forced = run_in(project, "dvc", "repro", "-f")
-    assert ran(forced.stdout) == ["validate", "prepare", "train@ce", "publish@ce", "report"]
+    assert ran(forced.stdout) == ["validate", "prepare", "train@ce-1", "publish@ce", "report"]
     assert json.loads(run_in(project, "dvc", "metrics", "diff", "--json").stdout) == {}
 
     # Tampered prepared data: DVC sees it and rebuilds it; training is not redone.
@@ -152,14 +165,33 @@ def test_determinism_tampering_and_a_killed_repro(project: Path) -> None:
     assert not metrics_file.exists() or json.loads(metrics_file.read_text())  # complete or absent
     resumed = run_in(project, "dvc", "repro")
     assert (
-        ran(resumed.stdout) == ["train@ce", "publish@ce", "report"]
+        ran(resumed.stdout) == ["train@ce-1", "publish@ce", "report"]
         and "resuming after epoch" in resumed.stdout
     )
     assert run_in(project, "dvc", "status", "--json").stdout.strip() == "{}"
     assert [p for p in project.rglob(".*.tmp") if ".dvc" not in p.parts] == []
     run_in(project, "git", "add", "-A")
     run_in(project, "git", "commit", "-qm", "resumed")
-    uninterrupted = run_in(project, "dvc", "repro", "-f", "-s", "train@ce")
+    uninterrupted = run_in(project, "dvc", "repro", "-f", "-s", "train@ce-1")
     assert "resuming" not in uninterrupted.stdout
     run_in(project, "dvc", "repro")  # publish@ce publishes the retrained metrics
     assert json.loads(run_in(project, "dvc", "metrics", "diff", "--json").stdout) == {}
+
+
+def test_one_seed_is_the_unit_dvc_caches(reproduced: Path) -> None:
+    """Adding a seed trains that seed once per loss; removing it trains nothing."""
+    before = {name: (reproduced / "metrics" / f"{name}.json").read_bytes() for name in LOSSES}
+    params = yaml.safe_load((reproduced / "params.yaml").read_text())
+    params["seeds"] = [*SEEDS, 3]
+    write_params(reproduced, params)
+    added = run_in(reproduced, "dvc", "repro")
+    assert ran(added.stdout) == ["validate", *(f"train@{n}-3" for n in LOSSES), *PUBLISH, "report"]
+    details = json.loads((reproduced / "metrics" / "details" / "ce.json").read_text())
+    assert sorted(details["per_seed"]) == ["seed1", "seed2", "seed3"]
+
+    params["seeds"] = SEEDS
+    write_params(reproduced, params)
+    removed = run_in(reproduced, "dvc", "repro")
+    assert ran(removed.stdout) == ["validate", *PUBLISH, "report"]
+    assert {name: (reproduced / "metrics" / f"{name}.json").read_bytes() for name in LOSSES} == before
+    assert run_in(reproduced, "git", "status", "--porcelain", "metrics", "plots").stdout == ""

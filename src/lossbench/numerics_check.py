@@ -30,7 +30,7 @@ LOSSES: dict[str, LossParams] = {
     "ce": CeLoss(kind="ce"),
     "focal": FocalLoss(kind="focal", gamma=2.0, alpha=0.25),
 }
-PROTOCOL = TrainParams(epochs=3, batch_size=64, lr=0.1, weight_decay=5e-4, lr_step_epochs=2, seeds=[1])
+PROTOCOL = TrainParams(epochs=3, batch_size=64, lr=0.1, weight_decay=5e-4, lr_step_epochs=2)
 TRAIN_IMAGES, TEST_IMAGES = 512, 256
 
 # Made with `lossbench numerics --print` where the committed results were made.

@@ -159,7 +159,9 @@ class TrainParams(Strict):
     @classmethod
     def _seeds_moved(cls, values: object) -> object:
         if isinstance(values, dict) and "seeds" in values:
-            raise ValueError("the seed list is now top-level `seeds:`, not train.seeds (each seed is its own stage)")
+            raise ValueError(
+                "the seed list is now top-level `seeds:`, not train.seeds (each seed is its own stage)"
+            )
         return values
 
 

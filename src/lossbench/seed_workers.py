@@ -111,15 +111,19 @@ def run_in_workers(
     workers: int,
     train_one: TrainOne[JobType],
     on_epoch: Callable[[JobType, Any], object],
-) -> None:
+    optional: Callable[[JobType], bool] = lambda job: False,
+) -> list[str]:
     """Run `train_one(job, on_epoch)` for every job in its own process, `workers`
     at a time; `on_epoch(job, record)` is called here for each record a worker
-    sends. `train_one` is a module-level function; its module is imported once,
-    by the forkserver, before any worker starts."""
+    sends. A job that fails stops the others, unless it is `optional`: then
+    its message is returned and the rest go on. `train_one` is a module-level
+    function; its module is imported once, by the forkserver, before any
+    worker starts."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([train_one.__module__])
     waiting = list(jobs)
     running: dict[Connection, _Running[JobType]] = {}
+    failed_optional: list[str] = []
 
     def start(job: JobType) -> None:
         receiving, sending = context.Pipe(duplex=False)
@@ -152,7 +156,6 @@ def run_in_workers(
                 ended = receive(connection)  # type: ignore[arg-type]
                 if ended is None or ended.outcome[0] == "done":
                     continue
-                _stop([other.process for other in running.values()])
                 outcome, message = ended.outcome
                 if outcome == "died":
                     message = (
@@ -160,6 +163,10 @@ def run_in_workers(
                         f"{ended.process.exitcode} without a report (killed, or out of memory?); "
                         "finished epochs are checkpointed and `dvc repro` resumes"
                     )
+                if outcome == "failed" and optional(ended.job):
+                    failed_optional.append(message)
+                    continue
+                _stop([other.process for other in running.values()])
                 raise TrainingInterrupted(message) if outcome == "interrupted" else LossbenchError(message)
     except KeyboardInterrupt:
         _ignore_stop_signals()  # the workers are being stopped; a second Ctrl-C changes nothing
@@ -175,3 +182,4 @@ def run_in_workers(
             if saved
             else f"train@{jobs[0].name}-{jobs[0].seed}: stopped; `dvc repro` resumes"
         ) from None
+    return failed_optional

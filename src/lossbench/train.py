@@ -429,7 +429,15 @@ def _train(params: Params, name: str, seed: int, root: Path, console: Console) -
             jobs = [job, *ahead]
             for each in jobs:
                 progress.add(each.name, each.seed)
-            run_in_workers(jobs, len(jobs), train_job, lambda each, record: progress.epoch(each.name, record))
+            failed_ahead = run_in_workers(
+                jobs,
+                len(jobs),
+                train_job,
+                lambda each, record: progress.epoch(each.name, record),
+                optional=lambda each: each is not job,  # its own stage will meet the failure again
+            )
+            for message in failed_ahead:
+                console.print(f"  note (a seed trained ahead): {message}", markup=False, highlight=False)
         else:
             device_data = DeviceData.load(params, name, root)
             progress.add(name, seed)
