@@ -21,10 +21,9 @@ import pytest
 import yaml
 from conftest import TINY_PARAMS, commit, lossbench, run_in, write_params
 
-from lossbench.claims import gamma_claim
+from lossbench.claims import gamma_claim, half_verdict
 from lossbench.results import md
 from lossbench.stats import CANNOT_TELL, direction, paired_comparison
-from lossbench.variants import half_verdict
 
 REPORT_OUTPUTS = [
     "plots/curves.png",
@@ -33,7 +32,7 @@ REPORT_OUTPUTS = [
     "plots/curves.csv",
     "plots/significance.csv",
     "plots/report.md",
-    "metrics/details/summary.json",
+    "metrics/summary.json",
 ]
 
 
@@ -287,7 +286,7 @@ def test_a_report_that_cannot_write_leaves_every_previous_output(reproduced: Pat
 
 # --- compare: revisions whose metrics it cannot read -----------------------------------------------
 
-HEADLINE = {"test_acc": 0.5, "test_sd": 0.01, "best_acc": 0.52, "best_sd": 0.01, "ece": 0.03, "conv_ep": 2.0}
+HEADLINE = {"test_acc": 0.5, "test_sd": 0.01, "best_acc": 0.52, "ece": 0.03, "conv_ep": 2.0}
 
 
 def _write_headlines(root: Path, change: Callable[[dict[str, Any]], None] = lambda h: None) -> None:

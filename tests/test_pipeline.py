@@ -39,7 +39,6 @@ def test_repro_caching_gamma_change_metrics_diff_plots_and_a_fifth_loss(
             "test_acc",
             "test_sd",
             "best_acc",
-            "best_sd",
             "ece",
             "conv_ep",
             "at_chance",

@@ -8,6 +8,7 @@ from rich.console import Console
 
 from lossbench.params import parse_params
 from lossbench.prepare import long_tail_counts, prepare
+from lossbench.publish import publish
 from lossbench.report import report
 from lossbench.storage import CLASS_COUNTS_FILE, PREPARED_DIR, load_prepared
 from lossbench.train import train
@@ -24,6 +25,7 @@ def _prepare(root: Path, **data: object) -> None:
                 "synthetic": {"train_size": 1000, "test_size": 200},
                 **data,
             },
+            "seeds": [1],
             "losses": {"ce": {"kind": "ce"}},
         }
     )
@@ -80,8 +82,10 @@ def test_report_on_a_long_tailed_noisy_run_tests_claim_five(tmp_path: Path) -> N
     params["machine"] = {"workers": 1}  # in this process: the stages' own functions, no CLI
     parsed = parse_params(params)
     prepare(parsed, tmp_path, QUIET)
-    train(parsed, "ce", tmp_path, QUIET)
-    train(parsed, "focal", tmp_path, QUIET)
+    for name in parsed.losses:
+        for seed in parsed.seeds:
+            train(parsed, name, seed, tmp_path, QUIET)
+        publish(parsed, name, tmp_path, QUIET)
     report(parsed, tmp_path, QUIET)
     written = (tmp_path / "plots" / "report.md").read_text()
     assert "tail recall" in written

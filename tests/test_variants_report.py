@@ -10,9 +10,9 @@ import pytest
 import yaml
 from conftest import run_in, run_queue, write_params
 
-from lossbench.errors import MissingInput
-from lossbench.params import parse_params
-from lossbench.variants import Variant, _in_seed_order, half_verdict, noise_part
+from lossbench.claims import half_verdict, noise_half
+from lossbench.errors import DamagedInput
+from lossbench.results import Field, LossResult, VariantRun
 
 
 def _details(root: Path, rev: str, name: str) -> dict[str, dict[str, float]]:
@@ -100,51 +100,57 @@ def test_a_half_of_claim_5_is_supported_only_when_every_case_is() -> None:
     assert half_verdict({})[0] == "not testable"
 
 
-def _seeds(accuracy: dict[int, float]) -> dict[str, dict[str, object]]:
-    return {
-        f"seed{seed}": {"final_test_acc": value, "macro_f1": value, "per_class_recall": [value] * 10}
-        for seed, value in accuracy.items()
+def _result(name: str, spec: dict[str, object], accuracy: dict[int, float], seeds: list[int]) -> LossResult:
+    """A loss's result from a details file whose seeds are in `accuracy`'s order, read in `seeds`' order."""
+    details = {
+        "loss": name,
+        "per_seed": {
+            f"seed{seed}": {"final_test_acc": value, "macro_f1": value, "per_class_recall": [value] * 10}
+            for seed, value in accuracy.items()
+        },
+        "settings": spec,
     }
+    return LossResult.from_details(Field(details, f"{name}.json"), seeds, ("final_test_acc", "macro_f1"))
+
+
+CE, FOCAL = {"kind": "ce"}, {"kind": "focal", "gamma": 2.0}
 
 
 def test_drops_are_paired_by_seed_whatever_the_order_in_the_files() -> None:
-    params = parse_params(
-        {
-            "train": {"seeds": [1, 2, 10]},
-            "losses": {"ce": {"kind": "ce"}, "focal": {"kind": "focal", "gamma": 2.0}},
-        }
-    )
-    seeds = params.train.seeds
+    seeds = [1, 2, 10]
     clean = {
-        name: _in_seed_order(_seeds({10: 0.90, 1: 0.50, 2: 0.60}), seeds, "clean") for name in ("ce", "focal")
+        name: _result(name, spec, {10: 0.90, 1: 0.50, 2: 0.60}, seeds)
+        for name, spec in (("ce", CE), ("focal", FOCAL))
     }
     # CE loses 5, 4 and 6 points on seeds 1, 2 and 10; focal loses 1 point on each.
-    noisy = Variant(
+    noisy = VariantRun(
         experiment="noisy",
         imbalance_ratio=1.0,
         label_noise=0.2,
-        per_seed={
-            "ce": _in_seed_order(_seeds({2: 0.56, 10: 0.84, 1: 0.45}), seeds, "ce"),
-            "focal": _in_seed_order(_seeds({1: 0.49, 10: 0.89, 2: 0.59}), seeds, "focal"),
+        results={
+            "ce": _result("ce", CE, {2: 0.56, 10: 0.84, 1: 0.45}, seeds),
+            "focal": _result("focal", FOCAL, {1: 0.49, 10: 0.89, 2: 0.59}, seeds),
         },
         class_counts={},
-        numerics="not recorded",
     )
-    table, parts, cases = noise_part(params, [noisy], clean)
-    ce = table[table["loss"] == "CE"].iloc[0]
+    half = noise_half([noisy], clean)
+    ce = half.table[half.table["loss"] == "CE"].iloc[0]
     assert (round(ce["drop_mean"], 4), round(ce["drop_ci95_low"], 4), round(ce["drop_ci95_high"], 4)) == (
         0.05,
         0.0252,
         0.0748,
     )
-    assert parts == [
+    assert half.parts == [
         "20% noise, CE's drop − Focal (γ=2)'s: +4.0 points [+1.5, +6.5], p=0.0202 (Wilcoxon 0.25)"
     ]
-    assert cases == {"20% noise, Focal (γ=2)": ["higher"]}
+    assert {case: evidence.directions for case, evidence in half.cases.items()} == {
+        "20% noise, Focal (γ=2)": ["higher"]
+    }
 
 
 def test_a_details_file_without_a_seed_is_named() -> None:
     with pytest.raises(
-        MissingInput, match=r"^metrics/details/ce.json of lt10: no per-seed results .* \[1, 2, 3\]$"
+        DamagedInput,
+        match=r"^ce.json: per_seed has no seed3 \(seeds there: seed1, seed2\)$",
     ):
-        _in_seed_order(_seeds({1: 0.5, 2: 0.6}), [1, 2, 3], "metrics/details/ce.json of lt10")
+        _result("ce", CE, {1: 0.5, 2: 0.6}, [1, 2, 3])

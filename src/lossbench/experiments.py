@@ -16,7 +16,7 @@ from rich.text import Text
 
 from lossbench.errors import DamagedInput, MissingInput, printable_lines
 from lossbench.params import RAW_DIR, Params
-from lossbench.results import Field, parse_json
+from lossbench.results import Field, parse_json, plus_minus
 
 
 def study_prefix(root: Path) -> str:
@@ -186,7 +186,7 @@ def compare(params: Params, root: Path, console: Console, all_commits: bool = Fa
         cells += [row.get(key, "-") for key in changed]
         for name in params.losses:
             numbers = found[name]
-            cells.append("-" if numbers is None else f"{numbers[0]:.3f} ± {numbers[1]:.3f}")
+            cells.append("-" if numbers is None else plus_minus(*numbers, digits=3))
         # Names and values from the runs' files: literal text, never rich markup.
         table.add_row(*(Text(printable_lines(cell)) for cell in cells))
     console.print(table)

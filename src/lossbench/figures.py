@@ -1,14 +1,15 @@
-"""The report's figures: the study's 2x2 curves, final accuracy per seed, and
-reliability diagrams; and the colour of each loss, by its name, in every figure
-and plot (`colour_of`, `loss_colours`).
+"""Every figure: the report's 2x2 curves, final accuracy per seed and
+reliability diagrams, the γ sweep's and the variants' figures; and the colour
+of each loss, by its name, in every figure and plot (`colour_of`, `loss_colours`).
 
-Each function draws and returns its figure; the report writes them with its
-other files as one set (`save_figure`), then closes them."""
+Each function draws and returns its figure from numbers already computed; a
+report writes it with its other files as one set (`save_figure`)."""
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib
@@ -21,7 +22,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter
 
-from lossbench.results import LossResult
+from lossbench.results import CLEAN_DATA, LossResult, VariantRun
 from lossbench.storage import OutputSet
 
 CURVE_COLUMNS = ("train_loss", "test_loss", "train_acc", "test_acc")
@@ -93,9 +94,18 @@ def accuracy_limits(axis: Axes, values: Iterable[float], chance: float) -> None:
 
 
 def save_figure(files: OutputSet, figure: Figure, path: Path, dpi: int = DPI) -> None:
-    """Write a figure as a PNG into an output set, and close it."""
+    """Write a figure as a PNG into an output set."""
     files.write_with(path, lambda out: figure.savefig(out, dpi=dpi, format="png"))
-    plt.close(figure)
+
+
+@contextmanager
+def closing(*drawn: Figure) -> Iterator[None]:
+    """Close these figures when the block ends, written or failed: pyplot keeps every open one."""
+    try:
+        yield
+    finally:
+        for figure in drawn:
+            plt.close(figure)
 
 
 def seed_mean_curves(result: LossResult) -> pd.DataFrame:
@@ -214,5 +224,75 @@ def draw_reliability(results: list[LossResult]) -> Figure:
         axis.set_axis_off()
     axes[0, 0].set_ylabel("accuracy in the bin")
     axes[0, 0].legend(loc="upper left", fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def draw_sweep(points: pd.DataFrame, table: pd.DataFrame, loss: str) -> Figure:
+    """Final test accuracy and ECE against γ: every seed's point (`points`, one
+    row per γ and seed) and the seed mean (`table`, one row per γ)."""
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, column, prefix, title in (
+        (axes[0], "final_test_acc", "acc", "final test accuracy"),
+        (axes[1], "ece", "ece", "ECE (15 bins)"),
+    ):
+        axis.scatter(points["gamma"], points[column], s=12, color="grey", label="one seed", zorder=2)
+        axis.plot(table["gamma"], table[f"{prefix}_mean"], "o-", color="black", label="seed mean", zorder=3)
+        axis.axvspan(0.5, 2.0, color="green", alpha=0.07, label="the study's 0.5 ≤ γ ≤ 2")
+        axis.set_xlabel(f"γ of losses.{loss}")
+        axis.set_title(title)
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+# One panel of the variants' figure: the data variable along x, the measure (one
+# number per seed) and the title.
+VariantPanel = tuple[str, Callable[[LossResult], list[float]], str]
+
+
+def _clean_and_runs_along(
+    runs: list[VariantRun], clean: dict[str, LossResult], name: str, variable: str
+) -> list[tuple[float, LossResult]]:
+    """(value, loss `name`'s result) for the clean run and each run that changes only `variable`."""
+    other = "label_noise" if variable == "imbalance_ratio" else "imbalance_ratio"
+    return [(CLEAN_DATA[variable], clean[name])] + [
+        (getattr(run, variable), run.results[name])
+        for run in runs
+        if getattr(run, other) == CLEAN_DATA[other] and getattr(run, variable) != CLEAN_DATA[variable]
+    ]
+
+
+def draw_variants(runs: list[VariantRun], clean: dict[str, LossResult], panels: list[VariantPanel]) -> Figure:
+    """Each panel's measure against its data variable, from the clean run on:
+    every seed's point and each loss's seed mean."""
+    figure, axes = plt.subplots(1, len(panels), figsize=(14, 4))
+    colours = loss_colours(clean)
+    for axis, (variable, measure, title) in zip(axes, panels, strict=True):
+        for name, result in clean.items():
+            along = [(x, measure(found)) for x, found in _clean_and_runs_along(runs, clean, name, variable)]
+            for x, values in along:
+                axis.scatter([x] * len(values), values, s=10, color=colours[name], alpha=0.5)
+            axis.plot(
+                [x for x, _ in along],
+                [np.mean(values) for _, values in along],
+                "o-",
+                color=colours[name],
+                label=result.label,
+            )
+        if variable == "imbalance_ratio":
+            axis.set_xscale("log")
+            ticks = sorted(
+                {x for name in clean for x, _ in _clean_and_runs_along(runs, clean, name, variable)}
+            )
+            axis.set_xticks(ticks, [f"{x:g}" for x in ticks])
+            axis.minorticks_off()
+            axis.set_xlabel("imbalance ratio of the training set (1 = clean)")
+        else:
+            axis.set_xlabel("fraction of training labels flipped (0 = clean)")
+        axis.set_title(title)
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
     figure.tight_layout()
     return figure

@@ -83,7 +83,6 @@ def headline(summary: dict[str, Any]) -> dict[str, float]:
         "test_acc": round(summary["final_test_acc"]["mean"], 4),
         "test_sd": round(summary["final_test_acc"]["std"], 4),
         "best_acc": round(summary["best_test_acc"]["mean"], 4),
-        "best_sd": round(summary["best_test_acc"]["std"], 4),
         "ece": round(summary["ece"]["mean"], 4),
         "conv_ep": round(summary["convergence_epoch"]["mean"], 1),
         "at_chance": len(summary["at_chance"]),

@@ -1,28 +1,32 @@
 """Stage report: compare the losses seed by seed, draw the study's figures, test its claims.
 
-Reads every loss's run (data/runs/NAME) and writes plots/report.md with its
-tables and verdicts, the figures (figures.py), the overlay table for `dvc
-plots show`, the significance table and metrics/details/summary.json. Runs
-that stayed at chance are named, and every verdict is also given without
-them. Labels say what each run was trained with (its recorded settings); a
-run params.yaml has changed since is named. Everything is computed and drawn
-first, then written as one set: a failure leaves every previous file as it was.
+Reads what publish@NAME wrote for every loss (results.load_results) and
+writes plots/report.md with its tables and verdicts, the figures (figures.py),
+the overlay table for `dvc plots show`, the significance table and
+metrics/details/summary.json. Runs that stayed at chance are named, and every
+verdict is also given without them. Labels say what each run was trained with
+(its recorded settings); a run params.yaml has changed since is named.
+
+`report` goes down the layers once: read (`read_results`), find (`find`: the
+ranking, the tables of numbers, the claims), write the text and draw the
+figures, then write every file as one set: a failure leaves every previous
+file as it was.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from rich.console import Console
 from rich.markup import escape
 
 from lossbench import figures
-from lossbench.claims import Claim, head_and_tail, measure_claims, points
+from lossbench.claims import Claim, head_and_tail, measure_claims, percent, recall_over
 from lossbench.errors import MissingInput, shown
 from lossbench.evaluation import CHANCE_MARGIN, CONVERGENCE_TOLERANCE, PLATEAU_TOLERANCE
 from lossbench.params import Params
@@ -34,6 +38,7 @@ from lossbench.results import (
     md,
     numerics_line,
     numerics_of,
+    plus_minus,
     read_class_counts,
     trained_otherwise,
     without_chance_runs,
@@ -66,8 +71,9 @@ def foreign_files(params: Params, root: Path) -> list[Path]:
 
 
 def _cell(result: LossResult, key: str, digits: int = 4) -> str:
+    """'mean ± sd [95% CI]' of a number over the result's seeds."""
     summary = summarize(result.values(key))
-    text = f"{summary['mean']:.{digits}f} ± {summary['std']:.{digits}f}"
+    text = plus_minus(summary["mean"], summary["std"], digits)
     if summary["ci95_low"] is not None:
         text += f" [{summary['ci95_low']:.{digits}f}, {summary['ci95_high']:.{digits}f}]"
     return text
@@ -80,7 +86,7 @@ def results_table(results: list[LossResult], ranking: list[str]) -> pd.DataFrame
             {
                 "rank": ranking.index(r.name) + 1,
                 "loss": md(r.label),
-                "stage": md(f"train@{r.name}"),
+                "stages": md(f"train@{r.name}-*"),
                 "final test acc": _cell(r, "final_test_acc"),
                 "per seed": ", ".join(f"{value:.3f}" for value in r.values("final_test_acc")),
                 "best test acc": f"{r.mean('best_test_acc'):.4f}",
@@ -130,10 +136,7 @@ def recall_table(results: list[LossResult], classes: list[str]) -> pd.DataFrame:
     return pd.DataFrame(
         [
             {"loss": md(r.label)}
-            | {
-                md(c): f"{np.mean([n['per_class_recall'][i] for n in r.per_seed.values()]):.3f}"
-                for i, c in enumerate(classes)
-            }
+            | {md(c): f"{np.mean(recall_over(r, [i])):.3f}" for i, c in enumerate(classes)}
             for r in results
         ]
     )
@@ -154,6 +157,68 @@ def overlay_table(results: list[LossResult]) -> pd.DataFrame:
     )
 
 
+def head_and_tail_table(results: list[LossResult], head: list[int], tail: list[int]) -> pd.DataFrame:
+    """Seed-mean recall over the head and over the tail classes, for report.md."""
+    return pd.DataFrame(
+        [
+            {
+                "loss": md(r.label),
+                "head recall": f"{np.mean(recall_over(r, head)):.3f}",
+                "tail recall": f"{np.mean(recall_over(r, tail)):.3f}",
+            }
+            for r in results
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class Findings:
+    """What the report finds in the results, before a word of it is written."""
+
+    ranking: list[str]  # loss names, best mean final test accuracy first
+    at_chance: dict[str, dict[int, str]]  # loss -> its seeds at chance, and how
+    dropped: list[int]  # the seeds on which some loss stayed at chance
+    significance: pd.DataFrame
+    claims: list[Claim]
+    # The same without the dropped seeds, where enough seeds are left to pair.
+    significance_without: pd.DataFrame | None
+    claims_without: list[Claim] | None
+    numerics: str  # what the runs were made under, in a sentence
+
+
+def find(params: Params, results: list[LossResult], class_counts: dict[str, Any]) -> Findings:
+    """Rank the losses, compare them pairwise and measure the claims, with and without runs at chance."""
+    ranking = [r.name for r in sorted(results, key=lambda r: r.mean("final_test_acc"), reverse=True)]
+    cleaned, dropped = without_chance_runs(results)
+    judged_without = bool(dropped) and len(dropped) < len(params.seeds) - 1
+    return Findings(
+        ranking=ranking,
+        at_chance={r.name: r.at_chance() for r in results if r.at_chance()},
+        dropped=dropped,
+        significance=significance_table(results),
+        claims=measure_claims(results, class_counts),
+        significance_without=significance_table(cleaned) if judged_without else None,
+        claims_without=measure_claims(cleaned, class_counts) if judged_without else None,
+        numerics=numerics_line({r.name: numerics_of(r.run["settings"]) for r in results}),
+    )
+
+
+def summary_of(params: Params, findings: Findings) -> dict[str, Any]:
+    """metrics/details/summary.json: the ranking, the runs at chance and the claims' verdicts."""
+    without = findings.claims_without
+    return {
+        "best_loss": findings.ranking[0],
+        "rank": {name: findings.ranking.index(name) + 1 for name in params.losses},
+        "runs_at_chance": {
+            name: {str(seed): why for seed, why in runs.items()} for name, runs in findings.at_chance.items()
+        },
+        "claims": {str(claim.number): claim.verdict for claim in findings.claims},
+        "claims_without_runs_at_chance": None
+        if without is None
+        else {str(c.number): c.verdict for c in without},
+    }
+
+
 def _claim_lines(claims: list[Claim], without: list[Claim] | None, dropped: list[int]) -> list[str]:
     lines = []
     for claim, other in zip(claims, without or claims, strict=True):
@@ -164,62 +229,37 @@ def _claim_lines(claims: list[Claim], without: list[Claim] | None, dropped: list
     return lines
 
 
-def report(params: Params, root: Path, console: Console) -> dict[str, Any]:
-    results = load_results(params, root)
-    class_counts = read_class_counts(root / CLASS_COUNTS_FILE)
-    classes = list(class_counts["train"])
-    for r in results:
-        if r.run["classes"] != classes:
-            raise MissingInput(
-                f"{PublishedFiles.of(root, r.name).details} was trained on other classes than {CLASS_COUNTS_FILE} "
-                "lists: run `dvc repro`"
-            )
-    for r in results:
-        note = trained_otherwise(params, r)
-        if note is not None:
-            console.print(f"  {note}", markup=False, highlight=False)
-    numerics = numerics_line({r.name: numerics_of(r.run["settings"]) for r in results})
-    if not numerics.startswith("Numerics:"):
-        console.print(f"  note: {numerics}", markup=False, highlight=False)
-    seeds = params.seeds
-    ranking = [r.name for r in sorted(results, key=lambda r: r.mean("final_test_acc"), reverse=True)]
-    at_chance = {r.name: r.at_chance() for r in results if r.at_chance()}
-    cleaned, dropped = without_chance_runs(results)
-
-    overlay = overlay_table(results)
-    significance = significance_table(results)
-
-    claims = measure_claims(results, class_counts)
-    without = measure_claims(cleaned, class_counts) if dropped and len(dropped) < len(seeds) - 1 else None
-    summary = {
-        "best_loss": ranking[0],
-        "rank": {name: ranking.index(name) + 1 for name in params.losses},
-        "runs_at_chance": {
-            name: {str(seed): why for seed, why in runs.items()} for name, runs in at_chance.items()
-        },
-        "claims": {str(claim.number): claim.verdict for claim in claims},
-        "claims_without_runs_at_chance": None
-        if without is None
-        else {str(c.number): c.verdict for c in without},
-    }
-
-    settings = results[0].run["settings"]
-    n_train, n_test = int(results[0].run["train_samples"]), int(results[0].run["test_samples"])
+def _data_variants(class_counts: dict[str, Any]) -> list[str]:
     variants = []
     if class_counts.get("imbalance_ratio", 1.0) > 1:
         variants.append(f"long-tailed training set (imbalance ratio {class_counts['imbalance_ratio']:g})")
     if class_counts.get("label_noise", 0.0) > 0:
-        variants.append(f"{points(class_counts['label_noise'])}% of training labels flipped")
-    chance_text = (
-        "No run stayed at chance."
-        if not at_chance
-        else "Runs at chance (test accuracy never more than "
-        f"{points(CHANCE_MARGIN)} points above chance, or back there at the end): "
+        variants.append(f"{percent(class_counts['label_noise'])}% of training labels flipped")
+    return variants
+
+
+def _chance_text(at_chance: dict[str, dict[int, str]]) -> str:
+    if not at_chance:
+        return "No run stayed at chance."
+    return (
+        "Runs at chance (test accuracy never more than "
+        f"{percent(CHANCE_MARGIN)} points above chance, or back there at the end): "
         + "; ".join(
             f"{name} seed {seed} ({why})" for name, runs in at_chance.items() for seed, why in runs.items()
         )
         + ". They stay in every table; the significance table and the claims are also given without them."
     )
+
+
+def report_text(
+    params: Params, results: list[LossResult], class_counts: dict[str, Any], findings: Findings
+) -> str:
+    """plots/report.md."""
+    seeds = params.seeds
+    classes = list(class_counts["train"])
+    settings = results[0].run["settings"]
+    n_train, n_test = int(results[0].run["train_samples"]), int(results[0].run["test_samples"])
+    variants = _data_variants(class_counts)
     lines = [
         "# Which loss? Results of this run",
         "",
@@ -230,11 +270,11 @@ def report(params: Params, root: Path, console: Console) -> dict[str, Any]:
         f"seeds {', '.join(map(str, seeds))} (the same initial weights, batch order and augmentation per seed). "
         "Ranked by mean final test accuracy; cells are mean ± std [95% CI of the mean].",
         "",
-        md(numerics),
+        md(findings.numerics),
         "",
-        results_table(results, ranking).to_markdown(index=False),
+        results_table(results, findings.ranking).to_markdown(index=False),
         "",
-        chance_text,
+        _chance_text(findings.at_chance),
         "",
         f"![Loss and accuracy per epoch]({CURVES_FIGURE.name})",
         "",
@@ -249,14 +289,14 @@ def report(params: Params, root: Path, console: Console) -> dict[str, Any]:
         f"that, not smaller ones. With n seeds the Wilcoxon test cannot go below p = 2/2ⁿ "
         f"({2 / 2 ** len(seeds):.3g} here).",
         "",
-        significance_markdown(significance),
+        significance_markdown(findings.significance),
         "",
     ]
-    if without is not None:
+    if findings.significance_without is not None:
         lines += [
-            f"Without seeds {', '.join(map(str, dropped))} (a run at chance in some loss):",
+            f"Without seeds {', '.join(map(str, findings.dropped))} (a run at chance in some loss):",
             "",
-            significance_markdown(significance_table(cleaned)),
+            significance_markdown(findings.significance_without),
             "",
         ]
     lines += [
@@ -267,25 +307,11 @@ def report(params: Params, root: Path, console: Console) -> dict[str, Any]:
     ]
     if class_counts.get("imbalance_ratio", 1.0) > 1:
         head, tail = head_and_tail(class_counts)
-
-        def recall_over(result: LossResult, members: list[int]) -> float:
-            return float(
-                np.mean([[n["per_class_recall"][c] for c in members] for n in result.per_seed.values()])
-            )
-
-        rows = [
-            {
-                "loss": r.label,
-                "head recall": f"{recall_over(r, head):.3f}",
-                "tail recall": f"{recall_over(r, tail):.3f}",
-            }
-            for r in results
-        ]
         lines += [
             f"Head classes ({', '.join(md(classes[c]) for c in head)}) have the most training images, tail "
             f"classes ({', '.join(md(classes[c]) for c in tail)}) the fewest; the test set is balanced.",
             "",
-            pd.DataFrame(rows).to_markdown(index=False),
+            head_and_tail_table(results, head, tail).to_markdown(index=False),
             "",
         ]
     lines += [
@@ -299,42 +325,72 @@ def report(params: Params, root: Path, console: Console) -> dict[str, Any]:
         "## The study's claims, measured",
         "",
         f"Definitions: a run *converges* at the first epoch whose test accuracy is within "
-        f"{points(CONVERGENCE_TOLERANCE)} points of its best; its loss *plateaus* at the first epoch after which "
+        f"{percent(CONVERGENCE_TOLERANCE)} points of its best; its loss *plateaus* at the first epoch after which "
         f"the training loss never falls more than {100 * PLATEAU_TOLERANCE:.0f}% below that epoch's value. "
         "Verdicts: *supported (significant)* — every comparison goes the claimed way at p < 0.05 (paired t); "
         "*opposite (significant)* — at least one goes the other way at p < 0.05; *not significant* — neither, "
         "with the difference these seeds could have detected ('could detect ±x').",
         "",
-        *_claim_lines(claims, without, dropped),
+        *_claim_lines(findings.claims, findings.claims_without, findings.dropped),
     ]
+    return "\n".join(lines)
+
+
+def read_results(params: Params, root: Path, console: Console) -> tuple[list[LossResult], dict[str, Any]]:
+    """Every loss's published results and the class counts, checked against each
+    other; a run trained otherwise than params.yaml now says is named."""
+    results = load_results(params, root)
+    class_counts = read_class_counts(root / CLASS_COUNTS_FILE)
+    classes = list(class_counts["train"])
+    for r in results:
+        if r.run["classes"] != classes:
+            raise MissingInput(
+                f"{PublishedFiles.of(root, r.name).details} was trained on other classes than {CLASS_COUNTS_FILE} "
+                "lists: run `dvc repro`"
+            )
+    for r in results:
+        note = trained_otherwise(params, r)
+        if note is not None:
+            console.print(f"  {note}", markup=False, highlight=False)
+    return results, class_counts
+
+
+def report(params: Params, root: Path, console: Console) -> dict[str, Any]:
+    results, class_counts = read_results(params, root, console)
+    findings = find(params, results, class_counts)
+    if not findings.numerics.startswith("Numerics:"):
+        console.print(f"  note: {findings.numerics}", markup=False, highlight=False)
+    summary = summary_of(params, findings)
+    overlay = overlay_table(results)
+    text = report_text(params, results, class_counts, findings)
+
+    chance = 1 / len(class_counts["train"])
     drawn = [
-        (figures.draw_curves(results, chance=1 / len(classes)), CURVES_FIGURE, figures.DPI),
-        (figures.draw_final_accuracy(results, chance=1 / len(classes)), ACCURACY_FIGURE, figures.DPI),
+        (figures.draw_curves(results, chance), CURVES_FIGURE, figures.DPI),
+        (figures.draw_final_accuracy(results, chance), ACCURACY_FIGURE, figures.DPI),
         (figures.draw_reliability(results), RELIABILITY_FIGURE, figures.RELIABILITY_DPI),
     ]
     # Every number, text and figure is made before the first file is written, and the
     # files are written as one set: a failure (a full disk) leaves all the previous ones.
-    try:
-        with output_set() as files:
-            for figure, path, dpi in drawn:
-                figures.save_figure(files, figure, root / path, dpi)
-            files.write_with(root / CURVES_TABLE, lambda path: overlay.to_csv(path, index=False))
-            files.write_with(root / SIGNIFICANCE_TABLE, lambda path: significance.to_csv(path, index=False))
-            files.write_json(root / SUMMARY_FILE, summary)
-            files.write_text(root / REPORT_FILE, "\n".join(lines))
-    finally:
-        for figure, _, _ in drawn:
-            plt.close(figure)
+    with figures.closing(*(figure for figure, _, _ in drawn)), output_set() as files:
+        for figure, path, dpi in drawn:
+            figures.save_figure(files, figure, root / path, dpi)
+        files.write_with(root / CURVES_TABLE, lambda path: overlay.to_csv(path, index=False))
+        files.write_with(
+            root / SIGNIFICANCE_TABLE, lambda path: findings.significance.to_csv(path, index=False)
+        )
+        files.write_json(root / SUMMARY_FILE, summary)
+        files.write_text(root / REPORT_FILE, text)
 
     for path in foreign_files(params, root):
         console.print(
             f"  note: {escape(shown(path.relative_to(root)))} is not written by this pipeline (no such loss in "
             "params.yaml); left as it is"
         )
-    console.print(f"[bold]report[/]: ranking by mean final test accuracy: {' > '.join(ranking)}")
-    if at_chance:
+    console.print(f"[bold]report[/]: ranking by mean final test accuracy: {' > '.join(findings.ranking)}")
+    if findings.at_chance:
         console.print(f"  runs at chance: {summary['runs_at_chance']}")
-    for claim in claims:
+    for claim in findings.claims:
         console.print(f"  claim {claim.number}: {claim.verdict}")
     console.print(
         f"  wrote {REPORT_FILE}, {CURVES_FIGURE}, {ACCURACY_FIGURE}, {RELIABILITY_FIGURE}, {SUMMARY_FILE}"

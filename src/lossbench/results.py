@@ -1,7 +1,8 @@
 """What the analysis side reads, read in one place: one seed's finished run
-(data/runs/NAME/seedN), a loss's published details, class counts, and the seed arithmetic
-every comparison shares; and how a name from the data is written into a
-Markdown report.
+(data/runs/NAME/seedN), a loss's published details as a `LossResult` (the
+report's, the γ sweep's and variants-report's alike), class counts, whether a
+result is stale (`changed_settings`), and the seed arithmetic every comparison
+shares; and how a name or a mean ± sd from the data is written into a report.
 
 Every JSON file goes through `parse_json`, which refuses NaN and infinities
 (Python's json reads `NaN` and `Infinity` as numbers), and every value is
@@ -246,6 +247,10 @@ PROTOCOL_SETTINGS = ("epochs", "batch_size", "lr", "momentum", "lr_decay_factor"
 MAY_BE_EMPTY = ("confidence", "accuracy")
 
 
+# A setting of the wrong type, read as its type: the same message as any other value of a file.
+_READ_AS = {"float_type": Field.number, "int_type": Field.integer, "string_type": Field.text}
+
+
 def trained_spec(settings: Field) -> LossParams:
     """The loss a run was trained with, from its recorded settings."""
     kind = settings.child("kind")
@@ -258,6 +263,9 @@ def trained_spec(settings: Field) -> LossParams:
     except ValidationError as error:
         first = error.errors()[0]
         key = ".".join(str(part) for part in first["loc"])
+        read = _READ_AS.get(first["type"])
+        if read is not None and len(first["loc"]) == 1:
+            read(settings.child(key))  # raises in the words of every other value: 'is null, not a number'
         raise settings.damaged(
             f"do not describe a {kind.value} loss ({shown(key)}: {first['msg']})"
         ) from None
@@ -336,6 +344,8 @@ def read_table(path: Path, columns: Sequence[str], seeds: Sequence[int]) -> pd.D
 
 @dataclass(frozen=True)
 class LossResult:
+    """One loss's results over its seeds, as its details file (metrics/details/NAME.json) has them."""
+
     name: str
     label: str  # from the loss it was trained with, which `spec` is
     spec: LossParams
@@ -343,6 +353,29 @@ class LossResult:
     history: pd.DataFrame  # one row per seed and epoch
     calibration: pd.DataFrame  # one row per seed and confidence bin
     run: dict[str, Any]  # the rest of metrics/details/NAME.json: settings, sizes, classes
+
+    @classmethod
+    def from_details(
+        cls,
+        details: Field,
+        seeds: Sequence[int] | None = None,
+        keys: Sequence[str] = RUN_SEED_KEYS,
+        tables: tuple[pd.DataFrame, pd.DataFrame] | None = None,
+    ) -> LossResult:
+        """A details file's result: its seeds (or `seeds`, in that order, so that
+        results pair by seed), each with `keys` checked (`per_seed_numbers`); the
+        loss as its settings record it; and its (history, calibration) tables
+        where the caller read them (a report across experiments has none)."""
+        name = details.child("loss").text()
+        per_seed = details.child("per_seed")
+        classes = details.get("classes")
+        numbers = per_seed_numbers(per_seed, keys, seeds, None if classes is None else len(classes.items()))
+        if not numbers:
+            raise per_seed.damaged("names no seed")
+        spec = trained_spec(details.child("settings"))
+        history, calibration = tables or (pd.DataFrame(), pd.DataFrame())
+        rest = {key: value for key, value in details.mapping().items() if key != "per_seed"}
+        return cls(name, loss_label(spec), spec, numbers, history, calibration, rest)
 
     @property
     def seeds(self) -> list[int]:
@@ -370,20 +403,58 @@ class LossResult:
 
 
 def load_results(params: Params, root: Path) -> list[LossResult]:
+    """Every loss's published files (publish@NAME), checked, for exactly params.yaml's seeds."""
     results = []
     for name in params.losses:
         run = PublishedFiles.of(root, name)
         for path in (run.details, run.history, run.calibration, run.confusion):
             if not path.is_file():
                 raise MissingInput(f"{path} is missing: run `dvc repro publish@{name}` first")
-        metrics = read_run(run.details, params.seeds)
-        per_seed = {seed: metrics["per_seed"][f"seed{seed}"] for seed in metrics["seeds"]}
-        rest = {key: value for key, value in metrics.items() if key != "per_seed"}
-        history = read_table(run.history, HISTORY_COLUMNS, params.seeds)
-        calibration = read_table(run.calibration, CALIBRATION_COLUMNS, params.seeds)
-        spec = trained_spec(Field(metrics["settings"], str(run.details), "settings"))
-        results.append(LossResult(name, loss_label(spec), spec, per_seed, history, calibration, rest))
+        details = Field(read_run(run.details, params.seeds), str(run.details))  # checked whole, seeds too
+        tables = (
+            read_table(run.history, HISTORY_COLUMNS, params.seeds),
+            read_table(run.calibration, CALIBRATION_COLUMNS, params.seeds),
+        )
+        results.append(LossResult.from_details(details, params.seeds, tables=tables))
     return results
+
+
+# The data variant of a clean run: neither long-tailed nor noisy.
+CLEAN_DATA = {"imbalance_ratio": 1.0, "label_noise": 0.0}
+
+
+@dataclass(frozen=True)
+class VariantRun:
+    """A finished run of a study on one data variant (a long-tailed or noisy
+    training set): each loss's result on the study's seeds, and its class counts."""
+
+    experiment: str
+    imbalance_ratio: float
+    label_noise: float
+    results: dict[str, LossResult]  # by loss name, in params.yaml's order
+    class_counts: dict[str, Any]
+
+
+# --- stale results: trained otherwise than the params beside them say --------------------------
+
+# Recorded as the machine resolved them ('auto' as the device used, 0 threads as
+# the count used), so never equal to params.yaml's: not compared.
+RESOLVED_SETTINGS = {"device", "threads"}
+
+
+def settings_now(params: Params, name: str) -> dict[str, Any]:
+    """What params.yaml gives loss `name` and its training, as a run records it."""
+    return params.losses[name].model_dump() | params.train.model_dump(exclude=RESOLVED_SETTINGS)
+
+
+def changed_settings(result: LossResult, now: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(key, trained with, now) for each setting of `now`, and each setting of
+    the loss it was trained with, that differ: the one staleness check, which
+    the report notes and the reports across experiments refuse. A setting the
+    run did not record, or `now` does not give, counts as unset."""
+    trained = result.run["settings"] | result.spec.model_dump()
+    keys = dict.fromkeys([*result.spec.model_dump(), *now])
+    return [(key, trained.get(key), now.get(key)) for key in keys if trained.get(key) != now.get(key)]
 
 
 def _setting(value: Any) -> str:
@@ -392,25 +463,23 @@ def _setting(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def trained_otherwise(params: Params, result: LossResult) -> str | None:
-    """A note when a run was trained with other loss or training settings than
-    params.yaml now gives it (edited since, and not rerun), else None."""
-    settings = result.run["settings"]
-    trained = result.spec.model_dump()
-    live = params.losses[result.name].model_dump()
-    pairs = [(key, trained.get(key), live.get(key)) for key in dict.fromkeys([*trained, *live])]
-    current = params.train.model_dump(exclude={"device", "threads", "seeds"})
-    pairs += [(key, settings[key], value) for key, value in current.items() if key in settings]
-    changed = [(key, before, now) for key, before, now in pairs if before != now]
-    if not changed:
-        return None
+def trained_but(changed: list[tuple[str, Any, Any]]) -> str:
+    """'was trained with gamma 2 but params.yaml now says gamma 3' for `changed_settings`."""
     return (
-        f"note: {RUNS_DIR / result.name} was trained with "
+        "was trained with "
         + ", ".join(f"{key} {_setting(before)}" for key, before, _ in changed)
         + " but params.yaml now says "
         + ", ".join(f"{key} {_setting(now)}" for key, _, now in changed)
-        + "; labelled as trained — run `dvc repro`"
     )
+
+
+def trained_otherwise(params: Params, result: LossResult) -> str | None:
+    """A note when a run was trained with other loss or training settings than
+    params.yaml now gives it (edited since, and not rerun), else None."""
+    changed = changed_settings(result, settings_now(params, result.name))
+    if not changed:
+        return None
+    return f"note: {RUNS_DIR / result.name} {trained_but(changed)}; labelled as trained — run `dvc repro`"
 
 
 def without_chance_runs(results: list[LossResult]) -> tuple[list[LossResult], list[int]]:
@@ -421,7 +490,7 @@ def without_chance_runs(results: list[LossResult]) -> tuple[list[LossResult], li
     return [result.only(kept) for result in results], dropped
 
 
-# --- names in Markdown reports ----------------------------------------------------------------
+# --- names and numbers in reports ------------------------------------------------------------
 
 # Characters Markdown gives a meaning to anywhere in a line (emphasis, code,
 # links, tables, strikethrough, math; '#': GitHub's issue links).
@@ -437,6 +506,11 @@ def md(name: object) -> str:
     text = printable_lines(str(name)).replace("\n", "\\n")
     text = _MARKDOWN.sub(lambda match: "\\" + match.group(), text)
     return "".join(_HTML.get(character, character) for character in text)
+
+
+def plus_minus(mean: float, sd: float, digits: int = 4) -> str:
+    """'0.5506 ± 0.0312': a seed mean and its standard deviation, as every report writes them."""
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
 
 def markdown_names(table: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:

@@ -15,14 +15,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only
-import matplotlib.pyplot as plt
 import pandas as pd
-from matplotlib.figure import Figure
 from rich.console import Console
 
+from lossbench import figures
 from lossbench.claims import STATEMENTS, gamma_claim
 from lossbench.errors import DamagedInput, MissingInput, ParamsError
 from lossbench.experiments import (
@@ -35,7 +31,15 @@ from lossbench.experiments import (
     study_prefix,
 )
 from lossbench.params import FocalLoss, Params
-from lossbench.results import Field, md, numerics_line, numerics_of, per_seed_numbers
+from lossbench.results import (
+    Field,
+    LossResult,
+    changed_settings,
+    md,
+    numerics_line,
+    numerics_of,
+    trained_but,
+)
 from lossbench.storage import DETAILS_DIR, PLOTS_DIR, output_set
 
 SWEEP_FIGURE = PLOTS_DIR / "sweep.png"
@@ -88,14 +92,6 @@ def sweep_records(
     ]
 
 
-def _seed_rows(details: Any, where: str) -> list[tuple[int, float, float]]:
-    """(seed, final test accuracy, ECE) of each seed in a details file."""
-    per_seed = per_seed_numbers(Field(details, where).child("per_seed"), ("final_test_acc", "ece"))
-    if not per_seed:
-        raise MissingInput(f"{where}: no per-seed final_test_acc and ece")
-    return [(seed, float(n["final_test_acc"]), float(n["ece"])) for seed, n in per_seed.items()]
-
-
 def sweep_points(
     records: list[dict[str, Any]], loss: str, root: Path, left_out: list[str] | None = None
 ) -> pd.DataFrame:
@@ -107,23 +103,23 @@ def sweep_points(
     rows: dict[tuple[float, int], dict[str, Any]] = {}
     for record in sweep_records(records, loss, prefix, left_out):
         name, path = run_name(record), f"{DETAILS_DIR}/{loss}.json"
-        details = json_at(root, record, path)
-        if details is None:
-            continue  # no results (a commit where it was not run)
-        gamma = focal_gamma(record, loss, prefix)
-        seed_rows = _seed_rows(details, f"{path} of run {name}")
-        if Field(details, f"{path} of run {name}").child("settings").child("gamma").number() != gamma:
-            raise MissingInput(
-                f"{path} of run {name} is not of its γ={gamma:g} (stale: rerun it, or `dvc exp remove` it)"
-            )
-        for seed, accuracy, ece in seed_rows:
+        details, gamma = json_at(root, record, path), focal_gamma(record, loss, prefix)
+        if details is None or gamma is None:
+            continue  # no results (a commit where it was not run); γ: every run of a sweep has one
+        where = f"{path} of run {name}"
+        result = LossResult.from_details(Field(details, where), keys=("final_test_acc", "ece"))
+        changed = changed_settings(result, params_of(record, prefix)["losses"][loss])
+        if changed:
+            raise MissingInput(f"{where} {trained_but(changed)} (stale: rerun it, or `dvc exp remove` it)")
+        for seed, numbers in result.per_seed.items():
+            accuracy, ece = float(numbers["final_test_acc"]), float(numbers["ece"])
             row = {
                 "gamma": gamma,
                 "seed": seed,
                 "final_test_acc": accuracy,
                 "ece": ece,
                 "experiment": name,
-                "numerics": numerics_of(details.get("settings")),
+                "numerics": numerics_of(result.run["settings"]),
             }
             earlier = rows.setdefault((gamma, seed), row)
             if earlier is not row and name not in earlier["experiment"].split(" = "):
@@ -136,8 +132,9 @@ def sweep_points(
     return pd.DataFrame(list(rows.values()))
 
 
-def draw_sweep(points: pd.DataFrame, loss: str) -> tuple[pd.DataFrame, Figure]:
-    table = (
+def sweep_table(points: pd.DataFrame) -> pd.DataFrame:
+    """One row per γ: its runs, and the seed mean and sd of accuracy and ECE."""
+    return (
         points.groupby("gamma")
         .agg(
             runs=("seed", "size"),
@@ -148,20 +145,6 @@ def draw_sweep(points: pd.DataFrame, loss: str) -> tuple[pd.DataFrame, Figure]:
         )
         .reset_index()
     )
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for axis, column, prefix, title in (
-        (axes[0], "final_test_acc", "acc", "final test accuracy"),
-        (axes[1], "ece", "ece", "ECE (15 bins)"),
-    ):
-        axis.scatter(points["gamma"], points[column], s=12, color="grey", label="one seed", zorder=2)
-        axis.plot(table["gamma"], table[f"{prefix}_mean"], "o-", color="black", label="seed mean", zorder=3)
-        axis.axvspan(0.5, 2.0, color="green", alpha=0.07, label="the study's 0.5 ≤ γ ≤ 2")
-        axis.set_xlabel(f"γ of losses.{loss}")
-        axis.set_title(title)
-        axis.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    figure.tight_layout()
-    return table, figure
 
 
 def sweep_report(
@@ -182,15 +165,18 @@ def sweep_report(
             + queue_command(params, root, f"losses.{loss}.gamma=0.0,0.5,1.0,2.0")
             + ", then wait for `dvc queue status` to show them done"
         )
+    numerics = numerics_line(dict(zip(points["experiment"], points["numerics"], strict=True)))
+    if not numerics.startswith("Numerics:"):
+        console.print(f"note: {numerics}", markup=False, highlight=False)
+
     accuracy: dict[float, dict[int, float]] = {}
     for row in points.to_dict("records"):
         accuracy.setdefault(float(row["gamma"]), {})[int(row["seed"])] = float(row["final_test_acc"])
     verdict, evidence = gamma_claim(accuracy)
     statement = STATEMENTS[3][0]
-    table, figure = draw_sweep(points, loss)
-    numerics = numerics_line(dict(zip(points["experiment"], points["numerics"], strict=True)))
-    if not numerics.startswith("Numerics:"):
-        console.print(f"note: {numerics}", markup=False, highlight=False)
+    table = sweep_table(points)
+
+    figure = figures.draw_sweep(points, table, loss)
     text = (
         f"# γ sweep of losses.{md(loss)}\n\n![accuracy and ECE against γ](sweep.png)\n\n"
         + table.round(4).to_markdown(index=False)
@@ -202,14 +188,11 @@ def sweep_report(
         )
         + "\n"
     )
-    # Every number and text is made before the first file is written; the files are one set.
-    try:
-        with output_set() as files:
-            files.write_with(root / SWEEP_FIGURE, lambda out: figure.savefig(out, dpi=110, format="png"))
-            files.write_with(root / SWEEP_TABLE, lambda path: table.round(4).to_csv(path, index=False))
-            files.write_text(root / SWEEP_REPORT, text)
-    finally:
-        plt.close(figure)
+    # Every number, text and figure is made before the first file is written; the files are one set.
+    with figures.closing(figure), output_set() as files:
+        figures.save_figure(files, figure, root / SWEEP_FIGURE)
+        files.write_with(root / SWEEP_TABLE, lambda path: table.round(4).to_csv(path, index=False))
+        files.write_text(root / SWEEP_REPORT, text)
     console.print(table.round(4).to_string(index=False))
     console.print(f"[bold]claim 4[/] ({statement}): [bold]{verdict}[/]. {evidence}")
     best = table.sort_values("acc_mean").iloc[-1]
