@@ -4,7 +4,7 @@
     python benchmarks/seed_unit.py --full   # and a full `dvc repro -f` as the baseline (+5-10 min)
 
 In a fresh clone of the committed HEAD it times, one after another:
-  pull         `dvc pull --allow-missing` from the shipped DVC remote (dvc-remote/;
+  pull         `dvc pull --run-cache --allow-missing` from the shipped remote (dvc-remote/;
                data/prepared is not shipped: the first `dvc repro` rebuilds it)
   no-op        `dvc repro` right after the pull: nothing may train
   γ edit       focal_high γ 2 -> 1: only focal_high's seeds may train
@@ -93,7 +93,13 @@ def main(full: Annotated[bool, typer.Option(help="Also time `dvc repro -f` (ever
             if expect is not None and ran != expect:
                 raise SystemExit(f"{what}: expected {expect or 'no training'}, DVC trained {ran}")
 
-        step("dvc pull --allow-missing (the shipped remote)", "dvc", "pull", "--allow-missing")
+        step(
+            "dvc pull --run-cache --allow-missing (shipped remote)",
+            "dvc",
+            "pull",
+            "--run-cache",
+            "--allow-missing",
+        )
         step("dvc repro after the pull", "dvc", "repro", expect=[])
         edit_params(root, lambda p: p["losses"]["focal_high"].__setitem__("gamma", 1.0))
         step(
