@@ -284,6 +284,58 @@ def compare(
     _run(params, step)
 
 
+@app.command("run", rich_help_panel=USER_PANEL)
+def run(
+    set_param: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set-param",
+            "-S",
+            help="KEY=VALUE as in `dvc exp run -S`; KEY=A,B,C gives one experiment per value (a grid "
+            "with other -S); KEY=[A,B] is one list value. Repeat for several keys.",
+        ),
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option("--scheduler", help="An existing Dask scheduler, e.g. tcp://host:8786.")
+    ] = None,
+    cluster: Annotated[
+        Path | None,
+        typer.Option("--cluster", help="A YAML file naming a Slurm, PBS or SGE cluster (dask-jobqueue)."),
+    ] = None,
+    remote: Annotated[
+        str | None,
+        typer.Option(
+            "--remote", help="DVC remote for the results (default: this repository's default remote)."
+        ),
+    ] = None,
+    repo: Annotated[
+        str | None, typer.Option("--repo", help="The repository the workers clone (default: this one).")
+    ] = None,
+    retries: Annotated[int, typer.Option("--retries", min=0, help="Retries of a failed task.")] = 2,
+    root: RootOption = Path("."),
+) -> None:
+    """Train this commit's training stages, or a grid of experiments, as Dask tasks; then `dvc repro` here (`dvc exp run -S` per grid point) takes every one from the run-cache.
+
+    Each task trains one stage (train@NAME-SEED) in a clone of the commit and pushes it to --remote. Default: a cluster on this machine, one worker per core. --cluster FILE keys: kind (slurm, pbs, sge), cores and memory per job, jobs, and walltime, queue, account, job_extra_directives (a list), interface. --scheduler: start its workers with `--nthreads 1 --resources train=1`.
+    """
+
+    def step(loaded: Params, console: Console) -> object:
+        from lossbench.engine import run_on_dask
+
+        return run_on_dask(
+            root,
+            set_param or [],
+            console,
+            scheduler=scheduler,
+            cluster_file=cluster,
+            remote=remote,
+            repo=repo,
+            retries=retries,
+        )
+
+    _run(root / "params.yaml", step)
+
+
 # Help texts spell the claims out as claims.STATEMENTS states them (tested).
 @app.command("sweep-report", rich_help_panel=USER_PANEL)
 def sweep_report(

@@ -1,0 +1,451 @@
+"""`lossbench run`: the training stages of this commit, or of a grid of
+experiments, as Dask tasks; then `dvc repro` here takes every one from DVC's run-cache.
+
+A task trains one stage (train@NAME-SEED) in its own clone of the commit and
+pushes the outputs and the run-cache record to a DVC remote (the results
+remote). Nothing is shared but that remote, so a task can run on any machine
+that reaches the repository and the remote, and a retried task starts clean.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from rich.console import Console
+
+from lossbench.errors import LossbenchError, ParamsError, shown
+from lossbench.params import parse_params, read_yaml
+
+# The name the results remote gets in each clone, and here while the run finishes.
+RESULTS_REMOTE = "lossbench-results"
+# Dask resource: a worker trains one stage at a time, whatever its thread count.
+TRAIN_SLOT = "train"
+# How each batch system takes a job (dask-jobqueue's submit_command).
+SUBMIT_COMMANDS = {"slurm": "sbatch", "pbs": "qsub", "sge": "qsub"}
+# The pipeline's inputs: an uncommitted change here would make the local finish train.
+PIPELINE_INPUTS = ("params.yaml", "dvc.yaml", "src", "data/raw")
+# A task's commands die with its worker (SIGTERM), so a killed worker leaves no orphan training.
+WITH_LIFELINE = (
+    "import os, sys; from lossbench.lifeline import die_with_parent; "
+    "die_with_parent(); os.execvp(sys.argv[1], sys.argv[1:])"
+)
+
+
+class TaskFailed(LossbenchError):
+    """A command of a task failed; the message names the stage and the command's last line."""
+
+
+@dataclass(frozen=True)
+class StageTask:
+    """One train@NAME-SEED stage, trained in a clone of `repo` at `commit` with `overrides` applied."""
+
+    stage: str
+    repo: str
+    commit: str
+    remote: str
+    overrides: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    stage: str
+    cached: bool  # the results remote already had it: nothing was trained
+    clone_s: float  # clone, checkout, params and remote set up
+    repro_s: float  # `dvc repro --pull` (validate and prepare included)
+    push_s: float
+    log: str  # what `dvc repro` printed
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    tasks: list[TaskResult]
+    points: list[tuple[str, ...]]
+    workers: int
+    dask_s: float  # cluster start to the last task's result
+    finish_s: float  # the local `dvc repro` / `dvc exp run`s
+
+
+class ClusterSpec(BaseModel):
+    """--cluster FILE: a dask-jobqueue cluster. One single-threaded Dask worker per core of each job."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    kind: Literal["slurm", "pbs", "sge"]
+    jobs: int = Field(default=1, ge=1, le=10_000)
+    cores: int = Field(ge=1, le=1024)  # per job
+    memory: str  # per job, e.g. 16GB
+    walltime: str | None = Field(default=None, pattern=r"^[0-9][0-9:-]*$")
+    queue: str | None = Field(default=None, pattern=r"^[\w.@+-]+$")
+    account: str | None = Field(default=None, pattern=r"^[\w.@+-]+$")  # -A (Slurm, PBS) or -P (SGE)
+    job_extra_directives: list[str] = []  # e.g. --gres=gpu:1, each its own #SBATCH / #PBS / #$ line
+    interface: str | None = Field(default=None, pattern=r"^[\w.:-]+$")  # network interface, e.g. ib0
+
+    @field_validator("memory")
+    @classmethod
+    def _byte_size(cls, value: str) -> str:
+        from dask.utils import parse_bytes
+
+        parse_bytes(value)  # ValueError names what it cannot read
+        return value
+
+    @field_validator("job_extra_directives")
+    @classmethod
+    def _one_line_each(cls, values: list[str]) -> list[str]:
+        # Each directive becomes a line of the job script: a line break would start a shell command.
+        if any(re.search(r"[\x00-\x1f\x7f]", value) for value in values):
+            raise ValueError("a directive holds a line break or control character")
+        return values
+
+
+def load_cluster_spec(path: Path) -> ClusterSpec:
+    try:
+        return ClusterSpec.model_validate(read_yaml(path))
+    except ValidationError as error:
+        first = error.errors()[0]
+        key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        raise ParamsError(f"{path}: {shown(key)}: {message}") from None
+
+
+def jobqueue_cluster(spec: ClusterSpec) -> Any:
+    """The dask-jobqueue cluster `spec` describes; no job is submitted until it is scaled."""
+    from dask_jobqueue.pbs import PBSCluster
+    from dask_jobqueue.sge import SGECluster
+    from dask_jobqueue.slurm import SLURMCluster
+
+    kinds: dict[str, Any] = {"slurm": SLURMCluster, "pbs": PBSCluster, "sge": SGECluster}
+    options = {
+        "cores": spec.cores,
+        "processes": spec.cores,  # one thread per worker process: one stage per core
+        "memory": spec.memory,
+        "walltime": spec.walltime,
+        "queue": spec.queue,
+        "project" if spec.kind == "sge" else "account": spec.account,
+        "job_extra_directives": spec.job_extra_directives,
+        "interface": spec.interface,
+        "worker_extra_args": ["--resources", f"{TRAIN_SLOT}=1"],
+    }
+    return kinds[spec.kind](**{key: value for key, value in options.items() if value is not None})
+
+
+def grid_points(settings: Sequence[str]) -> list[tuple[str, ...]]:
+    """`-S KEY=VALUES` as `dvc exp run` reads it (Hydra's override grammar, through DVC's
+    own parser): `KEY=A,B` is one point per value, `KEY=[A,B]` is one list value."""
+    from dvc.exceptions import InvalidArgumentError
+    from dvc.utils.cli_parse import to_path_overrides
+    from dvc.utils.hydra import get_hydra_sweeps
+    from hydra.errors import OverrideParseException
+
+    if not settings:
+        return [()]
+    by_file = to_path_overrides(settings)
+    if other := sorted(set(by_file) - {"params.yaml"}):
+        raise ParamsError(
+            f"-S {shown(other[0])}:...: lossbench run sets params.yaml only; drop the file name"
+        )
+    for setting in settings:  # one at a time, so that an error names its -S
+        try:
+            get_hydra_sweeps(to_path_overrides([setting]))
+        except (InvalidArgumentError, OverrideParseException) as error:
+            raise ParamsError(f"-S {shown(setting)}: {_one_line(error)}") from None
+    return [tuple(point["params.yaml"]) for point in get_hydra_sweeps(by_file)]
+
+
+def _one_line(error: BaseException) -> str:
+    return shown(" ".join(str(error).split()), 300)
+
+
+def _shown_point(point: tuple[str, ...]) -> str:
+    return "params.yaml" + "".join(f" -S {override}" for override in point)
+
+
+def apply_point(params_file: Path, point: tuple[str, ...]) -> None:
+    """Write the overrides into params_file the way `dvc exp run -S` does."""
+    from dvc.exceptions import InvalidArgumentError
+    from dvc.utils.hydra import apply_overrides
+
+    try:
+        if point:
+            apply_overrides(params_file, list(point))
+    except InvalidArgumentError as error:  # Hydra's reason is the cause: "Could not override 'x'..."
+        raise ParamsError(
+            f"{shown(_shown_point(point), 200)}: {_one_line(error.__cause__ or error)}"
+        ) from None
+
+
+def _checked_params(template: Path, point: tuple[str, ...]) -> dict[str, Any]:
+    """The params of one grid point, validated like params.yaml; one line if bad."""
+    with tempfile.TemporaryDirectory() as folder:
+        params_file = Path(folder) / "params.yaml"
+        shutil.copyfile(template, params_file)
+        apply_point(params_file, point)
+        raw = read_yaml(params_file)
+    try:
+        parse_params(raw)
+    except ParamsError as error:
+        lines = str(error).splitlines()
+        details = "; ".join(line.strip() for line in lines[1:] or lines)
+        raise ParamsError(f"{shown(_shown_point(point), 200)}: {details}") from None
+    assert isinstance(raw, dict)  # parse_params accepts nothing else
+    return raw
+
+
+def stage_tasks(
+    points: list[tuple[str, ...]], template: Path, repo: str, commit: str, remote: str
+) -> dict[str, StageTask]:
+    """Every grid point's train@NAME-SEED stages, one task per distinct stage.
+
+    Two points share a stage when everything its run-cache key reads is equal:
+    the loss entry, `data` (prepare's params), `train` and the seed, as written.
+    Keyed by the Dask task key.
+    """
+    tasks: dict[str, StageTask] = {}
+    for point in points:
+        raw = _checked_params(template, point)
+        for name, entry in raw["losses"].items():
+            for seed in raw["seeds"]:
+                identity = json.dumps([name, entry, raw.get("data"), raw.get("train"), seed], sort_keys=True)
+                digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
+                stage = f"train@{name}-{seed}"
+                tasks.setdefault(f"{stage}-{digest}", StageTask(stage, repo, commit, remote, point))
+    return tasks
+
+
+def _tool_env(**extra: str) -> dict[str, str]:
+    """This environment with the interpreter's own bin (dvc, lossbench) first on PATH."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return os.environ | {"PATH": path, **extra}
+
+
+def _call(command: list[str], cwd: Path, env: dict[str, str], what: str, lifeline: bool = False) -> str:
+    """command's output; if it fails, TaskFailed with its last line. With `lifeline`,
+    the command gets SIGTERM when this process dies."""
+    started = [sys.executable, "-c", WITH_LIFELINE, *command] if lifeline else command
+    result = subprocess.run(started, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        lines = (result.stderr.strip() or result.stdout.strip() or "no output").splitlines()
+        name = " ".join(command[:3])
+        raise TaskFailed(f"{what}: `{name}` failed ({result.returncode}): {shown(lines[-1], 300)}")
+    return result.stdout
+
+
+def train_stage(task: StageTask) -> TaskResult:
+    """A Dask task: train one stage in a fresh clone and push it to the results remote."""
+    from distributed import get_worker
+
+    # In the worker's own folder: Dask deletes what a killed worker left there.
+    scratch = Path(tempfile.mkdtemp(prefix="lossbench-", dir=get_worker().local_directory))
+    clone = scratch / "repo"
+    # One process per stage (no seeds ahead); DVC's per-repository site cache goes with the clone.
+    env = _tool_env(LOSSBENCH_WORKERS="1", DVC_SITE_CACHE_DIR=str(scratch / "dvc-site"), DVC_NO_ANALYTICS="1")
+
+    def dvc(*arguments: str) -> str:
+        return _call(["dvc", *arguments], clone, env, task.stage, lifeline=True)
+
+    try:
+        started = time.perf_counter()
+        _call(["git", "clone", "--quiet", "--no-checkout", task.repo, str(clone)], scratch, env, task.stage)
+        _call(["git", "checkout", "--quiet", "--detach", task.commit], clone, env, task.stage)
+        apply_point(clone / "params.yaml", task.overrides)
+        dvc("remote", "add", "--local", "--default", "--force", RESULTS_REMOTE, task.remote)
+        cloned = time.perf_counter()
+        log = dvc("repro", "--pull", task.stage)
+        reproduced = time.perf_counter()
+        # Outputs first: DVC pushes run-cache records before outputs, and a record whose
+        # outputs never arrived (a worker killed mid-push) would make the finish here retrain.
+        dvc("push", task.stage)
+        dvc("push", "--run-cache", task.stage)
+        pushed = time.perf_counter()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    cached = f"Stage '{task.stage}' is cached - skipping run" in log
+    return TaskResult(task.stage, cached, cloned - started, reproduced - cloned, pushed - reproduced, log)
+
+
+@contextmanager
+def dask_client(scheduler: str | None, cluster_file: Path | None) -> Iterator[Any]:
+    """A Dask client: of `scheduler`, of the jobqueue cluster in `cluster_file`, or of
+    a LocalCluster with one single-threaded worker process per core."""
+    from distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        try:
+            connected = Client(scheduler, timeout="30s")  # type: ignore[no-untyped-call]
+        except (OSError, ValueError) as error:  # unreachable, not a Dask scheduler, a bad address
+            raise ParamsError(f"--scheduler {shown(scheduler)}: {_one_line(error)}") from None
+        with connected as client:
+            workers = client.scheduler_info()["workers"].values()
+            if not any(TRAIN_SLOT in worker.get("resources", {}) for worker in workers):
+                raise ParamsError(
+                    f"--scheduler {shown(scheduler)}: no worker offers the resource '{TRAIN_SLOT}'; "
+                    f"start workers with `dask worker {shown(scheduler)} --nthreads 1 --resources {TRAIN_SLOT}=1`"
+                )
+            yield client
+    elif cluster_file is not None:
+        spec = load_cluster_spec(cluster_file)
+        # dask-jobqueue submits jobs in the background and only logs a failure, and the run
+        # would wait for workers forever: a missing sbatch / qsub is refused here.
+        if shutil.which(submit := SUBMIT_COMMANDS[spec.kind]) is None:
+            raise TaskFailed(f"{submit}: not found; run lossbench run where {spec.kind} jobs are submitted")
+        with jobqueue_cluster(spec) as cluster, Client(cluster) as client:  # type: ignore[no-untyped-call]
+            cluster.scale(jobs=spec.jobs)
+            yield client
+    else:
+        # A failed task is reported once, in one line, when it has no retry left; not logged by each worker.
+        local = LocalCluster(  # type: ignore[no-untyped-call]
+            threads_per_worker=1,
+            processes=True,
+            resources={TRAIN_SLOT: 1},
+            dashboard_address=None,
+            silence_logs=logging.CRITICAL,
+        )
+        with local as cluster, Client(cluster) as client:  # type: ignore[no-untyped-call]
+            yield client
+
+
+def _commit(root: Path) -> str:
+    """HEAD, once the pipeline's inputs match it: tasks clone the commit, not this folder."""
+    commit = _call(["git", "rev-parse", "--verify", "HEAD"], root, _tool_env(), "git").strip()
+    if changed := _call(["git", "status", "--porcelain", "--", *PIPELINE_INPUTS], root, _tool_env(), "git"):
+        path = changed.splitlines()[0].split(maxsplit=1)[-1]
+        raise ParamsError(
+            f"{shown(path)}: changed since the last commit; tasks clone the commit, so commit it"
+        )
+    return commit
+
+
+def _default_remote(root: Path) -> str | None:
+    """The URL of the repository's default DVC remote, a folder made absolute."""
+    from dvc.config import Config
+
+    config = Config(dvc_dir=str(root / ".dvc"))
+    name = config["core"].get("remote")
+    return str(config["remote"][name]["url"]) if name else None
+
+
+@contextmanager
+def results_remote_as_default(root: Path, url: str) -> Iterator[None]:
+    """`dvc repro --pull` reads the default remote only: here it is the results remote
+    until the run has finished, then .dvc/config.local is as it was."""
+    if _default_remote(root) == url:
+        yield
+        return
+    config = root / ".dvc" / "config.local"
+    saved = config.read_bytes() if config.exists() else None
+    try:
+        command = ["dvc", "remote", "add", "--local", "--default", "--force", RESULTS_REMOTE, url]
+        _call(command, root, _tool_env(), "dvc")
+        yield
+    finally:
+        if saved is None:
+            config.unlink(missing_ok=True)
+        else:
+            config.write_bytes(saved)
+
+
+def _finish(root: Path, point: tuple[str, ...], console: Console) -> None:
+    """`dvc repro` (or `dvc exp run -S ...`) here, shown as it runs; no train stage may run."""
+    if point:
+        command = ["dvc", "exp", "run", "--pull", "dvc.yaml", *(f"--set-param={item}" for item in point)]
+    else:
+        command = ["dvc", "repro", "--pull", "dvc.yaml"]
+    console.print(f"$ {shlex.join(command)}", highlight=False, markup=False)
+    process = subprocess.Popen(
+        command, cwd=root, env=_tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert process.stdout is not None
+    output = []
+    for line in process.stdout:
+        console.out(line, end="", highlight=False)
+        output.append(line)
+    if process.wait() != 0:
+        raise TaskFailed(f"`{' '.join(command[:3])}` failed here ({process.returncode}); its output is above")
+    if trained := re.findall(r"Running stage '(train@[^']+)'", "".join(output)):
+        raise TaskFailed(
+            f"{trained[0]} was trained here, not taken from the run-cache ({_shown_point(point)})"
+        )
+
+
+def run_on_dask(
+    root: Path,
+    settings: Sequence[str],
+    console: Console,
+    *,
+    scheduler: str | None = None,
+    cluster_file: Path | None = None,
+    remote: str | None = None,
+    repo: str | None = None,
+    retries: int = 2,
+) -> RunSummary:
+    """Train every train stage of the grid (or of this commit) as Dask tasks, then
+    reproduce the pipeline here from the run-cache."""
+    from distributed import KilledWorker, progress
+
+    if scheduler is not None and cluster_file is not None:
+        raise ParamsError("--scheduler and --cluster: give one of them")
+    root = root.resolve()
+    if cluster_file is not None:
+        load_cluster_spec(cluster_file)  # a bad file fails before anything starts
+    commit = _commit(root)
+    remote = remote or _default_remote(root)
+    if remote is None:
+        raise ParamsError("--remote: this repository has no default DVC remote; give a folder or URL")
+    if "://" not in remote:
+        remote = str(Path(remote).resolve())  # the same folder from every worker's clone
+    points = grid_points(settings)
+    commit_params = (root / "params.yaml").read_bytes()
+    tasks = stage_tasks(points, root / "params.yaml", repo or str(root), commit, remote)
+
+    started = time.perf_counter()
+    with dask_client(scheduler, cluster_file) as client:
+        futures = [
+            client.submit(train_stage, task, key=key, retries=retries, resources={TRAIN_SLOT: 1})
+            for key, task in tasks.items()
+        ]
+        console.print(f"{len(futures)} training stage(s) of {len(points)} grid point(s) as Dask tasks")
+        progress(futures, interval="1s")  # type: ignore[no-untyped-call]
+        try:
+            results: list[TaskResult] = client.gather(futures)
+        except KilledWorker as error:
+            raise TaskFailed(
+                f"{error.task}: {error.allowed_failures + 1} workers died running it; see the worker logs"
+            ) from None
+        workers = len(client.nthreads())
+    dask_s = time.perf_counter() - started
+
+    with results_remote_as_default(root, remote):
+        for point in points:
+            (root / "params.yaml").write_bytes(commit_params)  # each point from the commit's params
+            _finish(root, point, console)
+    summary = RunSummary(results, points, workers, dask_s, time.perf_counter() - started - dask_s)
+    _print_summary(summary, console)
+    return summary
+
+
+def _print_summary(summary: RunSummary, console: Console) -> None:
+    cached = sum(result.cached for result in summary.tasks)
+    lines = [
+        f"lossbench run: {len(summary.tasks)} task(s) ({cached} already in the run-cache) on {summary.workers} "
+        f"Dask worker(s) in {summary.dask_s:.1f} s; finished here in {summary.finish_s:.1f} s, "
+        "every train stage from the run-cache",
+        *(f"  experiment: {' '.join(f'-S {item}' for item in point)}" for point in summary.points if point),
+        "Compare: `lossbench compare`, `dvc exp show`"
+        if summary.points != [()]
+        else "See: `lossbench compare`",
+    ]
+    console.print("\n".join(lines), highlight=False, markup=False)

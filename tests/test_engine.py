@@ -1,0 +1,271 @@
+"""`lossbench run`: training stages as Dask tasks in clones of the commit, finished
+here from DVC's run-cache. Real git, DVC and Dask, on this machine (loopback only)."""
+
+import copy
+import json
+import re
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+from conftest import TINY_PARAMS, commit, lossbench, make_project, run_in, start_in, write_params
+from distributed import LocalCluster
+
+from lossbench.engine import jobqueue_cluster, load_cluster_spec
+
+GAMMA = "losses.focal.gamma"
+# Two losses, one epoch: each stage trains in seconds; the grid varies focal's γ.
+PARAMS = copy.deepcopy(TINY_PARAMS) | {
+    "losses": {"ce": {"kind": "ce"}, "focal": {"kind": "focal", "gamma": 2.0}}
+}
+PARAMS["train"] = PARAMS["train"] | {"epochs": 1}
+# Files the pipeline writes that carry no wall time: equal byte for byte across runs.
+EXACT = [
+    f"{folder}/{name}.{suffix}"
+    for folder, suffix in (("metrics", "json"), ("metrics/details", "json"), ("plots/calibration", "csv"))
+    for name in ("ce", "focal")
+] + ["metrics/summary.json", "plots/confusion/ce.csv", "plots/confusion/focal.csv", "plots/curves.csv"]
+# What holds a training's wall time (history's wall_time_s, report.md's table), and so
+# its hash in dvc.lock differs between two trainings of the same stage.
+TIMED = re.compile(r"^(data/runs/|plots/history|plots/report\.md$)")
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = make_project(tmp_path_factory.mktemp("engine") / "project", PARAMS)
+    commit(root, "tiny pipeline")
+    return root
+
+
+@pytest.fixture
+def project(template: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "project"
+    shutil.copytree(template, root, symlinks=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def sequential(template: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[float, dict[str, object]]:
+    """The reference: one `dvc exp run -S` per γ, one after the other, no Dask."""
+    root = tmp_path_factory.mktemp("sequential") / "project"
+    shutil.copytree(template, root, symlinks=True)
+    for gamma in ("0.5", "1"):
+        run_in(root, "dvc", "exp", "run", "-S", f"{GAMMA}={gamma}")
+    return _experiments(root)
+
+
+def _without_wall_times(lock: dict[str, object]) -> dict[str, object]:
+    """dvc.lock with the hashes of files that hold wall times taken out."""
+    lock = copy.deepcopy(lock)
+    for stage in lock["stages"].values():  # type: ignore[attr-defined]
+        for entry in stage.get("deps", []) + stage.get("outs", []):
+            if TIMED.match(entry["path"]):
+                entry.pop("md5"), entry.pop("size"), entry.pop("nfiles", None)
+    return lock
+
+
+def _results(read: Callable[[str], str]) -> dict[str, object]:
+    """A run's results: the exact files' text, dvc.lock without wall times, and the
+    histories without their wall-time column."""
+    files: dict[str, object] = {path: read(path) for path in EXACT}
+    files["dvc.lock"] = _without_wall_times(yaml.safe_load(read("dvc.lock")))
+    for name in ("ce", "focal"):
+        rows = read(f"plots/history/{name}.csv").splitlines()
+        files[f"history/{name}"] = [row.rsplit(",", 1)[0] for row in rows]  # wall_time_s is last
+    return files
+
+
+def _experiments(root: Path) -> dict[float, dict[str, object]]:
+    """Each experiment's results (`dvc exp show`), by γ."""
+    found: dict[float, dict[str, object]] = {}
+    for baseline in json.loads(run_in(root, "dvc", "exp", "show", "--json").stdout):
+        for experiment in baseline.get("experiments") or []:
+            data = experiment["revs"][0]["data"]
+            gamma = data["params"]["params.yaml"]["data"]["losses"]["focal"]["gamma"]
+            found[float(gamma)] = _results(
+                lambda path, rev=data["rev"]: run_in(root, "git", "show", f"{rev}:{path}").stdout
+            )
+    return found
+
+
+def _remote_listing(root: Path) -> list[str]:
+    remote = root / "dvc-remote"  # the shipped remote (.dvc/config): lossbench run's default
+    return sorted(str(path.relative_to(remote)) for path in remote.rglob("*")) if remote.exists() else []
+
+
+def test_a_grid_on_two_workers_gives_the_results_of_sequential_dvc_exp_runs(
+    project: Path, sequential: dict[float, dict[str, object]]
+) -> None:
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, resources={"train": 1}, dashboard_address=None
+    ) as cluster:
+        result = lossbench(
+            project, "run", "--scheduler", cluster.scheduler_address, "-S", f"{GAMMA}=0.5,1", "--retries", "0"
+        )
+    assert result.returncode == 0, result.stdout + result.stderr
+    # ce's two seeds are shared by both points: 2 + 2 x 2 tasks, not 8.
+    assert "6 task(s) (0 already in the run-cache) on 2 Dask worker(s)" in result.stdout, result.stdout
+    cached = re.findall(r"Stage '(train@[^']+)' is cached - skipping run", result.stdout)
+    # Point 1 takes all four stages from the run-cache, point 2 its two focal ones (ce is unchanged).
+    assert sorted(cached) == sorted(["train@ce-1", "train@ce-2", *["train@focal-1", "train@focal-2"] * 2])
+    assert not re.search(r"Running stage 'train@", result.stdout)
+    assert _experiments(project) == sequential
+    # The results went to the default remote; the workspace's DVC config is as it was.
+    assert any(path.startswith("runs/") for path in _remote_listing(project))
+    assert not (project / ".dvc" / "config.local").exists()
+
+
+def _training(runner: psutil.Process, stage: str | None = None) -> psutil.Process:
+    """A `lossbench train` under runner (in a Dask worker's task), of `stage` if given."""
+    deadline = time.monotonic() + 180
+    while runner.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+        for process in runner.children(recursive=True):
+            try:
+                command = process.cmdline()
+                training = command[-1:] == ["train"] and any(part.endswith("lossbench") for part in command)
+                if training and (stage is None or process.environ().get("DVC_STAGE") == stage):
+                    return process
+            except psutil.NoSuchProcess:
+                continue  # ended meanwhile
+        time.sleep(0.05)
+    raise AssertionError(f"no training of {stage or 'any stage'} was seen")
+
+
+def test_a_worker_killed_mid_task_has_its_task_retried_with_the_same_result(
+    project: Path, sequential: dict[float, dict[str, object]], tmp_path: Path
+) -> None:
+    # A commit with the reference's γ=1, run with no grid (then `dvc repro` here), on the
+    # default cluster (one worker process per core), to a remote that is not the default.
+    write_params(project, PARAMS | {"losses": PARAMS["losses"] | {"focal": {"kind": "focal", "gamma": 1}}})
+    commit(project, "γ=1")
+    remote = tmp_path / "results"
+    runner = start_in(
+        project, sys.executable, "-m", "lossbench", "run", "--remote", str(remote), merge_stderr=True
+    )
+    training = _training(psutil.Process(runner.pid))
+    stage = training.environ()["DVC_STAGE"]
+    worker = next(parent for parent in training.parents() if parent.ppid() == runner.pid)
+    repro = next(parent for parent in training.parents() if "repro" in parent.cmdline())
+    worker.kill()
+    # The killed worker's `dvc repro` and its training end with it: no orphan trains on.
+    repro.wait(timeout=30)
+    training.wait(timeout=30)
+    # Dask runs the task again on a live worker (the nanny restarts the killed one).
+    assert _training(psutil.Process(runner.pid), stage).pid != training.pid
+    output, _ = runner.communicate(timeout=400)
+    assert runner.returncode == 0, output
+    assert "4 task(s) (0 already in the run-cache)" in output, output
+    assert sorted(re.findall(r"Stage '(train@[^']+)' is cached - skipping run", output)) == [
+        "train@ce-1",
+        "train@ce-2",
+        "train@focal-1",
+        "train@focal-2",
+    ], output
+    assert _results(lambda path: (project / path).read_text()) == sequential[1.0]
+    # The results are in that remote; the shipped one got nothing, and the repository's
+    # DVC config is as it was (the results remote was its default only while finishing).
+    assert list((remote / "runs").iterdir()) and _remote_listing(project) == []
+    assert not (project / ".dvc" / "config.local").exists()
+    assert run_in(project, "dvc", "remote", "default").stdout.strip() == "shipped"
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        (
+            f"{GAMMA}=0.5,-1",
+            "params.yaml -S losses.focal.gamma=-1: losses.focal.gamma: Input should be greater",
+        ),
+        ("losses.focal.gama=1", "Could not override 'losses.focal.gama'"),
+        ("train.epochs=two", "train.epochs: Input should be a valid integer"),
+        ("seeds=[1,", "-S seeds=[1,: no viable alternative"),
+    ],
+)
+def test_a_bad_grid_value_is_one_line_naming_the_key_and_nothing_runs(
+    project: Path, setting: str, message: str
+) -> None:
+    before = _remote_listing(project)
+    result = lossbench(project, "run", "-S", setting)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert _remote_listing(project) == before and not (project / "dvc.lock").exists()
+    assert run_in(project, "git", "status", "--porcelain").stdout == ""
+
+
+def test_a_scheduler_whose_workers_offer_no_training_slot_is_refused(project: Path) -> None:
+    with LocalCluster(n_workers=1, processes=False, protocol="tcp", dashboard_address=None) as cluster:
+        result = lossbench(project, "run", "--scheduler", cluster.scheduler_address)
+    assert result.returncode == 1
+    assert "no worker offers the resource 'train'; start workers with" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and _remote_listing(project) == []
+
+
+def test_a_task_that_cannot_clone_fails_after_its_retries_in_one_line(project: Path) -> None:
+    result = lossbench(project, "run", "--repo", str(project / "no-such-repo"), "--retries", "1")
+    assert result.returncode == 1
+    assert re.search(
+        r"^error: train@\S+: `git clone --quiet` failed \(128\): fatal: .*no-such-repo", result.stderr, re.M
+    )
+    assert _remote_listing(project) == []
+
+
+CLUSTER = {
+    "kind": "slurm",
+    "jobs": 2,
+    "cores": 4,
+    "memory": "16GB",
+    "walltime": "01:30:00",
+    "queue": "short",
+    "account": "lossbench",
+    "job_extra_directives": ["--gres=gpu:1", "--constraint=avx2"],
+    "interface": "lo",  # the scheduler this starts listens on loopback only
+}
+
+
+def test_a_slurm_job_script_from_a_cluster_file(tmp_path: Path) -> None:
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump(CLUSTER))
+    with jobqueue_cluster(load_cluster_spec(path)) as cluster:  # starts a scheduler, submits nothing
+        script = cluster.job_script()
+    for line in (
+        "#SBATCH -p short",
+        "#SBATCH -A lossbench",
+        "#SBATCH --cpus-per-task=4",
+        "#SBATCH -t 01:30:00",
+        "#SBATCH --gres=gpu:1",
+        "#SBATCH --constraint=avx2",
+    ):
+        assert line in script.splitlines(), script
+    # One Dask worker process per core, one thread each, each offering one training slot.
+    worker = next(line for line in script.splitlines() if "distributed.cli.dask_worker" in line)
+    assert "--nworkers 4" in worker and "--nthreads 1" in worker and "--resources train=1" in worker, worker
+    assert "tcp://127.0.0.1:" in worker and "--interface lo" in worker, worker
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"cpus": 4}, "cluster.yaml: cpus: unknown key"),
+        ({"cores": "4"}, "cluster.yaml: cores: Input should be a valid integer"),
+        ({"kind": "lsf"}, "cluster.yaml: kind: Input should be 'slurm', 'pbs' or 'sge'"),
+        ({"memory": "lots"}, "cluster.yaml: memory: Value error, Could not interpret 'lots' as a byte unit"),
+        (
+            {"job_extra_directives": ["--a\nrm -rf ~"]},
+            "cluster.yaml: job_extra_directives: Value error, a directive",
+        ),
+    ],
+)
+def test_a_bad_cluster_file_is_one_line_naming_the_key(
+    project: Path, change: dict[str, object], message: str
+) -> None:
+    path = project.parent / "cluster.yaml"
+    path.write_text(yaml.safe_dump(CLUSTER | change))
+    result = lossbench(project, "run", "--cluster", str(path))
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr, result.stderr
