@@ -73,7 +73,7 @@ def test_run_cache_pushed_from_one_machine_is_reused_on_another(reproduced: Path
     reused = run_in(other, "dvc", "repro", "--pull")
     # prepare and report rerun (seconds; their git-tracked outputs keep them out of
     # the run-cache); prepare rebuilds identical data, so no training stage retrains.
-    for stage in (f"train@{n}" for n in LOSSES):
+    for stage in (f"train@{n}-{seed}" for n in LOSSES for seed in (1, 2)):
         assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in reused.stdout, stage
     assert "Running stage 'prepare'" in reused.stdout and "Running stage 'report'" in reused.stdout
     assert not re.search(r"seed \d+ epoch", reused.stdout)  # nothing was trained
@@ -90,7 +90,8 @@ def test_run_cache_pushed_from_one_machine_is_reused_on_another(reproduced: Path
     changed = run_in(other, "dvc", "repro")
     assert re.findall(r"Running stage '([^']+)'", changed.stdout) == [
         "validate",
-        "train@focal_high",
+        "train@focal_high-1",
+        "train@focal_high-2",
         "publish@focal_high",
         "report",
     ]
@@ -165,5 +166,7 @@ def test_a_sweep_split_across_two_machines_is_drawn_whole_on_a_third(project: Pa
         "-S",
         "studies/sweep/params.yaml:losses.focal.gamma=0.5",
     )
-    assert "Stage 'studies/sweep/dvc.yaml:train@focal' is cached - skipping run" in again.stdout, again.stdout
+    for seed in (1, 2):
+        cached = f"Stage 'studies/sweep/dvc.yaml:train@focal-{seed}' is cached - skipping run"
+        assert cached in again.stdout, again.stdout
     assert not re.search(r"seed \d+ epoch", again.stdout)

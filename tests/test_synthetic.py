@@ -18,6 +18,7 @@ def _params(seed: int, train_size: int = 200, test_size: int = 50) -> object:
                 "seed": seed,
                 "synthetic": {"train_size": train_size, "test_size": test_size},
             },
+            "seeds": [1],
             "losses": {"ce": {"kind": "ce"}},
         }
     )
