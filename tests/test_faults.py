@@ -236,6 +236,29 @@ def test_seeds_trained_ahead_never_change_the_results(prepared: Path) -> None:
     assert runs[1] == runs[2] == runs[3]
 
 
+def test_a_stage_trains_its_own_losss_seeds_ahead_first_and_shows_their_epochs_so_far(
+    prepared: Path,
+) -> None:
+    edit_params(
+        prepared,
+        lambda p: (
+            p["train"].update(epochs=3)
+            or p.update(seeds=[1, 2], losses={"mae": {"kind": "mae", "input": "probs"}, "ce": {"kind": "ce"}})
+        ),
+    )
+    # As under `dvc repro train@ce-2 train@ce-1`: ce seed 1, not a later loss, goes ahead.
+    result = lossbench(prepared, "train", "ce", "2")
+    assert result.returncode == 0, result.stderr
+    assert "training ahead on idle cores: ce seed 1\n" in result.stdout
+    live = prepared / "data" / "live" / "ce"
+    waiting = (live / "seed1.csv").read_text()  # trained ahead; its stage has not run yet
+    assert [line.split(",")[:2] for line in waiting.splitlines()[1:]] == [["1", "1"], ["1", "2"], ["1", "3"]]
+    assert not (live / "seed2.csv").exists()  # its stage wrote data/runs/ce/seed2
+    assert lossbench(prepared, "train", "ce", "1").returncode == 0
+    assert (prepared / "data" / "runs" / "ce" / "seed1" / "history.csv").read_text() == waiting
+    assert list(live.iterdir()) == []
+
+
 def test_a_diverging_loss_stops_with_the_loss_and_epoch_named(prepared: Path) -> None:
     edit_params(prepared, lambda p: p["train"].__setitem__("lr", 1e30))  # blows the weights up at once
     result = lossbench(prepared, "train", "ce", "1")
@@ -328,6 +351,7 @@ def test_interrupted_training_resumes_to_identical_results(
     assert "resuming after epoch" in resumed[0]
     assert _results(prepared) == uninterrupted
     assert list((prepared / "data" / "checkpoints").rglob("*.pt")) == []
+    assert list((prepared / "data" / "live").rglob("*.csv")) == []
     assert _temporaries(prepared) == []
 
 

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from lossbench.crop import PADDING
 from lossbench.storage import PreparedData
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
-PADDING = 4
 
 
 def pad_images(images: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ readable length, so a 5 MB name gives an 80-character message.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 # Longest user-supplied value echoed in a message, in characters.
 SHOWN_LIMIT = 80
@@ -76,3 +77,13 @@ class OutputWriteError(LossbenchError):
 
 class TrainingInterrupted(LossbenchError):
     """Ctrl-C or SIGTERM during training; completed epochs are checkpointed."""
+
+
+def read_utf8(path: Path, where: str, failure: type[LossbenchError]) -> str:
+    """A user's text file, or `failure` naming it (`where`): unreadable or not UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise failure(f"{where}: not UTF-8 text (byte {error.start}); save it as UTF-8") from None
+    except OSError as error:
+        raise failure(f"{where}: cannot read it ({error.strerror or error})") from None

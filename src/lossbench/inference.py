@@ -10,7 +10,7 @@ from lossbench.losses import PerSampleLoss
 
 
 @torch.inference_mode()
-def evaluate(
+def loss_and_accuracy(
     network: torch.nn.Module,
     images: torch.Tensor,
     labels: torch.Tensor,

@@ -22,7 +22,8 @@ from ruamel.yaml import YAML
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import YAMLError
 
-from lossbench.errors import ParamsError, shown, shown_repr
+from lossbench.crop import padded
+from lossbench.errors import ParamsError, read_utf8, shown, shown_repr
 
 # A loss name becomes a DVC stage name (train@NAME), a parameter path
 # (losses.NAME), and file names (data/runs/NAME, metrics/NAME.json). So it is a
@@ -363,12 +364,7 @@ def _count_values(document: object, limit: int) -> int:
 
 def read_yaml(path: Path) -> object:
     """A YAML file as DVC reads it: YAML 1.2, duplicate keys refused."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise ParamsError(f"{path}: not UTF-8 text (byte {error.start}); save it as UTF-8") from None
-    except OSError as error:
-        raise ParamsError(f"{path}: cannot read it ({error.strerror})") from None
+    text = read_utf8(path, str(path), ParamsError)
     try:
         document = YAML(typ="safe").load(text)
     except DuplicateKeyError as error:
@@ -398,7 +394,7 @@ def read_yaml(path: Path) -> object:
 # padded float pixel table of a training image, or a normalised test image,
 # plus its uint8 copy). Measured sizes of the tensors in prepare and train.
 PREPARED_BYTES_PER_IMAGE = 3 * 32 * 32
-TRAIN_BYTES_PER_IMAGE = 3 * 40 * 40 * 4 + PREPARED_BYTES_PER_IMAGE
+TRAIN_BYTES_PER_IMAGE = 3 * padded(32) * padded(32) * 4 + PREPARED_BYTES_PER_IMAGE
 TEST_BYTES_PER_IMAGE = 3 * 32 * 32 * 4 + PREPARED_BYTES_PER_IMAGE
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
-from lossbench.errors import DamagedInput, MissingInput, printable_lines, shown
+from lossbench.errors import DamagedInput, MissingInput, printable_lines, read_utf8, shown
 from lossbench.evaluation import SEED_METRICS
 from lossbench.numerics import PINNED_KERNELS
 from lossbench.params import CeLoss, FocalLoss, LossParams, MaeLoss, Params, loss_label
@@ -85,12 +85,7 @@ def parse_json(text: str, where: str) -> Any:
 
 def read_json(path: Path, where: str | None = None) -> Any:
     """A JSON file on disk, through `parse_json`."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise DamagedInput(f"{where or path} is not UTF-8 text (byte {error.start})") from None
-    except OSError as error:
-        raise DamagedInput(f"{where or path} cannot be read: {error.strerror or error}") from None
+    text = read_utf8(path, where or str(path), DamagedInput)
     return parse_json(text, where or str(path))
 
 

@@ -25,6 +25,9 @@ PREPARED_DIR = Path("data/prepared")
 CLASS_COUNTS_FILE = Path("data/class_counts.json")
 RUNS_DIR = Path("data/runs")  # train@NAME-SEED's outputs, all DVC-cached: see SeedRunFiles
 CHECKPOINT_DIR = Path("data/checkpoints")  # per-epoch training state; not a DVC output
+# The epochs so far of every seed in training, for `dvc plots show data/live`
+# mid-run; a seed's file goes when its stage has written the seed. Not a DVC output.
+LIVE_DIR = Path("data/live")
 # publish@NAME copies each loss's run files here, for git and `dvc metrics/plots`.
 METRICS_DIR = Path("metrics")  # the headline numbers per loss: DVC metrics
 DETAILS_DIR = METRICS_DIR / "details"  # everything else, committed but not declared as metrics

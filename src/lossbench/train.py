@@ -8,8 +8,9 @@ one worker process per core, leaving their finished checkpoints for their own
 stages, which then only evaluate and write (`seeds_ahead`). A seed's run
 depends only on its seed and the params, never on which process trains it or
 how many run at once, so the metrics are the same on any machine (tested).
-After every epoch a seed's full training state goes to a checkpoint; an
-interrupted stage (Ctrl-C, SIGTERM, SIGKILL, its dvc process killed) resumes
+After every epoch a seed's full training state goes to a checkpoint, and
+its epochs so far to data/live/NAME/seedN.csv (`dvc plots show data/live`
+draws them mid-run); an interrupted stage (Ctrl-C, SIGTERM, SIGKILL, its dvc process killed) resumes
 from there.
 """
 
@@ -35,7 +36,7 @@ from lossbench.augment import TestSet, TrainingSet
 from lossbench.checkpoint import TrainingState, checkpoint_path, inputs_digest, load_saved, run_fingerprint
 from lossbench.errors import LossbenchError, ParamsError, TrainingDiverged, TrainingInterrupted
 from lossbench.evaluation import Curves, evaluate_probabilities, seed_metrics
-from lossbench.inference import evaluate, test_probabilities
+from lossbench.inference import loss_and_accuracy, test_probabilities
 from lossbench.losses import PerSampleLoss, make_loss
 from lossbench.model import ProtocolNet
 from lossbench.numerics import numerics_in_force
@@ -43,7 +44,15 @@ from lossbench.params import Params, TrainParams, loss_label, require_loss
 from lossbench.progress import TrainingProgress
 from lossbench.restore import restore_previous_run
 from lossbench.seed_workers import run_in_workers
-from lossbench.storage import PREPARED_DIR, PreparedData, SeedRunFiles, load_prepared, output_set
+from lossbench.storage import (
+    LIVE_DIR,
+    PREPARED_DIR,
+    PreparedData,
+    SeedRunFiles,
+    load_prepared,
+    output_set,
+    write_with,
+)
 
 # Set by `lossbench run` for its tasks: each task has one core, so trains no seed ahead.
 WORKERS_VARIABLE = "LOSSBENCH_WORKERS"
@@ -77,6 +86,10 @@ class SeedJob:
     @property
     def checkpoint(self) -> Path:
         return checkpoint_path(self.root, self.name, self.seed)
+
+    @property
+    def live_history(self) -> Path:
+        return self.root / LIVE_DIR / self.name / f"seed{self.seed}.csv"
 
 
 def resolve_device(choice: str) -> torch.device:
@@ -211,7 +224,9 @@ def train_seed(
                     f"became {train_loss} in epoch {epoch}; nothing was written. "
                     "Lower train.lr or check the loss settings."
                 )
-            test_loss, test_acc = evaluate(network, test.images, test.labels, loss_fn, config.test_batch_size)
+            test_loss, test_acc = loss_and_accuracy(
+                network, test.images, test.labels, loss_fn, config.test_batch_size
+            )
             record = EpochRecord(
                 seed=seed,
                 epoch=epoch,
@@ -224,6 +239,7 @@ def train_seed(
             )
             state.history.append(asdict(record))
             state.save(job.checkpoint, job.fingerprint)
+            write_with(job.live_history, partial(pd.DataFrame(state.history).to_csv, index=False))
             if on_epoch is not None:
                 on_epoch(asdict(record))
     except KeyboardInterrupt:
@@ -367,12 +383,17 @@ def _is_stale(job: SeedJob) -> bool:
 
 
 def seeds_ahead(params: Params, job: SeedJob, inputs: bytes, count: int) -> list[SeedJob]:
-    """Up to `count` seeds, after this one in the pipeline's order (dvc.yaml's
-    matrix: loss by loss, seed by seed), whose stages will have to train."""
+    """Up to `count` seeds whose stages will have to train: first this loss's
+    other seeds (DVC runs a loss's seed stages in an order of its own, and a
+    targeted `dvc repro train@ce-2 train@ce-1` wants ce 1 next), then the
+    seeds after this one in the pipeline's order (dvc.yaml's matrix: loss by
+    loss, seed by seed)."""
     order = [(name, seed) for name in params.losses for seed in params.seeds]
     position = order.index((job.name, job.seed)) if (job.name, job.seed) in order else len(order)
+    same_loss = [(job.name, seed) for seed in params.seeds if seed != job.seed]
+    later = [(name, seed) for name, seed in order[position + 1 :] if name != job.name]
     ahead: list[SeedJob] = []
-    for name, seed in order[position + 1 :]:
+    for name, seed in same_loss + later:
         if len(ahead) == count:
             break
         candidate = SeedJob(params, name, seed, job.root, run_fingerprint(params, name, seed, inputs))
@@ -454,4 +475,5 @@ def _train(params: Params, name: str, seed: int, root: Path, console: Console) -
     run = evaluate_seed(job, data, device, console)
     write_seed_run(SeedRunFiles.of(root, name, seed), run, job.fingerprint)
     job.checkpoint.unlink(missing_ok=True)
+    job.live_history.unlink(missing_ok=True)
     return run.metrics
