@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+from filelock import FileLock
 
 PROJECT = Path(__file__).resolve().parents[1]
 # The venv's bin (lossbench, dvc) first on PATH, whichever way pytest was started.
@@ -110,10 +111,18 @@ def run_queue(root: Path, jobs: int, timeout_s: float = 400) -> str:
         check=True,
     )
     deadline = time.monotonic() + timeout_s
-    while re.search(r"\b(Queued|Running)\b", run_in(root, "dvc", "queue", "status").stdout):
+    while True:
+        # `dvc queue status` costs a second or two of CPU that the experiments need:
+        # watch for the queue's worker processes instead, asking DVC once they are
+        # gone (or every 10 s, for a worker that hangs).
+        ask_by = time.monotonic() + 10
+        while _queue_workers(root) and time.monotonic() < ask_by:
+            time.sleep(0.2)
+        status = run_in(root, "dvc", "queue", "status").stdout
+        if not re.search(r"\b(Queued|Running)\b", status):
+            break
         assert time.monotonic() < deadline, "queued experiments did not finish"
-        time.sleep(2)
-    status = run_in(root, "dvc", "queue", "status").stdout
+        time.sleep(1)  # a worker that has not started yet
     for pid in _queue_workers(root):
         os.kill(pid, signal.SIGKILL)
     return status
@@ -177,14 +186,29 @@ def project(tmp_path: Path) -> Path:
     return make_project(tmp_path / "project")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first (a stable sort): pytest-xdist deals the first tests out in
+    turn, so the long ones spread over the workers instead of ending on one."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
-def reproduced_template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """The tiny project after one `dvc repro`, committed: built once per test run.
+def reproduced_template(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> tuple[Path, str]:
+    """The tiny project after one `dvc repro`, committed: built once per test run,
+    by whichever pytest-xdist worker asks first, while the others wait for it.
     Returns the project and the output of that first `dvc repro`."""
-    root = make_project(tmp_path_factory.mktemp("template") / "project")
-    first = run_in(root, "dvc", "repro").stdout
-    commit(root, "reproduced")
-    return root, first
+    # Under xdist, the parent of a worker's temporary folder is this run's, shared by all.
+    shared = (
+        tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    )
+    root, first = shared / "reproduced" / "project", shared / "reproduced" / "first-repro.txt"
+    with FileLock(shared / "reproduced.lock"):
+        if not first.exists():
+            make_project(root)
+            output = run_in(root, "dvc", "repro").stdout
+            commit(root, "reproduced")
+            first.write_text(output)
+    return root, first.read_text()
 
 
 @pytest.fixture

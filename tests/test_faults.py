@@ -99,19 +99,6 @@ def test_bad_params_under_dvc_repro_change_no_file(reproduced: Path, change: obj
     assert snapshot(reproduced) == before
 
 
-def test_files_the_pipeline_does_not_own_are_never_deleted(reproduced: Path) -> None:
-    mine = [reproduced / "metrics" / "mine.json", reproduced / "plots" / "history" / "mine.csv"]
-    for path in mine:
-        path.write_text("{}\n")
-    edit_params(reproduced, lambda p: p["losses"]["focal_high"].__setitem__("gamma", 1.0))
-    result = run_in(reproduced, "dvc", "repro")
-    assert "Running stage 'publish@focal_high'" in result.stdout and "Running stage 'report'" in result.stdout
-    assert "note: metrics/mine.json is not written by this pipeline" in result.stdout
-    report = lossbench(reproduced, "report")
-    assert report.returncode == 0 and "note: plots/history/mine.csv is not written" in report.stdout
-    assert all(path.read_text() == "{}\n" for path in mine)
-
-
 def test_a_failed_prepare_leaves_the_previous_prepared_data_whole(tmp_path: Path) -> None:
     # The test set is larger than the training set here, so a size limit lets
     # the new training arrays be written and stops at the test images.
@@ -216,6 +203,7 @@ def _train_every_seed(root: Path, seeds: list[int]) -> list[str]:
     return outputs
 
 
+@pytest.mark.slow
 def test_seeds_trained_ahead_never_change_the_results(prepared: Path) -> None:
     edit_params(
         prepared,

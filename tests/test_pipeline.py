@@ -6,6 +6,7 @@ import re
 import signal
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import run_in, start_repro_until_a_checkpoint, write_params
 
@@ -20,6 +21,7 @@ def ran(output: str) -> list[str]:
     return re.findall(r"Running stage '([^']+)'", output)
 
 
+@pytest.mark.slow
 def test_repro_caching_gamma_change_metrics_diff_plots_and_a_fifth_loss(
     reproduced: Path, reproduced_template: tuple[Path, str]
 ) -> None:
@@ -76,6 +78,11 @@ def test_repro_caching_gamma_change_metrics_diff_plots_and_a_fifth_loss(
     assert sorted(json.loads(run_in(project, "dvc", "status", "--json").stdout)) == ["validate"]
     assert ran(run_in(project, "dvc", "repro").stdout) == ["validate"]
 
+    # Files the pipeline does not own, beside its own, are never deleted, and are named.
+    mine = [project / "metrics" / "mine.json", project / "plots" / "history" / "mine.csv"]
+    for path in mine:
+        path.write_text("{}\n")
+
     # Change one focal gamma: DVC sees exactly that training stage, its publishing and the
     # report as changed (and validate, which reads all of params.yaml and reruns nothing).
     params = yaml.safe_load((project / "params.yaml").read_text())
@@ -92,6 +99,9 @@ def test_repro_caching_gamma_change_metrics_diff_plots_and_a_fifth_loss(
         "report",
     ]
     assert "Focal (γ=0)" in (project / "plots" / "report.md").read_text()
+    assert "note: metrics/mine.json is not written by this pipeline" in third.stdout
+    assert "note: plots/history/mine.csv is not written" in third.stdout
+    assert all(path.read_text() == "{}\n" for path in mine)
 
     # After one γ edit `dvc metrics diff` shows that loss's rows only, and `dvc params diff` the γ.
     diff = json.loads(run_in(project, "dvc", "metrics", "diff", "--json").stdout)
@@ -128,6 +138,7 @@ def test_repro_caching_gamma_change_metrics_diff_plots_and_a_fifth_loss(
     assert run_in(project, "dvc", "status", "--json").stdout.strip() == "{}"
 
 
+@pytest.mark.slow
 def test_determinism_tampering_and_a_killed_repro(project: Path) -> None:
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["losses"] = {"ce": {"kind": "ce"}}
@@ -177,6 +188,7 @@ def test_determinism_tampering_and_a_killed_repro(project: Path) -> None:
     assert json.loads(run_in(project, "dvc", "metrics", "diff", "--json").stdout) == {}
 
 
+@pytest.mark.slow
 def test_one_seed_is_the_unit_dvc_caches(reproduced: Path) -> None:
     """Adding a seed trains that seed once per loss; removing it trains nothing."""
     before = {name: (reproduced / "metrics" / f"{name}.json").read_bytes() for name in LOSSES}

@@ -6,6 +6,7 @@ import re
 import shutil
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import run_in, run_queue, write_params
 
@@ -17,6 +18,7 @@ def _commit(root: Path, message: str) -> None:
     run_in(root, "git", "commit", "-qm", message)
 
 
+@pytest.mark.slow
 def test_a_queued_gamma_sweep_from_a_fresh_checkout_and_its_sweep_report(project: Path) -> None:
     # Nothing has run here: no dvc.lock and an empty cache, so each queued
     # experiment runs every stage, prepare included, in its temporary workspace.
@@ -55,6 +57,7 @@ def test_a_queued_gamma_sweep_from_a_fresh_checkout_and_its_sweep_report(project
     assert wrong.returncode == 1 and "sweep-report needs a focal loss" in wrong.stderr
 
 
+@pytest.mark.slow
 def test_run_cache_pushed_from_one_machine_is_reused_on_another(reproduced: Path, tmp_path: Path) -> None:
     # Machine 1 has computed the pipeline; it shares its run-cache through a remote.
     project = reproduced
@@ -108,6 +111,7 @@ def _study(project: Path, name: str, params: dict[str, object]) -> Path:
     return study
 
 
+@pytest.mark.slow
 def test_a_sweep_split_across_two_machines_is_drawn_whole_on_a_third(project: Path, tmp_path: Path) -> None:
     # Three machines share nothing but a git remote and a DVC remote (two local folders).
     params = yaml.safe_load((project / "params.yaml").read_text())
@@ -124,31 +128,30 @@ def test_a_sweep_split_across_two_machines_is_drawn_whole_on_a_third(project: Pa
         run_in(root, "dvc", "remote", "add", "--local", "-d", "shared", str(dvc_remote))
         return root
 
-    # Machines A and B each run their half of the sweep through the queue and push it.
-    halves = {"machine-a": "0,0.5", "machine-b": "2,5"}
+    # Machines A and B each run their part of the sweep through the queue and push it.
+    halves = {"machine-a": "0,0.5", "machine-b": "2"}
     for name, gammas in halves.items():
         root = machine(name)
         run_in(
             root, "dvc", "exp", "run", "--queue", "studies/sweep/dvc.yaml",
             "-S", f"studies/sweep/params.yaml:losses.focal.gamma={gammas}",
         )  # fmt: skip
-        assert run_queue(root, jobs=1).count("Success") == 2
+        assert run_queue(root, jobs=1).count("Success") == len(gammas.split(","))
         run_in(root, "dvc", "exp", "push", "--run-cache", "origin")
     listed = run_in(project, "dvc", "exp", "list", "--name-only", str(git_remote)).stdout.split()
-    assert len(listed) == 4, listed  # both halves are on the git remote
+    assert len(listed) == 3, listed  # both parts are on the git remote
 
     # Machine C pulls every experiment and draws the whole sweep from its study folder.
     third = machine("machine-c")
     run_in(third, "dvc", "exp", "pull", "--run-cache", "origin")
     study = third / "studies" / "sweep"
     result = run_in(study, "lossbench", "sweep-report", "--loss", "focal")
-    assert "claim 4" in result.stdout and "Friedman rank test over all 4 γ" in result.stdout, result.stdout
+    assert "claim 4" in result.stdout and "Friedman rank test over all 3 γ" in result.stdout, result.stdout
     table = (study / "plots" / "sweep.csv").read_text().splitlines()
     assert [line.split(",")[:2] for line in table[1:]] == [
         ["0.0", "2"],
         ["0.5", "2"],
         ["2.0", "2"],
-        ["5.0", "2"],
     ]
     assert re.search(
         r"Claim 4, \*.+\* \*\*[a-z ()]+\.\*\* Final test accuracy by γ",

@@ -21,6 +21,7 @@ def _details(root: Path, rev: str, name: str) -> dict[str, dict[str, float]]:
     return per_seed
 
 
+@pytest.mark.slow
 def test_variants_are_paired_by_seed_with_the_clean_run(reproduced: Path, tmp_path: Path) -> None:
     project = reproduced  # the tiny project with its clean run committed
     clean = tmp_path / "clean"  # the clean run, as another study's folder
