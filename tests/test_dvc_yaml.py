@@ -56,16 +56,19 @@ def test_no_command_holds_a_value_from_params() -> None:
 
 
 def test_every_study_runs_the_projects_pipeline() -> None:
-    """studies/NAME/dvc.yaml is the project's dvc.yaml with only its code paths moved."""
+    """studies/NAME/dvc.yaml is the project's dvc.yaml with only its code paths moved,
+    and, after the project's plots, the figures of the study's own report."""
     project = (PROJECT / "dvc.yaml").read_text()
     studies = sorted((PROJECT / "studies").glob("*/dvc.yaml"))
     assert studies
+    own_figures = {"cifar10-gamma": ["plots/sweep.png"], "cifar10-variants": ["plots/variants.png"]}
     for path in studies:
         study = yaml.safe_load(path.read_text())
         root = yaml.safe_load(project)
         assert study["vars"] == [{"code": "../../src/lossbench"}]
-        assert {k: v for k, v in study.items() if k != "vars"} == {
-            k: v for k, v in root.items() if k != "vars"
+        assert study["plots"] == root["plots"] + own_figures.get(path.parent.name, [])
+        assert {k: v for k, v in study.items() if k not in ("vars", "plots")} == {
+            k: v for k, v in root.items() if k not in ("vars", "plots")
         }
         for folder in ("data/raw/imagefolder", "data/raw/cifar10"):
             assert (path.parent / folder / "README.md").is_file(), folder
