@@ -126,7 +126,7 @@ def test_compare_counts_its_runs_in_words(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runs: int, title: str
 ) -> None:
     shown = _exp_show(*[(f"r{index}", 0.5 + index / 100) for index in range(runs)])
-    monkeypatch.setattr(experiments, "exp_show", lambda root, all_commits=False: shown)
+    monkeypatch.setattr(experiments, "exp_show", lambda root, all_commits=False, rev=None: shown)
     table = experiments.compare(Params.model_validate(TINY_PARAMS), _git_repository(tmp_path), Console())
     assert str(table.title).startswith(title)
 
@@ -150,7 +150,7 @@ def test_sweep_report_suggests_the_command_that_queues_a_studys_sweep(
     folder, as in the README's *Claims 4 and 5*."""
     study = _git_repository(tmp_path) / "studies" / "cifar10-gamma"
     study.mkdir(parents=True)
-    monkeypatch.setattr(sweep, "exp_show", lambda root, all_commits=False: [])
+    monkeypatch.setattr(sweep, "exp_show", lambda root, all_commits=False, rev=None: [])
     with pytest.raises(MissingInput) as raised:
         sweep.sweep_report(_study_params(IMAGES), "focal", study, Console())
     S = "studies/cifar10-gamma"

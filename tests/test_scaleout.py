@@ -56,6 +56,17 @@ def test_a_queued_gamma_sweep_from_a_fresh_checkout_and_its_sweep_report(project
     wrong = run_in(project, "lossbench", "sweep-report", "--loss", "ce", check=False)
     assert wrong.returncode == 1 and "sweep-report needs a focal loss" in wrong.stderr
 
+    # Once HEAD moves on, --rev names the commit the sweep was run from: the same table.
+    swept = (project / "plots" / "sweep.csv").read_text()
+    run_in(project, "git", "commit", "-q", "--allow-empty", "-m", "later work")
+    moved = run_in(project, "lossbench", "sweep-report", "--loss", "focal", check=False)
+    assert moved.returncode == 1 and "need results for at least two values" in moved.stderr
+    run_in(project, "lossbench", "sweep-report", "--loss", "focal", "--rev", "HEAD~1")
+    assert (project / "plots" / "sweep.csv").read_text() == swept
+    for rev in ("nope", "--all-commits"):  # an option-like value is a name, never an option
+        bad = run_in(project, "lossbench", "sweep-report", "--loss", "focal", f"--rev={rev}", check=False)
+        assert bad.returncode == 1 and f"--rev {rev!r}: no such commit" in bad.stderr, bad.stderr
+
 
 @pytest.mark.slow
 def test_run_cache_pushed_from_one_machine_is_reused_on_another(reproduced: Path, tmp_path: Path) -> None:

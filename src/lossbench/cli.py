@@ -266,11 +266,18 @@ def report(params: ParamsOption = Path("params.yaml"), root: RootOption = Path("
 AllCommitsOption = Annotated[
     bool, typer.Option("--all-commits", help="Include experiments of every commit, not just HEAD's.")
 ]
+RevOption = Annotated[
+    str | None,
+    typer.Option(
+        "--rev", help="Read the experiments of this commit, not HEAD's: the one they were run from."
+    ),
+]
 
 
 @app.command(rich_help_panel=USER_PANEL)
 def compare(
     all_commits: AllCommitsOption = False,
+    rev: RevOption = None,
     params: ParamsOption = Path("params.yaml"),
     root: RootOption = Path("."),
 ) -> None:
@@ -279,7 +286,7 @@ def compare(
     def step(loaded: Params, console: Console) -> object:
         from lossbench.experiments import compare as run_compare
 
-        return run_compare(loaded, root, console, all_commits)
+        return run_compare(loaded, root, console, all_commits, rev)
 
     _run(params, step)
 
@@ -341,6 +348,7 @@ def run(
 def sweep_report(
     loss: Annotated[str, typer.Option("--loss", help="The focal loss whose γ the sweep varied.")],
     all_commits: AllCommitsOption = False,
+    rev: RevOption = None,
     params: ParamsOption = Path("params.yaml"),
     root: RootOption = Path("."),
 ) -> None:
@@ -349,7 +357,7 @@ def sweep_report(
     def step(loaded: Params, console: Console) -> object:
         from lossbench.sweep import sweep_report as run_sweep_report
 
-        return run_sweep_report(loaded, loss, root, console, all_commits)
+        return run_sweep_report(loaded, loss, root, console, all_commits, rev)
 
     _run(params, step)
 
@@ -363,6 +371,7 @@ def variants_report(
         ),
     ],
     all_commits: AllCommitsOption = False,
+    rev: RevOption = None,
     params: ParamsOption = Path("params.yaml"),
     root: RootOption = Path("."),
 ) -> None:
@@ -371,7 +380,7 @@ def variants_report(
     def step(loaded: Params, console: Console) -> None:
         from lossbench.variants import variants_report as run_variants_report
 
-        run_variants_report(loaded, clean, root, console, all_commits)
+        run_variants_report(loaded, clean, root, console, all_commits, rev)
 
     _run(params, step)
 

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from lossbench.errors import DamagedInput, MissingInput, printable_lines
+from lossbench.errors import DamagedInput, MissingInput, printable_lines, shown_repr
 from lossbench.params import RAW_DIR, Params
 from lossbench.results import Field, parse_json, plus_minus
 
@@ -58,14 +58,34 @@ def queue_command(params: Params, root: Path, settings: str) -> str:
     return f"{where}run e.g. `{' '.join(command)} && dvc queue start`"
 
 
-def exp_show(root: Path, all_commits: bool = False) -> list[dict[str, Any]]:
-    """`dvc exp show --json`: by default the experiments of the current commit only."""
-    command = ["dvc", "exp", "show", "--json", *(["--all-commits"] if all_commits else [])]
+def exp_show(root: Path, all_commits: bool = False, rev: str | None = None) -> list[dict[str, Any]]:
+    """`dvc exp show --json`: by default the experiments of the current commit only;
+    with `rev`, those of that commit (the one a sweep was run from, when HEAD has
+    moved on since); with `all_commits`, every commit's."""
+    if rev is not None and all_commits:
+        raise MissingInput("--rev and --all-commits: give one of them")
+    which = (
+        ["--all-commits"] if all_commits else [f"--rev={_commit_of(root, rev)}"] if rev is not None else []
+    )
+    command = ["dvc", "exp", "show", "--json", *which]
     shown = subprocess.run(command, cwd=root, capture_output=True, text=True)
     if shown.returncode != 0:
         raise MissingInput(f"`dvc exp show --json` failed: {shown.stderr.strip()}")
     result: list[dict[str, Any]] = json.loads(shown.stdout)
     return result
+
+
+def _commit_of(root: Path, rev: str) -> str:
+    """The commit `rev` names (a hash, branch or tag), as a full hash."""
+    found = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    if found.returncode != 0:
+        raise MissingInput(f"--rev {shown_repr(rev)}: no such commit in this repository")
+    return found.stdout.strip()
 
 
 def experiment_records(shown: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -147,14 +167,16 @@ def headline_of(record: dict[str, Any], name: str, prefix: str = "") -> tuple[fl
     return headline.child("test_acc").number(), headline.child("test_sd").number()
 
 
-def compare(params: Params, root: Path, console: Console, all_commits: bool = False) -> Table:
+def compare(
+    params: Params, root: Path, console: Console, all_commits: bool = False, rev: str | None = None
+) -> Table:
     """One row per run: the params that differ between runs, and each loss's
     final test accuracy (seed mean ± std; `dvc metrics show` has the rest).
     A run whose metrics cannot be read (an older format) is left out and named."""
     # Runs with results for some loss; a workspace where nothing has run has none.
     prefix = study_prefix(root)
     records, headlines, left_out = [], [], []
-    for record in experiment_records(exp_show(root, all_commits)):
+    for record in experiment_records(exp_show(root, all_commits, rev)):
         try:
             found = {name: headline_of(record, name, prefix) for name in params.losses}
         except DamagedInput as error:

@@ -148,7 +148,7 @@ def sweep_table(points: pd.DataFrame) -> pd.DataFrame:
 
 
 def sweep_report(
-    params: Params, loss: str, root: Path, console: Console, all_commits: bool = False
+    params: Params, loss: str, root: Path, console: Console, all_commits: bool = False, rev: str | None = None
 ) -> pd.DataFrame:
     if not isinstance(params.losses.get(loss), FocalLoss):
         raise ParamsError(
@@ -156,7 +156,7 @@ def sweep_report(
             + ", ".join(n for n, s in params.losses.items() if isinstance(s, FocalLoss))
         )
     left_out: list[str] = []
-    points = sweep_points(experiment_records(exp_show(root, all_commits)), loss, root, left_out)
+    points = sweep_points(experiment_records(exp_show(root, all_commits, rev)), loss, root, left_out)
     for problem in left_out:
         console.print(f"note: left out: {problem}", markup=False, highlight=False)
     if points.empty or points["gamma"].nunique() < 2:

@@ -227,10 +227,15 @@ def _half_section(
 
 
 def variants_report(
-    params: Params, clean_root: Path, root: Path, console: Console, all_commits: bool = False
+    params: Params,
+    clean_root: Path,
+    root: Path,
+    console: Console,
+    all_commits: bool = False,
+    rev: str | None = None,
 ) -> None:
     clean = clean_runs(params, clean_root)
-    found = variant_runs(params, root, experiment_records(exp_show(root, all_commits)))
+    found = variant_runs(params, root, experiment_records(exp_show(root, all_commits, rev)))
     runs = found.runs
     if not runs:
         raise MissingInput(
