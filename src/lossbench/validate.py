@@ -93,5 +93,6 @@ def validate(params: Params, root: Path, console: Console) -> None:
     write_text(root / STAMP_FILE, STAMP)
     console.print(
         f"[bold]validate[/]: params.yaml is valid: {params.data.dataset} data ({num_classes} classes), "
-        f"{len(params.losses)} losses ({', '.join(params.losses)}), seeds {params.seeds}"
+        f"{len(params.losses)} loss{'' if len(params.losses) == 1 else 'es'} ({', '.join(params.losses)}), "
+        f"seeds {params.seeds}"
     )
