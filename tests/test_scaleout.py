@@ -63,6 +63,17 @@ def test_a_queued_gamma_sweep_from_a_fresh_checkout_and_its_sweep_report(project
     assert moved.returncode == 1 and "need results for at least two values" in moved.stderr
     run_in(project, "lossbench", "sweep-report", "--loss", "focal", "--rev", "HEAD~1")
     assert (project / "plots" / "sweep.csv").read_text() == swept
+    # Under --rev, HEAD's workspace is not read: here an uncommitted run of γ=5 in it.
+    experiment = run_in(project, "dvc", "exp", "list", "--rev", "HEAD~1", "--name-only").stdout.split()[0]
+    run_in(project, "dvc", "exp", "apply", experiment)
+    for path, old_gamma in (
+        ("params.yaml", r"gamma: [0-9.]+"),
+        ("metrics/details/focal.json", r'"gamma": [0-9.]+'),
+    ):
+        text = (project / path).read_text()
+        (project / path).write_text(re.sub(old_gamma, old_gamma.split(":")[0] + ": 5.0", text, count=1))
+    run_in(project, "lossbench", "sweep-report", "--loss", "focal", "--rev", "HEAD~1")
+    assert (project / "plots" / "sweep.csv").read_text() == swept
     for rev in ("nope", "--all-commits"):  # an option-like value is a name, never an option
         bad = run_in(project, "lossbench", "sweep-report", "--loss", "focal", f"--rev={rev}", check=False)
         assert bad.returncode == 1 and f"--rev {rev!r}: no such commit" in bad.stderr, bad.stderr

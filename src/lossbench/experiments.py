@@ -64,9 +64,9 @@ def exp_show(root: Path, all_commits: bool = False, rev: str | None = None) -> l
     moved on since); with `all_commits`, every commit's."""
     if rev is not None and all_commits:
         raise MissingInput("--rev and --all-commits: give one of them")
-    which = (
-        ["--all-commits"] if all_commits else [f"--rev={_commit_of(root, rev)}"] if rev is not None else []
-    )
+    which = ["--all-commits"] if all_commits else []
+    if rev is not None:  # that commit's runs only: the workspace row is HEAD's, not the rev's
+        which = [f"--rev={_commit_of(root, rev)}", "--hide-workspace"]
     command = ["dvc", "exp", "show", "--json", *which]
     shown = subprocess.run(command, cwd=root, capture_output=True, text=True)
     if shown.returncode != 0:

@@ -127,7 +127,7 @@ def sweep_points(
             if (earlier["final_test_acc"], earlier["ece"]) != (accuracy, ece):
                 raise MissingInput(
                     f"runs {earlier['experiment']} and {name} both ran γ={gamma:g}, seed {seed} with different "
-                    "results (other code?); remove one (`dvc exp remove`) or leave out --all-commits"
+                    "results (other code?); remove one (`dvc exp remove`) or check --all-commits and --rev"
                 )
     return pd.DataFrame(list(rows.values()))
 

@@ -120,7 +120,7 @@ def variant_runs(params: Params, root: Path, records: list[dict[str, Any]]) -> V
         ):
             raise MissingInput(
                 f"runs {earlier.experiment} and {name} both ran imbalance {variant[0]:g}, noise {variant[1]:g} "
-                "with different results (other code?); remove one (`dvc exp remove`) or leave out --all-commits"
+                "with different results (other code?); remove one (`dvc exp remove`) or check --all-commits and --rev"
             )
     found.runs = sorted(by_variant.values(), key=lambda run: (run.imbalance_ratio, run.label_noise))
     return found
