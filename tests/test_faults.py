@@ -317,23 +317,37 @@ def _results(root: Path) -> tuple[dict[str, object], list[str]]:
     return metrics, history
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
-def test_interrupted_training_resumes_to_identical_results(
-    prepared: Path, signum: signal.Signals, uninterrupted: tuple[dict[str, object], list[str]]
+def _saved(path: Path) -> tuple[int, int] | None:
+    """Which version of a file is there: a checkpoint is replaced by a rename, so
+    each save gives another inode (and mtime)."""
+    return (path.stat().st_ino, path.stat().st_mtime_ns) if path.exists() else None
+
+
+def test_training_interrupted_by_each_signal_in_turn_resumes_to_identical_results(
+    prepared: Path, uninterrupted: tuple[dict[str, object], list[str]]
 ) -> None:
-    process = _start_training(prepared)
-    _wait_for(prepared / "data" / "checkpoints" / "ce" / "seed-1.pt", process)
-    os.killpg(process.pid, signum)
-    _, stderr = process.communicate(timeout=120)
-    if signum == signal.SIGKILL:
-        assert process.returncode == -signal.SIGKILL
-    else:
-        assert process.returncode == 130
-        # One line per seed (its own and the one ahead), in the order their workers stopped.
-        assert stderr.startswith("interrupted: train@ce-") and "`dvc repro` resumes" in stderr
-        assert "train@ce-1: interrupted in epoch" in stderr and "train@ce-2: " in stderr
-        assert "Traceback" not in stderr
-    assert not (prepared / "data" / "runs").exists()
+    # One training, interrupted three times (each restart resumes the last), then finished.
+    checkpoint = prepared / "data" / "checkpoints" / "ce" / "seed-1.pt"
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+        before = _saved(checkpoint)
+        process = _start_training(prepared)
+        deadline = time.monotonic() + 120
+        while _saved(checkpoint) in (before, None):  # until this run has saved an epoch
+            assert process.poll() is None, "training ended before it could be interrupted"
+            assert time.monotonic() < deadline, f"{checkpoint} was never saved"
+            time.sleep(0.01)
+        os.killpg(process.pid, signum)
+        stdout, stderr = process.communicate(timeout=120)
+        assert ("resuming after epoch" in stdout) == (before is not None), stdout
+        if signum == signal.SIGKILL:
+            assert process.returncode == -signal.SIGKILL
+        else:
+            assert process.returncode == 130, stderr
+            # One line per seed (its own and the one ahead), in the order their workers stopped.
+            assert stderr.startswith("interrupted: train@ce-") and "`dvc repro` resumes" in stderr
+            assert "train@ce-1: interrupted in epoch" in stderr and "train@ce-2: " in stderr
+            assert "Traceback" not in stderr
+        assert not (prepared / "data" / "runs").exists()
 
     resumed = _train_every_seed(prepared, [1, 2])
     assert "resuming after epoch" in resumed[0]

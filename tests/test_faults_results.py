@@ -393,6 +393,9 @@ def test_sweep_report_runs_on_the_fixture(swept: Path) -> None:
     result = lossbench(swept, "sweep-report", "--loss", "focal_high", "--all-commits")
     assert result.returncode == 0, result.stderr
     assert "best mean test accuracy at γ=2" in result.stdout
+    # A loss that is not focal is a clear error.
+    wrong = lossbench(swept, "sweep-report", "--loss", "ce", "--all-commits")
+    assert wrong.returncode == 1 and "sweep-report needs a focal loss" in wrong.stderr, wrong.stderr
 
 
 @pytest.mark.parametrize(

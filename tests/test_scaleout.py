@@ -19,67 +19,6 @@ def _commit(root: Path, message: str) -> None:
 
 
 @pytest.mark.slow
-def test_a_queued_gamma_sweep_from_a_fresh_checkout_and_its_sweep_report(project: Path) -> None:
-    # Nothing has run here: no dvc.lock and an empty cache, so each queued
-    # experiment runs every stage, prepare included, in its temporary workspace.
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["losses"] = {"ce": {"kind": "ce"}, "focal": {"kind": "focal", "gamma": 2.0}}
-    write_params(project, params)
-    _commit(project, "init")
-    run_in(project, "dvc", "exp", "run", "--queue", "-S", "losses.focal.gamma=0,1")
-    status = run_queue(project, jobs=2)
-    assert status.count("Success") == 2, status
-    assert not (project / "dvc.lock").exists()  # the workspace itself was not touched
-
-    shown = json.loads(run_in(project, "dvc", "exp", "show", "--json").stdout)
-    experiments = [exp["revs"][0]["data"] for commit in shown for exp in commit.get("experiments") or []]
-    gammas = sorted(data["params"]["params.yaml"]["data"]["losses"]["focal"]["gamma"] for data in experiments)
-    assert gammas == [0, 1]
-    for data in experiments:
-        metrics = data["metrics"]["metrics/focal.json"]["data"]
-        assert 0 <= metrics["test_acc"] <= 1 and set(metrics) >= {"test_sd", "ece", "conv_ep"}
-
-    # The runs side by side, in a terminal's width: the γ that differs, each loss's numbers.
-    compared = run_in(project, "lossbench", "compare", env={"COLUMNS": "200"}).stdout  # the table's own width
-    lines = compared.splitlines()
-    assert max(len(line) for line in lines) <= 120, compared
-    rows = [line for line in lines if line.count("±") == 2]  # a run: ce and focal
-    assert "focal.gamma" in compared and len(rows) == 2, compared
-
-    result = run_in(project, "lossbench", "sweep-report", "--loss", "focal")
-    assert "best mean test accuracy at γ=" in result.stdout
-    table = (project / "plots" / "sweep.csv").read_text().splitlines()
-    assert table[0].startswith("gamma,runs,acc_mean")
-    assert [line.split(",")[:2] for line in table[1:]] == [["0.0", "2"], ["1.0", "2"]]
-    assert (project / "plots" / "sweep.png").stat().st_size > 0
-    # Asking for a loss that is not focal is a clear error.
-    wrong = run_in(project, "lossbench", "sweep-report", "--loss", "ce", check=False)
-    assert wrong.returncode == 1 and "sweep-report needs a focal loss" in wrong.stderr
-
-    # Once HEAD moves on, --rev names the commit the sweep was run from: the same table.
-    swept = (project / "plots" / "sweep.csv").read_text()
-    run_in(project, "git", "commit", "-q", "--allow-empty", "-m", "later work")
-    moved = run_in(project, "lossbench", "sweep-report", "--loss", "focal", check=False)
-    assert moved.returncode == 1 and "need results for at least two values" in moved.stderr
-    run_in(project, "lossbench", "sweep-report", "--loss", "focal", "--rev", "HEAD~1")
-    assert (project / "plots" / "sweep.csv").read_text() == swept
-    # Under --rev, HEAD's workspace is not read: here an uncommitted run of γ=5 in it.
-    experiment = run_in(project, "dvc", "exp", "list", "--rev", "HEAD~1", "--name-only").stdout.split()[0]
-    run_in(project, "dvc", "exp", "apply", experiment)
-    for path, old_gamma in (
-        ("params.yaml", r"gamma: [0-9.]+"),
-        ("metrics/details/focal.json", r'"gamma": [0-9.]+'),
-    ):
-        text = (project / path).read_text()
-        (project / path).write_text(re.sub(old_gamma, old_gamma.split(":")[0] + ": 5.0", text, count=1))
-    run_in(project, "lossbench", "sweep-report", "--loss", "focal", "--rev", "HEAD~1")
-    assert (project / "plots" / "sweep.csv").read_text() == swept
-    for rev in ("nope", "--all-commits"):  # an option-like value is a name, never an option
-        bad = run_in(project, "lossbench", "sweep-report", "--loss", "focal", f"--rev={rev}", check=False)
-        assert bad.returncode == 1 and f"--rev {rev!r}: no such commit" in bad.stderr, bad.stderr
-
-
-@pytest.mark.slow
 def test_run_cache_pushed_from_one_machine_is_reused_on_another(reproduced: Path, tmp_path: Path) -> None:
     # Machine 1 has computed the pipeline; it shares its run-cache through a remote.
     project = reproduced
@@ -158,7 +97,10 @@ def test_a_sweep_split_across_two_machines_is_drawn_whole_on_a_third(project: Pa
             root, "dvc", "exp", "run", "--queue", "studies/sweep/dvc.yaml",
             "-S", f"studies/sweep/params.yaml:losses.focal.gamma={gammas}",
         )  # fmt: skip
+        # Nothing has run in a fresh clone (no dvc.lock, an empty cache): each queued
+        # experiment runs every stage, prepare included, in its temporary workspace.
         assert run_queue(root, jobs=1).count("Success") == len(gammas.split(","))
+        assert not (root / "studies" / "sweep" / "dvc.lock").exists()  # the workspace is untouched
         run_in(root, "dvc", "exp", "push", "--run-cache", "origin")
     listed = run_in(project, "dvc", "exp", "list", "--name-only", str(git_remote)).stdout.split()
     assert len(listed) == 3, listed  # both parts are on the git remote
@@ -167,6 +109,24 @@ def test_a_sweep_split_across_two_machines_is_drawn_whole_on_a_third(project: Pa
     third = machine("machine-c")
     run_in(third, "dvc", "exp", "pull", "--run-cache", "origin")
     study = third / "studies" / "sweep"
+    shown = json.loads(run_in(third, "dvc", "exp", "show", "--json").stdout)
+    experiments = [exp["revs"][0]["data"] for commit in shown for exp in commit.get("experiments") or []]
+    params_file, metrics_file = "studies/sweep/params.yaml", "studies/sweep/metrics/focal.json"
+    gammas = sorted(data["params"][params_file]["data"]["losses"]["focal"]["gamma"] for data in experiments)
+    assert gammas == [0, 0.5, 2]
+    for data in experiments:
+        metrics = data["metrics"][metrics_file]["data"]
+        assert 0 <= metrics["test_acc"] <= 1 and set(metrics) >= {"test_sd", "ece", "conv_ep"}
+
+    # The runs side by side, in a terminal's width: the γ that differs, the loss's numbers.
+    compared = run_in(study, "lossbench", "compare", env={"COLUMNS": "200"}).stdout  # the table's own width
+    lines = compared.splitlines()
+    assert max(len(line) for line in lines) <= 120, compared
+    assert (
+        "focal.gamma" in compared
+        and len([line for line in lines if line.startswith("│") and "±" in line]) == 3
+    ), compared
+
     result = run_in(study, "lossbench", "sweep-report", "--loss", "focal")
     assert "claim 4" in result.stdout and "Friedman rank test over all 3 γ" in result.stdout, result.stdout
     table = (study / "plots" / "sweep.csv").read_text().splitlines()
@@ -195,3 +155,25 @@ def test_a_sweep_split_across_two_machines_is_drawn_whole_on_a_third(project: Pa
         cached = f"Stage 'studies/sweep/dvc.yaml:train@focal-{seed}' is cached - skipping run"
         assert cached in again.stdout, again.stdout
     assert not re.search(r"seed \d+ epoch", again.stdout)
+
+    # Once HEAD moves on, --rev names the commit the sweep was run from: the same table.
+    run_in(study, "lossbench", "sweep-report", "--loss", "focal", "--rev", "HEAD")
+    swept = (study / "plots" / "sweep.csv").read_text()
+    run_in(third, "git", "commit", "-q", "--allow-empty", "-m", "later work")
+    moved = run_in(study, "lossbench", "sweep-report", "--loss", "focal", check=False)
+    assert moved.returncode == 1 and "need results for at least two values" in moved.stderr
+    run_in(study, "lossbench", "sweep-report", "--loss", "focal", "--rev", "HEAD~1")
+    assert (study / "plots" / "sweep.csv").read_text() == swept
+    # Under --rev, HEAD's workspace is not read: here the uncommitted run of γ=0.5 above,
+    # made a run of γ=5.
+    for path, old_gamma in (
+        ("params.yaml", r"gamma: [0-9.]+"),
+        ("metrics/details/focal.json", r'"gamma": [0-9.]+'),
+    ):
+        text = (study / path).read_text()
+        (study / path).write_text(re.sub(old_gamma, old_gamma.split(":")[0] + ": 5.0", text, count=1))
+    run_in(study, "lossbench", "sweep-report", "--loss", "focal", "--rev", "HEAD~1")
+    assert (study / "plots" / "sweep.csv").read_text() == swept
+    for rev in ("nope", "--all-commits"):  # an option-like value is a name, never an option
+        bad = run_in(study, "lossbench", "sweep-report", "--loss", "focal", f"--rev={rev}", check=False)
+        assert bad.returncode == 1 and f"--rev {rev!r}: no such commit" in bad.stderr, bad.stderr
