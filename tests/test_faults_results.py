@@ -314,6 +314,19 @@ def test_compare_all_commits_names_a_revision_in_an_older_format(project: Path) 
     assert "1 run: " in result.stdout and "0.500 ± 0.010" in result.stdout
 
 
+def test_compare_rev_shows_the_losses_of_that_commit(project: Path) -> None:
+    _write_headlines(project)  # four losses, committed
+    commit(project, "four losses")
+    params = copy.deepcopy(TINY_PARAMS)
+    params["losses"] = {"ce": {"kind": "ce"}}
+    write_params(project, params)  # the workspace has moved on to one loss
+    commit(project, "ce only")
+    result = lossbench(project, "compare", "--rev", "HEAD~1", env={"COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    header = next(line for line in result.stdout.splitlines() if line.startswith("┃"))
+    assert [cell.strip() for cell in header.strip("┃").split("┃")] == ["run", *TINY_PARAMS["losses"]]  # type: ignore[misc]
+
+
 @pytest.mark.parametrize(
     ("change", "problem"),
     [

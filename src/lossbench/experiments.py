@@ -116,6 +116,17 @@ def experiment_records(shown: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return records
 
 
+def loss_names(records: list[dict[str, Any]], prefix: str, fallback: list[str]) -> list[str]:
+    """The losses the runs' own params.yaml define, in order of first appearance: a
+    commit named by --rev, or an older one, may define others than the workspace."""
+    names: dict[str, None] = {}
+    for record in records:
+        losses = params_of(record, prefix).get("losses")
+        if isinstance(losses, dict):
+            names.update(dict.fromkeys(str(name) for name in losses))
+    return list(names) or fallback
+
+
 def params_of(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """The record's params.yaml of the project (prefix '') or of a study (its study_prefix)."""
     return (record.get("params") or {}).get(f"{prefix}params.yaml", {}).get("data", {}) or {}
@@ -175,10 +186,12 @@ def compare(
     A run whose metrics cannot be read (an older format) is left out and named."""
     # Runs with results for some loss; a workspace where nothing has run has none.
     prefix = study_prefix(root)
+    shown = experiment_records(exp_show(root, all_commits, rev))
+    losses = loss_names(shown, prefix, fallback=list(params.losses))
     records, headlines, left_out = [], [], []
-    for record in experiment_records(exp_show(root, all_commits, rev)):
+    for record in shown:
         try:
-            found = {name: headline_of(record, name, prefix) for name in params.losses}
+            found = {name: headline_of(record, name, prefix) for name in losses}
         except DamagedInput as error:
             left_out.append(str(error))
             continue
@@ -201,12 +214,12 @@ def compare(
     for key in changed:
         short = key.removeprefix("losses.").removeprefix("train.").removeprefix("data.")
         table.add_column(Text(printable_lines(short)), justify="right")
-    for name in params.losses:
-        table.add_column(name, justify="right")
+    for name in losses:
+        table.add_column(Text(printable_lines(name)), justify="right")
     for record, row, found in zip(records, flat, headlines, strict=True):
         cells = [run_name(record)]
         cells += [row.get(key, "-") for key in changed]
-        for name in params.losses:
+        for name in losses:
             numbers = found[name]
             cells.append("-" if numbers is None else plus_minus(*numbers, digits=3))
         # Names and values from the runs' files: literal text, never rich markup.
