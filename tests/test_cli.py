@@ -127,7 +127,7 @@ def test_compare_counts_its_runs_in_words(
 ) -> None:
     shown = _exp_show(*[(f"r{index}", 0.5 + index / 100) for index in range(runs)])
     monkeypatch.setattr(experiments, "exp_show", lambda root, all_commits=False, rev=None: shown)
-    table = experiments.compare(Params.model_validate(TINY_PARAMS), _git_repository(tmp_path), Console())
+    table = experiments.compare(_git_repository(tmp_path), Console())
     assert str(table.title).startswith(title)
 
 

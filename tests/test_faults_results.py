@@ -327,6 +327,29 @@ def test_compare_rev_shows_the_losses_of_that_commit(project: Path) -> None:
     assert [cell.strip() for cell in header.strip("┃").split("┃")] == ["run", *TINY_PARAMS["losses"]]  # type: ignore[misc]
 
 
+def test_compare_reads_each_commit_for_its_own_losses_whatever_its_params_hold(project: Path) -> None:
+    # An older commit whose params.yaml is a list, and one that names a loss after
+    # another metrics file: neither may stop compare or drop another commit's runs.
+    (project / "params.yaml").write_text("- 1\n- 2\n")
+    _write_headlines(project)
+    commit(project, "params a list")
+    params = copy.deepcopy(TINY_PARAMS)
+    params["losses"] = {"ce": {"kind": "ce"}, "summary": {"kind": "ce"}}
+    write_params(project, params)
+    (project / "metrics" / "summary.json").write_text(json.dumps({"rank": {"ce": 1}}))
+    commit(project, "a loss named summary")
+    write_params(project, TINY_PARAMS)
+    _write_headlines(project, lambda h: h.__setitem__("test_acc", 0.6))
+    commit(project, "valid")
+    result = lossbench(project, "compare", "--all-commits", env={"COLUMNS": "200"})
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "2 runs: " in result.stdout and "left out" not in result.stdout, result.stdout
+    header = next(line for line in result.stdout.splitlines() if line.startswith("┃"))
+    columns = [cell.strip() for cell in header.strip("┃").split("┃")]
+    assert "summary" not in columns and columns[-4:] == list(TINY_PARAMS["losses"]), columns  # type: ignore[call-overload]
+    assert "0.600 ± 0.010" in result.stdout and "0.500 ± 0.010" in result.stdout
+
+
 @pytest.mark.parametrize(
     ("change", "problem"),
     [

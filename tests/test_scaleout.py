@@ -122,14 +122,14 @@ def test_a_sweep_split_across_two_machines_is_drawn_whole_on_a_third(project: Pa
     compared = run_in(study, "lossbench", "compare", env={"COLUMNS": "200"}).stdout  # the table's own width
     lines = compared.splitlines()
     assert max(len(line) for line in lines) <= 120, compared
-    assert (
-        "focal.gamma" in compared
-        and len([line for line in lines if line.startswith("│") and "±" in line]) == 3
-    ), compared
+    rows = [line for line in lines if line.startswith("│")]  # a run each: γ, and focal's numbers
+    assert "focal.gamma" in compared and len(rows) == 3 and all(row.count("±") == 1 for row in rows), compared
 
     result = run_in(study, "lossbench", "sweep-report", "--loss", "focal")
     assert "claim 4" in result.stdout and "Friedman rank test over all 3 γ" in result.stdout, result.stdout
-    table = (study / "plots" / "sweep.csv").read_text().splitlines()
+    swept = (study / "plots" / "sweep.csv").read_text()
+    table = swept.splitlines()
+    assert table[0].startswith("gamma,runs,acc_mean")
     assert [line.split(",")[:2] for line in table[1:]] == [
         ["0.0", "2"],
         ["0.5", "2"],
@@ -158,7 +158,7 @@ def test_a_sweep_split_across_two_machines_is_drawn_whole_on_a_third(project: Pa
 
     # Once HEAD moves on, --rev names the commit the sweep was run from: the same table.
     run_in(study, "lossbench", "sweep-report", "--loss", "focal", "--rev", "HEAD")
-    swept = (study / "plots" / "sweep.csv").read_text()
+    assert (study / "plots" / "sweep.csv").read_text() == swept  # γ=0.5 again: the same runs
     run_in(third, "git", "commit", "-q", "--allow-empty", "-m", "later work")
     moved = run_in(study, "lossbench", "sweep-report", "--loss", "focal", check=False)
     assert moved.returncode == 1 and "need results for at least two values" in moved.stderr

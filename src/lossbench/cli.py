@@ -286,7 +286,7 @@ def compare(
     def step(loaded: Params, console: Console) -> object:
         from lossbench.experiments import compare as run_compare
 
-        return run_compare(loaded, root, console, all_commits, rev)
+        return run_compare(root, console, all_commits, rev)  # params.yaml is checked, not needed
 
     _run(params, step)
 

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lossbench.errors import DamagedInput, MissingInput, printable_lines, shown_repr
-from lossbench.params import RAW_DIR, Params
+from lossbench.params import RAW_DIR, Params, check_loss_name
 from lossbench.results import Field, parse_json, plus_minus
 
 
@@ -116,20 +116,30 @@ def experiment_records(shown: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return records
 
 
-def loss_names(records: list[dict[str, Any]], prefix: str, fallback: list[str]) -> list[str]:
-    """The losses the runs' own params.yaml define, in order of first appearance: a
-    commit named by --rev, or an older one, may define others than the workspace."""
-    names: dict[str, None] = {}
-    for record in records:
-        losses = params_of(record, prefix).get("losses")
-        if isinstance(losses, dict):
-            names.update(dict.fromkeys(str(name) for name in losses))
-    return list(names) or fallback
+def losses_of(record: dict[str, Any], prefix: str = "") -> list[str]:
+    """The loss names a run's own params.yaml defines that could be a loss of this
+    project (a commit may hold anything: a name such as `summary` would read
+    another metrics file)."""
+    losses = params_of(record, prefix).get("losses")
+    if not isinstance(losses, dict):
+        return []
+    names = []
+    for name in losses:
+        try:
+            check_loss_name(str(name))
+        except ValueError:
+            continue
+        names.append(str(name))
+    return names
 
 
 def params_of(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """The record's params.yaml of the project (prefix '') or of a study (its study_prefix)."""
-    return (record.get("params") or {}).get(f"{prefix}params.yaml", {}).get("data", {}) or {}
+    """The record's params.yaml of the project (prefix '') or of a study (its
+    study_prefix); {} where that file is not a mapping (any commit may hold anything)."""
+    params = record.get("params")
+    entry = params.get(f"{prefix}params.yaml") if isinstance(params, dict) else None
+    data = entry.get("data") if isinstance(entry, dict) else None
+    return data if isinstance(data, dict) else {}
 
 
 def file_at(root: Path, record: dict[str, Any], path: str) -> str | None:
@@ -178,20 +188,18 @@ def headline_of(record: dict[str, Any], name: str, prefix: str = "") -> tuple[fl
     return headline.child("test_acc").number(), headline.child("test_sd").number()
 
 
-def compare(
-    params: Params, root: Path, console: Console, all_commits: bool = False, rev: str | None = None
-) -> Table:
+def compare(root: Path, console: Console, all_commits: bool = False, rev: str | None = None) -> Table:
     """One row per run: the params that differ between runs, and each loss's
     final test accuracy (seed mean ± std; `dvc metrics show` has the rest).
     A run whose metrics cannot be read (an older format) is left out and named."""
     # Runs with results for some loss; a workspace where nothing has run has none.
     prefix = study_prefix(root)
-    shown = experiment_records(exp_show(root, all_commits, rev))
-    losses = loss_names(shown, prefix, fallback=list(params.losses))
+    # Each run is read for the losses its own params.yaml defines: a commit named by
+    # --rev, or an older one, may define others than the workspace.
     records, headlines, left_out = [], [], []
-    for record in shown:
+    for record in experiment_records(exp_show(root, all_commits, rev)):
         try:
-            found = {name: headline_of(record, name, prefix) for name in losses}
+            found = {name: headline_of(record, name, prefix) for name in losses_of(record, prefix)}
         except DamagedInput as error:
             left_out.append(str(error))
             continue
@@ -205,6 +213,7 @@ def compare(
         )
     for problem in left_out:
         console.print(f"note: left out: {problem}", markup=False, highlight=False)
+    losses = list(dict.fromkeys(name for found in headlines for name, numbers in found.items() if numbers))
     flat = [flatten(params_of(record, prefix)) for record in records]
     keys = sorted({key for row in flat for key in row if not key.startswith("machine.")})
     changed = [key for key in keys if len({row.get(key) for row in flat}) > 1]
@@ -220,7 +229,7 @@ def compare(
         cells = [run_name(record)]
         cells += [row.get(key, "-") for key in changed]
         for name in losses:
-            numbers = found[name]
+            numbers = found.get(name)
             cells.append("-" if numbers is None else plus_minus(*numbers, digits=3))
         # Names and values from the runs' files: literal text, never rich markup.
         table.add_row(*(Text(printable_lines(cell)) for cell in cells))
