@@ -314,6 +314,16 @@ def test_compare_all_commits_names_a_revision_in_an_older_format(project: Path) 
     assert "1 run: " in result.stdout and "0.500 ± 0.010" in result.stdout
 
 
+@pytest.mark.parametrize("command", [["compare"], ["sweep-report", "--loss", "focal_high"]])
+def test_rev_outside_a_git_repository_says_so(tmp_path: Path, command: list[str]) -> None:
+    write_params(tmp_path, TINY_PARAMS)
+    result = lossbench(tmp_path, *command, "--rev", "HEAD")
+    assert result.returncode == 1 and error_lines(result) == [
+        f"error: {tmp_path} is not in a git repository: fatal: not a git repository "
+        "(or any of the parent directories): .git"
+    ]
+
+
 def test_compare_rev_shows_the_losses_of_that_commit(project: Path) -> None:
     _write_headlines(project)  # four losses, committed
     commit(project, "four losses")

@@ -77,6 +77,7 @@ def exp_show(root: Path, all_commits: bool = False, rev: str | None = None) -> l
 
 def _commit_of(root: Path, rev: str) -> str:
     """The commit `rev` names (a hash, branch or tag), as a full hash."""
+    study_prefix(root)  # outside a git repository, say that, not "no such commit"
     found = subprocess.run(
         ["git", "rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}"],
         cwd=root,
