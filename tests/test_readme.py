@@ -290,3 +290,12 @@ def test_every_relative_link_points_to_something_that_exists(document: Path) -> 
         elif anchor and path.suffix == ".md" and anchor not in _anchors(path):
             broken.append(f"{target}: no such heading")
     assert not broken, "\n".join(broken)
+
+
+def test_dvc_metrics_show_fits_120_columns_and_shows_each_result_once() -> None:
+    # The root's, the JPEG study's, the γ study's (γ=1) and the variants study's (the long
+    # tail) headline files: no study's commit repeats another's runs under another name.
+    lines = normalised(run_here("dvc metrics show")).splitlines()
+    assert max(len(line) for line in lines) <= 120, lines
+    rows = [line.split()[1:] for line in lines[1:]]
+    assert len(rows) >= 12 and len({tuple(row) for row in rows}) == len(rows), lines
