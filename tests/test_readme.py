@@ -299,3 +299,17 @@ def test_dvc_metrics_show_fits_120_columns_and_shows_each_result_once() -> None:
     assert max(len(line) for line in lines) <= 120, lines
     rows = [line.split()[1:] for line in lines[1:]]
     assert len(rows) >= 12 and len({tuple(row) for row in rows}) == len(rows), lines
+
+
+def test_dvc_exp_show_is_wide_and_its_narrow_form_fits_140_characters() -> None:
+    env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "COLUMNS": "2000"}
+
+    def shown(*options: str) -> list[str]:
+        command = ["dvc", "exp", "show", "--no-pager", *options]
+        result = subprocess.run(command, cwd=PROJECT, env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.splitlines()
+
+    assert len(shown("--csv")[0].split(",")) > 250
+    narrow = shown("--drop", ".*", "--keep", "Experiment|metrics/[^:]*:test_acc")
+    assert 100 < max(len(line.rstrip()) for line in narrow) <= 140, narrow
