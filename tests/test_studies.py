@@ -10,6 +10,10 @@ from conftest import PROJECT, run_in
 # study folder, the report command's arguments, the files it writes
 STUDIES = {
     "cifar10-gamma": (["sweep-report", "--loss", "focal"], ["plots/sweep.csv", "plots/sweep.md"]),
+    "cifar10-variants": (
+        ["variants-report", "--clean", "../cifar10-jpeg"],
+        ["plots/imbalance.csv", "plots/noise.csv", "plots/variants.md"],
+    ),
 }
 
 
