@@ -319,8 +319,12 @@ def _results(root: Path) -> tuple[dict[str, object], list[str]]:
 
 def _saved(path: Path) -> tuple[int, int] | None:
     """Which version of a file is there: a checkpoint is replaced by a rename, so
-    each save gives another inode (and mtime)."""
-    return (path.stat().st_ino, path.stat().st_mtime_ns) if path.exists() else None
+    each save gives another inode (and mtime). One stat: the file may go meanwhile."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None
+    return info.st_ino, info.st_mtime_ns
 
 
 def test_training_interrupted_by_each_signal_in_turn_resumes_to_identical_results(
