@@ -154,6 +154,9 @@ def test_a_worker_killed_mid_task_has_its_task_retried_with_the_same_result(
     stage = training.environ()["DVC_STAGE"]
     worker = next(parent for parent in training.parents() if parent.ppid() == runner.pid)
     repro = next(parent for parent in training.parents() if "repro" in parent.cmdline())
+    # Dask gives its worker a malloc setting that slows training; the task's commands drop it.
+    assert worker.environ().get("MALLOC_TRIM_THRESHOLD_") == "65536"
+    assert "MALLOC_TRIM_THRESHOLD_" not in training.environ()
     worker.kill()
     # The killed worker's `dvc repro` and its training end with it: no orphan trains on.
     repro.wait(timeout=30)

@@ -253,6 +253,10 @@ def train_stage(task: StageTask) -> TaskResult:
     clone = scratch / "repo"
     # One process per stage (no seeds ahead); DVC's per-repository site cache goes with the clone.
     env = _tool_env(LOSSBENCH_WORKERS="1", DVC_SITE_CACHE_DIR=str(scratch / "dvc-site"), DVC_NO_ANALYTICS="1")
+    # Dask's nanny starts its worker with MALLOC_TRIM_THRESHOLD_=65536 (its
+    # pre-spawn-environ), which training inherits and runs about 40% slower under
+    # (benchmarks/results.md): the task's commands get glibc's default back.
+    env.pop("MALLOC_TRIM_THRESHOLD_", None)
 
     def dvc(*arguments: str) -> str:
         return _call(["dvc", *arguments], clone, env, task.stage, lifeline=True)
