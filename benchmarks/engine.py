@@ -1,6 +1,6 @@
 """Plain `dvc repro` against `lossbench run` of the same commit, on this machine.
 
-    python benchmarks/engine.py                  # the committed params: about 10 minutes on 2 cores
+    python benchmarks/engine.py                  # the committed params: about 13 minutes on 2 cores
     python benchmarks/engine.py -S data.dataset=synthetic -S data.synthetic.train_size=300 \
         -S data.synthetic.test_size=100 -S train.epochs=1 -S 'seeds=[1,2]'   # a quick check
 
