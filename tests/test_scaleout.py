@@ -174,6 +174,12 @@ def test_a_sweep_split_across_two_machines_is_drawn_whole_on_a_third(project: Pa
         (study / path).write_text(re.sub(old_gamma, old_gamma.split(":")[0] + ": 5.0", text, count=1))
     run_in(study, "lossbench", "sweep-report", "--loss", "focal", "--rev", "HEAD~1")
     assert (study / "plots" / "sweep.csv").read_text() == swept
+    # Nor HEAD's params: there the loss is no longer focal, at that commit it was.
+    write_params(study, params | {"losses": {"focal": {"kind": "ce"}}})
+    refused = run_in(study, "lossbench", "sweep-report", "--loss", "focal", check=False)
+    assert refused.returncode == 1 and "losses.focal: sweep-report needs a focal loss" in refused.stderr
+    run_in(study, "lossbench", "sweep-report", "--loss", "focal", "--rev", "HEAD~1")
+    assert (study / "plots" / "sweep.csv").read_text() == swept
     for rev in ("nope", "--all-commits"):  # an option-like value is a name, never an option
         bad = run_in(study, "lossbench", "sweep-report", "--loss", "focal", f"--rev={rev}", check=False)
         assert bad.returncode == 1 and f"--rev {rev!r}: no such commit" in bad.stderr, bad.stderr

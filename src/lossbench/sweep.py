@@ -150,7 +150,8 @@ def sweep_table(points: pd.DataFrame) -> pd.DataFrame:
 def sweep_report(
     params: Params, loss: str, root: Path, console: Console, all_commits: bool = False, rev: str | None = None
 ) -> pd.DataFrame:
-    if not isinstance(params.losses.get(loss), FocalLoss):
+    # Under --rev the runs' own params say what the loss is; the workspace may have moved on.
+    if rev is None and not isinstance(params.losses.get(loss), FocalLoss):
         raise ParamsError(
             f"losses.{loss}: sweep-report needs a focal loss; focal entries: "
             + ", ".join(n for n, s in params.losses.items() if isinstance(s, FocalLoss))
