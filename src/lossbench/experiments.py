@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lossbench.errors import DamagedInput, MissingInput, printable_lines, shown_repr
-from lossbench.params import RAW_DIR, Params, check_loss_name
+from lossbench.params import RAW_DIR, Params, check_loss_name, parse_params
 from lossbench.results import Field, parse_json, plus_minus
 
 
@@ -132,6 +132,16 @@ def losses_of(record: dict[str, Any], prefix: str = "") -> list[str]:
             continue
         names.append(str(name))
     return names
+
+
+def params_at(root: Path, records: list[dict[str, Any]], rev: str) -> Params:
+    """The folder's params.yaml as commit `rev` has it, from that commit's record:
+    the study a report under --rev is about (the workspace's may have moved on)."""
+    commit, prefix = _commit_of(root, rev), study_prefix(root)
+    for record in records:
+        if record["rev"] == commit:
+            return parse_params(params_of(record, prefix), f"{prefix}params.yaml at {shown_repr(rev)}")
+    raise MissingInput(f"--rev {shown_repr(rev)}: DVC shows no params.yaml of this folder at that commit")
 
 
 def params_of(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:

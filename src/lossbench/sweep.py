@@ -25,6 +25,7 @@ from lossbench.experiments import (
     exp_show,
     experiment_records,
     json_at,
+    params_at,
     params_of,
     queue_command,
     run_name,
@@ -150,14 +151,16 @@ def sweep_table(points: pd.DataFrame) -> pd.DataFrame:
 def sweep_report(
     params: Params, loss: str, root: Path, console: Console, all_commits: bool = False, rev: str | None = None
 ) -> pd.DataFrame:
-    # Under --rev the runs' own params say what the loss is; the workspace may have moved on.
-    if rev is None and not isinstance(params.losses.get(loss), FocalLoss):
+    records = experiment_records(exp_show(root, all_commits, rev))
+    if rev is not None:
+        params = params_at(root, records, rev)
+    if not isinstance(params.losses.get(loss), FocalLoss):
         raise ParamsError(
             f"losses.{loss}: sweep-report needs a focal loss; focal entries: "
             + ", ".join(n for n, s in params.losses.items() if isinstance(s, FocalLoss))
         )
     left_out: list[str] = []
-    points = sweep_points(experiment_records(exp_show(root, all_commits, rev)), loss, root, left_out)
+    points = sweep_points(records, loss, root, left_out)
     for problem in left_out:
         console.print(f"note: left out: {problem}", markup=False, highlight=False)
     if points.empty or points["gamma"].nunique() < 2:

@@ -30,6 +30,7 @@ from lossbench.experiments import (
     experiment_records,
     flatten,
     json_at,
+    params_at,
     params_of,
     queue_command,
     run_name,
@@ -234,8 +235,11 @@ def variants_report(
     all_commits: bool = False,
     rev: str | None = None,
 ) -> None:
+    records = experiment_records(exp_show(root, all_commits, rev))
+    if rev is not None:
+        params = params_at(root, records, rev)
     clean = clean_runs(params, clean_root)
-    found = variant_runs(params, root, experiment_records(exp_show(root, all_commits, rev)))
+    found = variant_runs(params, root, records)
     runs = found.runs
     if not runs:
         raise MissingInput(
