@@ -269,7 +269,8 @@ AllCommitsOption = Annotated[
 RevOption = Annotated[
     str | None,
     typer.Option(
-        "--rev", help="Read the experiments of this commit, not HEAD's: the one they were run from."
+        "--rev",
+        help="Read the experiments and params.yaml of this commit, not HEAD's: the one they were run from.",
     ),
 ]
 
