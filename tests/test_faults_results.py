@@ -324,6 +324,45 @@ def test_rev_outside_a_git_repository_says_so(tmp_path: Path, command: list[str]
     ]
 
 
+@pytest.mark.parametrize(
+    ("older", "expected"),
+    [
+        (  # dvc.yaml's matrix needs the losses
+            None,
+            [
+                "error: params.yaml at --rev 'HEAD~1': DVC could not read that commit (failed to parse "
+                "'stages.train.matrix' in 'dvc.yaml': Could not find 'losses')"
+            ],
+        ),
+        (
+            {**TINY_PARAMS, "colour": "red"},
+            [
+                "error: params.yaml at --rev 'HEAD~1' (of another lossbench version?): invalid parameters",
+                "  colour: unknown key (check its spelling)",
+            ],
+        ),
+    ],
+    ids=["no params", "params of another format"],
+)
+@pytest.mark.parametrize(
+    "command", [["sweep-report", "--loss", "focal_high"], ["variants-report", "--clean", "."]]
+)
+def test_a_rev_whose_params_cannot_be_read_is_named(
+    project: Path, older: dict[str, object] | None, expected: list[str], command: list[str]
+) -> None:
+    # The workspace's params are fine; the commit's, which --rev reads, are missing or of another shape.
+    current = (project / "params.yaml").read_text()
+    if older is None:
+        (project / "params.yaml").unlink()
+    else:
+        write_params(project, older)
+    commit(project, "older")
+    (project / "params.yaml").write_text(current)
+    commit(project, "current")
+    result = lossbench(project, *command, "--rev", "HEAD~1")
+    assert result.returncode == 1 and error_lines(result) == expected, result.stderr
+
+
 def test_compare_rev_shows_the_losses_of_that_commit(project: Path) -> None:
     _write_headlines(project)  # four losses, committed
     commit(project, "four losses")

@@ -254,8 +254,8 @@ def train_stage(task: StageTask) -> TaskResult:
     # One process per stage (no seeds ahead); DVC's per-repository site cache goes with the clone.
     env = _tool_env(LOSSBENCH_WORKERS="1", DVC_SITE_CACHE_DIR=str(scratch / "dvc-site"), DVC_NO_ANALYTICS="1")
     # Dask's nanny starts its worker with MALLOC_TRIM_THRESHOLD_=65536 (its
-    # pre-spawn-environ), which training inherits and runs about 40% slower under
-    # (benchmarks/results.md): the task's commands get glibc's default back.
+    # pre-spawn-environ); training inherited it and took 1.9 times as long at the
+    # default's size (benchmarks/results.md): the task's commands get glibc's default.
     env.pop("MALLOC_TRIM_THRESHOLD_", None)
 
     def dvc(*arguments: str) -> str:

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from lossbench import errors
 from lossbench.errors import DamagedInput, MissingInput, printable_lines, shown_repr
 from lossbench.params import RAW_DIR, Params, check_loss_name, parse_params
 from lossbench.results import Field, parse_json, plus_minus
@@ -134,14 +135,21 @@ def losses_of(record: dict[str, Any], prefix: str = "") -> list[str]:
     return names
 
 
-def params_at(root: Path, records: list[dict[str, Any]], rev: str) -> Params:
-    """The folder's params.yaml as commit `rev` has it, from that commit's record:
-    the study a report under --rev is about (the workspace's may have moved on)."""
+def params_at(root: Path, shown: list[dict[str, Any]], rev: str) -> Params:
+    """The folder's params.yaml as commit `rev` has it, from that commit's entry in
+    `dvc exp show --json` (`shown`): the study a report under --rev is about (the
+    workspace's may have moved on)."""
     commit, prefix = _commit_of(root, rev), study_prefix(root)
-    for record in records:
-        if record["rev"] == commit:
-            return parse_params(params_of(record, prefix), f"{prefix}params.yaml at {shown_repr(rev)}")
-    raise MissingInput(f"--rev {shown_repr(rev)}: DVC shows no params.yaml of this folder at that commit")
+    where = f"{prefix}params.yaml at --rev {shown_repr(rev)}"
+    revision = next((entry for entry in shown if entry.get("rev") == commit), {})
+    error = revision.get("error")
+    if error or not revision.get("data"):
+        reason = errors.shown(error.get("msg") if isinstance(error, dict) else error)
+        raise MissingInput(f"{where}: DVC could not read that commit ({reason})")
+    params = (revision["data"].get("params") or {}).get(f"{prefix}params.yaml")
+    if not isinstance(params, dict) or "data" not in params:
+        raise MissingInput(f"{where}: not there")
+    return parse_params(params["data"], f"{where} (of another lossbench version?)")
 
 
 def params_of(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:

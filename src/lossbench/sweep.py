@@ -5,7 +5,8 @@ and claim 4's verdict from them.
 Reads `dvc exp show --json`, takes every experiment (and committed baseline)
 that has results for the loss, and plots every seed's point with the seed mean.
 Run it in the project or in a study's folder: it reads that folder's
-params.yaml and results, wherever the experiments were run and pulled from.
+params.yaml (under --rev, that commit's) and results, wherever the experiments
+were run and pulled from.
 """
 
 from __future__ import annotations
@@ -151,15 +152,18 @@ def sweep_table(points: pd.DataFrame) -> pd.DataFrame:
 def sweep_report(
     params: Params, loss: str, root: Path, console: Console, all_commits: bool = False, rev: str | None = None
 ) -> pd.DataFrame:
-    records = experiment_records(exp_show(root, all_commits, rev))
-    if rev is not None:
-        params = params_at(root, records, rev)
+    records = None
+    if rev is not None:  # that commit's study: the workspace may have moved on
+        shown = exp_show(root, all_commits, rev)
+        records, params = experiment_records(shown), params_at(root, shown, rev)
     if not isinstance(params.losses.get(loss), FocalLoss):
         raise ParamsError(
             f"losses.{loss}: sweep-report needs a focal loss; focal entries: "
             + ", ".join(n for n, s in params.losses.items() if isinstance(s, FocalLoss))
         )
     left_out: list[str] = []
+    if records is None:
+        records = experiment_records(exp_show(root, all_commits, rev))
     points = sweep_points(records, loss, root, left_out)
     for problem in left_out:
         console.print(f"note: left out: {problem}", markup=False, highlight=False)

@@ -235,9 +235,10 @@ def variants_report(
     all_commits: bool = False,
     rev: str | None = None,
 ) -> None:
-    records = experiment_records(exp_show(root, all_commits, rev))
-    if rev is not None:
-        params = params_at(root, records, rev)
+    shown = exp_show(root, all_commits, rev)
+    records = experiment_records(shown)
+    if rev is not None:  # that commit's study: the workspace may have moved on
+        params = params_at(root, shown, rev)
     clean = clean_runs(params, clean_root)
     found = variant_runs(params, root, records)
     runs = found.runs
