@@ -78,7 +78,6 @@ def exp_show(root: Path, all_commits: bool = False, rev: str | None = None) -> l
 
 def _commit_of(root: Path, rev: str) -> str:
     """The commit `rev` names (a hash, branch or tag), as a full hash."""
-    study_prefix(root)  # outside a git repository, say that, not "no such commit"
     found = subprocess.run(
         ["git", "rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}"],
         cwd=root,
@@ -86,6 +85,7 @@ def _commit_of(root: Path, rev: str) -> str:
         text=True,
     )
     if found.returncode != 0:
+        study_prefix(root)  # outside a git repository, say that, not "no such commit"
         raise MissingInput(f"--rev {shown_repr(rev)}: no such commit in this repository")
     return found.stdout.strip()
 
@@ -136,12 +136,12 @@ def losses_of(record: dict[str, Any], prefix: str = "") -> list[str]:
 
 
 def params_at(root: Path, shown: list[dict[str, Any]], rev: str) -> Params:
-    """The folder's params.yaml as commit `rev` has it, from that commit's entry in
-    `dvc exp show --json` (`shown`): the study a report under --rev is about (the
-    workspace's may have moved on)."""
-    commit, prefix = _commit_of(root, rev), study_prefix(root)
+    """The folder's params.yaml as commit `rev` has it, from `shown`, what
+    exp_show(root, rev=rev) gave (that commit alone): the study a report under
+    --rev is about (the workspace's may have moved on)."""
+    prefix = study_prefix(root)
     where = f"{prefix}params.yaml at --rev {shown_repr(rev)}"
-    revision = next((entry for entry in shown if entry.get("rev") == commit), {})
+    revision = shown[0] if len(shown) == 1 else {}
     error = revision.get("error")
     if error or not revision.get("data"):
         reason = errors.shown(error.get("msg") if isinstance(error, dict) else error)

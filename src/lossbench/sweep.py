@@ -152,19 +152,16 @@ def sweep_table(points: pd.DataFrame) -> pd.DataFrame:
 def sweep_report(
     params: Params, loss: str, root: Path, console: Console, all_commits: bool = False, rev: str | None = None
 ) -> pd.DataFrame:
-    records = None
+    shown = exp_show(root, all_commits, rev)
     if rev is not None:  # that commit's study: the workspace may have moved on
-        shown = exp_show(root, all_commits, rev)
-        records, params = experiment_records(shown), params_at(root, shown, rev)
+        params = params_at(root, shown, rev)
     if not isinstance(params.losses.get(loss), FocalLoss):
         raise ParamsError(
             f"losses.{loss}: sweep-report needs a focal loss; focal entries: "
             + ", ".join(n for n, s in params.losses.items() if isinstance(s, FocalLoss))
         )
     left_out: list[str] = []
-    if records is None:
-        records = experiment_records(exp_show(root, all_commits, rev))
-    points = sweep_points(records, loss, root, left_out)
+    points = sweep_points(experiment_records(shown), loss, root, left_out)
     for problem in left_out:
         console.print(f"note: left out: {problem}", markup=False, highlight=False)
     if points.empty or points["gamma"].nunique() < 2:

@@ -236,11 +236,10 @@ def variants_report(
     rev: str | None = None,
 ) -> None:
     shown = exp_show(root, all_commits, rev)
-    records = experiment_records(shown)
     if rev is not None:  # that commit's study: the workspace may have moved on
         params = params_at(root, shown, rev)
     clean = clean_runs(params, clean_root)
-    found = variant_runs(params, root, records)
+    found = variant_runs(params, root, experiment_records(shown))
     runs = found.runs
     if not runs:
         raise MissingInput(
