@@ -15,6 +15,9 @@ from filelock import FileLock
 PROJECT = Path(__file__).resolve().parents[1]
 # The venv's bin (lossbench, dvc) first on PATH, whichever way pytest was started.
 BIN = str(Path(sys.executable).parent)
+# `dvc init` runs before a test project has the shipped config (analytics off), and
+# would start a daemon process to send a report; every command here inherits this.
+os.environ["DVC_NO_ANALYTICS"] = "1"
 
 TINY_PARAMS = {
     "data": {
@@ -92,16 +95,19 @@ def start_repro_until_a_checkpoint(root: Path, checkpoints: Path) -> subprocess.
     return process
 
 
-def run_queue(root: Path, jobs: int, timeout_s: float = 400) -> str:
-    """`dvc queue start -j jobs`, wait until nothing is queued or running, and
-    return `dvc queue status`.
+def run_queue(root: Path, jobs: int, expected: int, timeout_s: float = 400) -> str:
+    """`dvc queue start -j jobs` on `expected` queued experiments, wait until
+    nothing is queued or running, and return `dvc queue status`.
 
     DVC's queue workers are daemons that inherit the starting command's output
     pipes, and one that was told to shut down (queue empty) while it still ran
     a task can hang after it (seen with dvc 3.67, -j 2): so the start's output
     is not captured, and whatever worker is left in this project is killed.
+    A worker also stays up to 10 s after its last task (DVC checks for an empty
+    queue that often): once every experiment has its git ref, DVC is asked at once.
     """
     env = os.environ | {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    before = _experiment_refs(root)
     subprocess.run(
         ["dvc", "queue", "start", "-j", str(jobs)],
         cwd=root,
@@ -116,7 +122,11 @@ def run_queue(root: Path, jobs: int, timeout_s: float = 400) -> str:
         # watch for the queue's worker processes instead, asking DVC once they are
         # gone (or every 10 s, for a worker that hangs).
         ask_by = time.monotonic() + 10
-        while _queue_workers(root) and time.monotonic() < ask_by:
+        while (
+            _queue_workers(root)
+            and time.monotonic() < ask_by
+            and len(_experiment_refs(root) - before) < expected
+        ):
             time.sleep(0.2)
         status = run_in(root, "dvc", "queue", "status").stdout
         if not re.search(r"\b(Queued|Running)\b", status):
@@ -126,6 +136,14 @@ def run_queue(root: Path, jobs: int, timeout_s: float = 400) -> str:
     for pid in _queue_workers(root):
         os.kill(pid, signal.SIGKILL)
     return status
+
+
+def _experiment_refs(root: Path) -> set[str]:
+    """The project's DVC experiments, as git refs (a few milliseconds to list)."""
+    listed = run_in(root, "git", "for-each-ref", "--format=%(refname)", "refs/exps").stdout.split()
+    # refs/exps/AB/CDEF.../NAME: an experiment of baseline ABCDEF...; DVC's queue and
+    # executors keep their own refs under refs/exps too (celery/, exec/, temp/).
+    return {ref for ref in listed if re.fullmatch(r"refs/exps/[0-9a-f]{2}/[0-9a-f]{38}/[^/]+", ref)}
 
 
 def _queue_workers(root: Path) -> list[int]:

@@ -28,7 +28,7 @@ def test_variants_are_paired_by_seed_with_the_clean_run(reproduced: Path, tmp_pa
     shutil.copytree(project, clean, symlinks=True)
     for variant in ("+data.imbalance_ratio=4", "+data.label_noise=0.3"):  # not in the tiny params.yaml
         run_in(project, "dvc", "exp", "run", "--queue", "-S", variant)
-    assert run_queue(project, jobs=2).count("Success") == 2
+    assert run_queue(project, jobs=2, expected=2).count("Success") == 2
 
     result = run_in(project, "lossbench", "variants-report", "--clean", "../clean")
     assert "claim 5 imbalance half" in result.stdout, result.stdout
