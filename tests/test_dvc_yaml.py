@@ -1,6 +1,7 @@
 """dvc.yaml against the code: every stage depends on all the lossbench code its command runs."""
 
 import ast
+from pathlib import Path
 
 import yaml
 from conftest import PROJECT
@@ -8,7 +9,11 @@ from conftest import PROJECT
 PACKAGE = PROJECT / "src" / "lossbench"
 # The CLI only parses arguments and hands over to a stage's module; a change to
 # it (a new command, a help text) must not rerun the pipeline.
-DISPATCH = {"lossbench.cli", "lossbench.__main__", "lossbench"}
+DISPATCH = {"lossbench.cli", "lossbench.__main__"}
+
+
+def _source(module: str) -> Path:
+    return PACKAGE / ("__init__.py" if module == "lossbench" else f"{module.removeprefix('lossbench.')}.py")
 
 
 def imports_of(module: str) -> set[str]:
@@ -20,7 +25,7 @@ def imports_of(module: str) -> set[str]:
         if name in seen:
             continue
         seen.add(name)
-        tree = ast.parse((PACKAGE / f"{name.removeprefix('lossbench.')}.py").read_text())
+        tree = ast.parse(_source(name).read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.module == "lossbench":
                 todo += [f"lossbench.{alias.name}" for alias in node.names]
@@ -38,10 +43,9 @@ def test_every_stage_depends_on_the_code_its_command_imports() -> None:
         stage = stage.get("do", stage)  # foreach stages: the template
         command = stage["cmd"].split()
         assert command[0] == "lossbench" and len(command) == 2, f"{name}: {stage['cmd']}"
-        needed = {
-            f"src/lossbench/{module.removeprefix('lossbench.')}.py"
-            for module in imports_of(f"lossbench.{command[1]}")
-        }
+        # Importing any lossbench module runs the package's __init__ first (it pins the kernels).
+        modules = imports_of(f"lossbench.{command[1]}") | imports_of("lossbench")
+        needed = {str(_source(module).relative_to(PROJECT)) for module in modules}
         declared = {
             dep.replace("${code}", "src/lossbench") for dep in stage["deps"] if dep.startswith("${code}/")
         }

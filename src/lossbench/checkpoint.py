@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from lossbench.optimizer import StepDecaySGD
 from lossbench.params import Params
 from lossbench.storage import CHECKPOINT_DIR, write_with
 
@@ -55,8 +56,7 @@ class TrainingState:
     """What is saved after every epoch, and what one seed's training mutates."""
 
     network: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
+    optimizer: StepDecaySGD  # its rate schedule included
     generator: torch.Generator
     history: list[dict[str, Any]]
 
@@ -65,7 +65,6 @@ class TrainingState:
             "fingerprint": fingerprint,
             "model": self.network.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
             "generator": self.generator.get_state(),
             "history": self.history,
         }
@@ -79,7 +78,6 @@ class TrainingState:
             raise TypeError("history is not a list of records")
         self.network.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
-        self.scheduler.load_state_dict(saved["scheduler"])
         self.generator.set_state(saved["generator"])
         self.history = history
 

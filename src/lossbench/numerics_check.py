@@ -69,7 +69,7 @@ def fingerprints() -> dict[str, str]:
             train_epoch(
                 state.network, state.optimizer, training, loss_fn, state.generator, PROTOCOL.batch_size
             )
-            state.scheduler.step()
+            state.optimizer.end_epoch()
         weights = state.network.state_dict()
         probabilities = test_probabilities(state.network, test.images, PROTOCOL.test_batch_size)
         found[name] = _digest(*(weights[key].numpy() for key in sorted(weights)), probabilities)

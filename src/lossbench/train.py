@@ -40,6 +40,7 @@ from lossbench.inference import loss_and_accuracy, test_probabilities
 from lossbench.losses import PerSampleLoss, make_loss
 from lossbench.model import ProtocolNet
 from lossbench.numerics import numerics_in_force
+from lossbench.optimizer import StepDecaySGD
 from lossbench.params import Params, TrainParams, loss_label, require_loss
 from lossbench.progress import TrainingProgress
 from lossbench.restore import restore_previous_run
@@ -123,14 +124,16 @@ def new_state(config: TrainParams, seed: int, training: TrainingSet, device: tor
     torch.manual_seed(seed)  # model initialisation
     network = ProtocolNet(training.num_classes, training.image_height, training.image_width)
     network = network.to(device).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(
-        network.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.StepLR(
-        optimizer, step_size=config.lr_step_epochs, gamma=config.lr_decay_factor
+    optimizer = StepDecaySGD(
+        list(network.parameters()),
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        step_epochs=config.lr_step_epochs,
+        decay_factor=config.lr_decay_factor,
     )
     generator = torch.Generator(device=device).manual_seed(seed)  # order and augmentation
-    return TrainingState(network, optimizer, scheduler, generator, history=[])
+    return TrainingState(network, optimizer, generator, history=[])
 
 
 def resumed_state(
@@ -156,7 +159,7 @@ def resumed_state(
 
 def train_epoch(
     network: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimizer: StepDecaySGD,
     training: TrainingSet,
     loss_fn: PerSampleLoss,
     generator: torch.Generator,
@@ -175,7 +178,7 @@ def train_epoch(
         targets = training.labels[index]
         logits = network(images)
         batch_losses = loss_fn(logits, targets)
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad()
         batch_losses.mean().backward()  # type: ignore[no-untyped-call]
         optimizer.step()
         loss_sum += batch_losses.detach().sum()
@@ -210,11 +213,11 @@ def train_seed(
     epoch = len(state.history) + 1
     try:
         for epoch in range(len(state.history) + 1, config.epochs + 1):
-            lr = optimizer.param_groups[0]["lr"]
+            lr = optimizer.lr
             loss_sum, correct = train_epoch(
                 network, optimizer, training, loss_fn, generator, config.batch_size
             )
-            state.scheduler.step()
+            optimizer.end_epoch()
 
             train_loss = loss_sum.item() / n_train
             if not torch.isfinite(loss_sum):
