@@ -1,6 +1,8 @@
 """StepDecaySGD against torch.optim.SGD with StepLR: the same bits, step by step,
 across rate cuts and a save and restore in the middle."""
 
+import io
+
 import pytest
 import torch
 
@@ -28,7 +30,10 @@ def test_the_same_bits_as_torchs_sgd_with_step_lr_through_a_save_and_restore() -
     step = 0
     for epoch in range(7):
         if epoch == 3:  # as a resumed run: a fresh optimiser given the saved state
-            saved = optimizer.state_dict()
+            file = io.BytesIO()  # through a file, as a checkpoint is
+            torch.save(optimizer.state_dict(), file)
+            file.seek(0)
+            saved = torch.load(file, map_location="cpu", weights_only=True)
             optimizer = StepDecaySGD(list(ours.parameters()), **SETTINGS, step_epochs=2, decay_factor=0.3)
             optimizer.load_state_dict(saved)
         assert optimizer.lr == sgd.param_groups[0]["lr"], epoch
@@ -53,9 +58,18 @@ def test_the_same_bits_as_torchs_sgd_with_step_lr_through_a_save_and_restore() -
         ({"lr": "0.1", "epochs_done": 0, "momentum_buffers": []}, TypeError),
         ({"lr": 0.1, "epochs_done": 0, "momentum_buffers": [None]}, ValueError),
         ({"lr": 0.1, "epochs_done": 0, "momentum_buffers": [torch.zeros(2), None, None, None]}, ValueError),
+        (
+            {
+                "lr": 0.1,
+                "epochs_done": 0,
+                "momentum_buffers": [torch.zeros(5, 6, dtype=torch.int64)] + [None] * 3,
+            },
+            ValueError,
+        ),
+        (torch.zeros(3), TypeError),
     ],
 )
-def test_a_saved_state_of_another_structure_is_refused(saved: dict[str, object], error: type) -> None:
+def test_a_saved_state_of_another_structure_is_refused(saved: object, error: type) -> None:
     optimizer = StepDecaySGD(list(_network().parameters()), **SETTINGS, step_epochs=2, decay_factor=0.3)
     with pytest.raises(error):
         optimizer.load_state_dict(saved)

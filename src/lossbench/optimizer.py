@@ -65,17 +65,24 @@ class StepDecaySGD:
         return {"lr": self.lr, "epochs_done": self.epochs_done, "momentum_buffers": self.momentum_buffers}
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
-        """Raises TypeError or ValueError when `saved` has another structure."""
+        """Raises KeyError, TypeError or ValueError when `saved` has another structure."""
+        if not isinstance(saved, dict):
+            raise TypeError("optimizer state is not a dict")
         lr, epochs_done, buffers = saved["lr"], saved["epochs_done"], saved["momentum_buffers"]
         if not isinstance(lr, float) or not isinstance(epochs_done, int) or not isinstance(buffers, list):
             raise TypeError("optimizer state has other types")
         if len(buffers) != len(self.params) or any(
-            buffer is not None and (not isinstance(buffer, torch.Tensor) or buffer.shape != param.shape)
+            buffer is not None
+            and (
+                not isinstance(buffer, torch.Tensor)
+                or buffer.shape != param.shape
+                or buffer.dtype != param.dtype
+            )
             for buffer, param in zip(buffers, self.params, strict=False)
         ):
             raise ValueError("optimizer state does not fit the network")
         self.lr, self.epochs_done = lr, epochs_done
-        self.momentum_buffers = [  # saved from any device, loaded onto the CPU
-            None if buffer is None else buffer.to(param.device, param.dtype)
+        self.momentum_buffers = [  # loaded onto the CPU: moved to each parameter's device
+            None if buffer is None else buffer.to(param.device)
             for buffer, param in zip(buffers, self.params, strict=True)
         ]
