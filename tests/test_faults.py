@@ -249,11 +249,24 @@ def test_a_stage_trains_its_own_losss_seeds_ahead_first_and_shows_their_epochs_s
 
 def test_a_diverging_loss_stops_with_the_loss_and_epoch_named(prepared: Path) -> None:
     edit_params(prepared, lambda p: p["train"].__setitem__("lr", 1e30))  # blows the weights up at once
+    older_live_view = prepared / "data" / "live" / "ce" / "seed1.csv"
+    older_live_view.parent.mkdir(parents=True)
+    older_live_view.write_text("seed,epoch\n1,1\n")  # an earlier run's epochs
     result = lossbench(prepared, "train", "ce", "1")
     assert result.returncode == 1
     assert "train@ce-1 (CE): the training loss became nan in epoch 1" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (prepared / "data" / "runs").exists()
+    assert not older_live_view.exists()
+
+
+def test_a_live_history_that_cannot_be_written_is_a_note_and_training_goes_on(prepared: Path) -> None:
+    edit_params(prepared, lambda p: p["train"].update(epochs=2) or p.update(seeds=[1]))
+    (prepared / "data" / "live" / "ce" / "seed1.csv").mkdir(parents=True)  # the file's place is taken
+    result = lossbench(prepared, "train", "ce", "1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("note: the live history is not updated:") == 1, result.stdout
+    assert (prepared / "data" / "runs" / "ce" / "seed1" / "history.csv").read_text().count("\n") == 3
 
 
 def test_a_failed_metrics_write_is_a_clear_error_and_leaves_no_partial_file(prepared: Path) -> None:

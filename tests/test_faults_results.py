@@ -145,6 +145,10 @@ def _truncate(path: Path) -> None:
             ),
             "error: metrics/details/ce.json: per_seed.seed1.nll is a string ('abc'), not a number",
         ),
+        (
+            lambda root: (root / "metrics/details/ce.json").write_bytes(b'{"loss": "\xff"}'),
+            "error: metrics/details/ce.json: not UTF-8 text (byte 10); damaged or not written by lossbench?",
+        ),
     ],
     ids=[
         "NaN",
@@ -155,6 +159,7 @@ def _truncate(path: Path) -> None:
         "truncated class counts",
         "metrics a list",
         "a number as text",
+        "not UTF-8",
     ],
 )
 def test_report_names_a_damaged_input_in_one_line(

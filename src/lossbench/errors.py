@@ -79,11 +79,12 @@ class TrainingInterrupted(LossbenchError):
     """Ctrl-C or SIGTERM during training; completed epochs are checkpointed."""
 
 
-def read_utf8(path: Path, where: str, failure: type[LossbenchError]) -> str:
-    """A user's text file, or `failure` naming it (`where`): unreadable or not UTF-8."""
+def read_utf8(path: Path, where: str, failure: type[LossbenchError], advice: str = "save it as UTF-8") -> str:
+    """A text file, or `failure` naming it (`where`): unreadable or not UTF-8
+    (then `advice` follows: a user saves their file again; a pipeline file is damaged)."""
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
-        raise failure(f"{where}: not UTF-8 text (byte {error.start}); save it as UTF-8") from None
+        raise failure(f"{where}: not UTF-8 text (byte {error.start}); {advice}") from None
     except OSError as error:
         raise failure(f"{where}: cannot read it ({error.strerror or error})") from None

@@ -85,7 +85,7 @@ def parse_json(text: str, where: str) -> Any:
 
 def read_json(path: Path, where: str | None = None) -> Any:
     """A JSON file on disk, through `parse_json`."""
-    text = read_utf8(path, where or str(path), DamagedInput)
+    text = read_utf8(path, where or str(path), DamagedInput, "damaged or not written by lossbench?")
     return parse_json(text, where or str(path))
 
 

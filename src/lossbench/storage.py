@@ -6,13 +6,15 @@ place, so an interrupted stage leaves the previous complete file or none.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +166,18 @@ def write_json(target: Path, payload: Any) -> None:
     write_text(target, _json_text(payload))
 
 
+def _write_csv_file(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """`rows` under a header of the first row's keys; None is an empty cell."""
+    with path.open("w", encoding="utf-8", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_csv(target: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    write_with(target, partial(_write_csv_file, rows=rows))
+
+
 def write_with(target: Path, writer: Callable[[Path], object]) -> None:
     """Let a library write (torch.save, savefig, to_csv) to a temporary path first."""
     with atomic_path(target) as temporary:
@@ -189,6 +203,9 @@ class OutputSet:
 
     def write_json(self, target: Path, payload: Any) -> None:
         self.write_text(target, _json_text(payload))
+
+    def write_csv(self, target: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+        self.write_with(target, partial(_write_csv_file, rows=rows))
 
     def _discard(self) -> None:
         for temporary, _ in self._written:

@@ -10,12 +10,13 @@ depends only on its seed and the params, never on which process trains it or
 how many run at once, so the metrics are the same on any machine (tested).
 After every epoch a seed's full training state goes to a checkpoint, and
 its epochs so far to data/live/NAME/seedN.csv (`dvc plots show data/live`
-draws them mid-run); an interrupted stage (Ctrl-C, SIGTERM, SIGKILL, its dvc process killed) resumes
-from there.
+draws them mid-run); an interrupted stage (Ctrl-C, SIGTERM, SIGKILL, its
+dvc process killed) resumes from there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -27,14 +28,19 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import pandas as pd
 import torch
 from rich.console import Console
 
 from lossbench import lifeline
 from lossbench.augment import TestSet, TrainingSet
 from lossbench.checkpoint import TrainingState, checkpoint_path, inputs_digest, load_saved, run_fingerprint
-from lossbench.errors import LossbenchError, ParamsError, TrainingDiverged, TrainingInterrupted
+from lossbench.errors import (
+    LossbenchError,
+    OutputWriteError,
+    ParamsError,
+    TrainingDiverged,
+    TrainingInterrupted,
+)
 from lossbench.evaluation import Curves, evaluate_probabilities, seed_metrics
 from lossbench.inference import loss_and_accuracy, test_probabilities
 from lossbench.losses import PerSampleLoss, make_loss
@@ -52,7 +58,7 @@ from lossbench.storage import (
     SeedRunFiles,
     load_prepared,
     output_set,
-    write_with,
+    write_csv,
 )
 
 # Set by `lossbench run` for its tasks: each task has one core, so trains no seed ahead.
@@ -189,6 +195,26 @@ def train_epoch(
 OnEpoch = Callable[[dict[str, Any]], object]
 
 
+class LiveHistory:
+    """data/live/NAME/seedN.csv, a seed's epochs so far for `dvc plots show
+    data/live` mid-run (none: no file). Only a view of the checkpoint, so a
+    failure to write it is said once and training goes on."""
+
+    def __init__(self, path: Path, console: Console) -> None:
+        self.path, self.console, self.failed = path, console, False
+
+    def __call__(self, history: list[dict[str, Any]]) -> None:
+        try:
+            if history:
+                write_csv(self.path, history)
+            else:
+                self.path.unlink(missing_ok=True)
+        except (OSError, OutputWriteError) as error:
+            if not self.failed:
+                self.console.print(f"  note: the live history is not updated: {error}", markup=False)
+            self.failed = True
+
+
 def train_seed(
     job: SeedJob,
     training: TrainingSet,
@@ -209,6 +235,8 @@ def train_seed(
     elapsed_before = state.history[-1]["wall_time_s"] if state.history else 0.0
     if 0 < len(state.history) < config.epochs:
         console.print(f"  {name} seed {seed}: resuming after epoch {len(state.history)}", highlight=False)
+    show_live = LiveHistory(job.live_history, console)
+    show_live(state.history)  # a fresh run clears an older run's file
 
     epoch = len(state.history) + 1
     try:
@@ -222,6 +250,7 @@ def train_seed(
             train_loss = loss_sum.item() / n_train
             if not torch.isfinite(loss_sum):
                 job.checkpoint.unlink(missing_ok=True)  # a diverged run is not worth resuming
+                show_live([])
                 raise TrainingDiverged(
                     f"train@{name}-{seed} ({loss_label(job.params.losses[name])}): the training loss "
                     f"became {train_loss} in epoch {epoch}; nothing was written. "
@@ -242,7 +271,7 @@ def train_seed(
             )
             state.history.append(asdict(record))
             state.save(job.checkpoint, job.fingerprint)
-            write_with(job.live_history, partial(pd.DataFrame(state.history).to_csv, index=False))
+            show_live(state.history)
             if on_epoch is not None:
                 on_epoch(asdict(record))
     except KeyboardInterrupt:
@@ -295,7 +324,7 @@ class SeedRun:
     history: list[EpochRecord]
     metrics: dict[str, Any]  # a run of one seed, the form results.check_run reads
     reliability: list[dict[str, Any]]  # one row per confidence bin
-    predictions: pd.DataFrame  # actual and predicted class of every test image
+    predictions: list[dict[str, str]]  # actual and predicted class of every test image
 
 
 def evaluate_seed(job: SeedJob, data: PreparedData, device: torch.device, console: Console) -> SeedRun:
@@ -338,12 +367,10 @@ def evaluate_seed(job: SeedJob, data: PreparedData, device: torch.device, consol
         | {"device": device.type, "threads": torch.get_num_threads(), "dataset": job.params.data.dataset}
         | {"numerics": numerics_in_force(device.type)},
     }
-    predictions = pd.DataFrame(
-        {
-            "actual": [data.classes[i] for i in data.test_labels],
-            "predicted": [data.classes[i] for i in evaluation.predictions],
-        }
-    )
+    predictions = [
+        {"actual": data.classes[actual], "predicted": data.classes[predicted]}
+        for actual, predicted in zip(data.test_labels, evaluation.predictions, strict=True)
+    ]
     console.print(
         f"train@{job.name}-{job.seed}: test acc {history[-1].test_acc:.4f}, macro-F1 "
         f"{evaluation.macro_f1:.4f}, ECE {evaluation.ece:.4f} ({history[-1].wall_time_s:.1f}s of training)",
@@ -357,11 +384,9 @@ def write_seed_run(files: SeedRunFiles, run: SeedRun, fingerprint: str) -> None:
     """data/runs/NAME/seedN as one set of files."""
     with output_set() as out:
         out.write_with(files.model, partial(torch.save, run.network))
-        history = pd.DataFrame([asdict(r) for r in run.history])
-        out.write_with(files.history, lambda path: history.to_csv(path, index=False))
-        calibration = pd.DataFrame(run.reliability)
-        out.write_with(files.calibration, lambda path: calibration.to_csv(path, index=False))
-        out.write_with(files.predictions, lambda path: run.predictions.to_csv(path, index=False))
+        out.write_csv(files.history, [asdict(r) for r in run.history])
+        out.write_csv(files.calibration, run.reliability)
+        out.write_csv(files.predictions, run.predictions)
         out.write_json(files.metrics, run.metrics)
         out.write_text(files.fingerprint, fingerprint + "\n")
 
@@ -478,5 +503,6 @@ def _train(params: Params, name: str, seed: int, root: Path, console: Console) -
     run = evaluate_seed(job, data, device, console)
     write_seed_run(SeedRunFiles.of(root, name, seed), run, job.fingerprint)
     job.checkpoint.unlink(missing_ok=True)
-    job.live_history.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # only a view; its training said any failure
+        job.live_history.unlink(missing_ok=True)
     return run.metrics
