@@ -1,0 +1,100 @@
+"""Where the test suite's time goes: which processes spend the CPU, under which tests.
+
+    python benchmarks/suite_profile.py              # the README's pytest, about 10 min on 2 cores
+    python benchmarks/suite_profile.py -m "not slow" tests/test_cli.py   # any pytest arguments
+
+Runs pytest with every Python process it starts (lossbench, dvc, the xdist, Dask and
+queue workers) writing its own CPU time at exit, through a `sitecustomize` module put
+first on PYTHONPATH, and each test's start and end through a small plugin. It prints the
+wall time, each xdist worker's busy time, the CPU by command and by test. A process ended
+by a signal writes nothing, and git's CPU is not counted, so the CPU totals are a lower
+bound. Run nothing else on the machine meanwhile.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+from seed_unit import cpu_name
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+# Loaded by every Python process started under the suite (PYTHONPATH is inherited).
+SITECUSTOMIZE = """
+import atexit, json, os, resource, sys
+
+def _record():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    if not sys.argv:
+        return
+    program = os.path.basename(sys.argv[0])
+    if program == "__main__.py":  # python -m PACKAGE
+        program = os.path.basename(os.path.dirname(sys.argv[0]))
+    # the program and its subcommand (dvc's has two words: `dvc exp show`)
+    words = [program, *sys.argv[1 : 3 if program == "dvc" else 2]]
+    words = [word for word in words if not word.startswith("-") or word is program]
+    line = {"command": " ".join(words), "cpu_s": usage.ru_utime + usage.ru_stime,
+            "test": os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]}
+    with open(os.environ["SUITE_PROFILE_DIR"] + "/processes.jsonl", "a") as log:
+        log.write(json.dumps(line) + "\\n")
+
+atexit.register(_record)
+"""
+
+# A pytest plugin: each test's worker and its start and end.
+TIMELINE = """
+import json, os, time
+import pytest
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    start = time.time()
+    yield
+    line = {"worker": os.environ.get("PYTEST_XDIST_WORKER", "master"), "test": item.nodeid,
+            "start": start, "end": time.time()}
+    with open(os.environ["SUITE_PROFILE_DIR"] + "/tests.jsonl", "a") as log:
+        log.write(json.dumps(line) + "\\n")
+"""
+
+
+def main(pytest_arguments: list[str]) -> None:
+    with tempfile.TemporaryDirectory(prefix="suite-profile-") as folder:
+        (Path(folder) / "sitecustomize.py").write_text(SITECUSTOMIZE)
+        (Path(folder) / "suite_timeline.py").write_text(TIMELINE)
+        path = os.pathsep.join(filter(None, [folder, os.environ.get("PYTHONPATH")]))
+        env = os.environ | {"PYTHONPATH": path, "SUITE_PROFILE_DIR": folder}
+        command = [sys.executable, "-m", "pytest", "-p", "suite_timeline", "-p", "no:cacheprovider", "-q"]
+        started = time.perf_counter()
+        result = subprocess.run([*command, *pytest_arguments], cwd=PROJECT, env=env, check=False)
+        wall_s = time.perf_counter() - started
+        processes = pd.read_json(Path(folder) / "processes.jsonl", lines=True)
+        tests = pd.read_json(Path(folder) / "tests.jsonl", lines=True)
+
+    tests["seconds"] = tests["end"] - tests["start"]
+    print(f"\n{cpu_name()}; pytest exit {result.returncode}, {len(tests)} tests, {wall_s:.0f} s wall")
+    workers = tests.groupby("worker").agg(busy_s=("seconds", "sum"), tests=("test", "count"))
+    workers["last_end_s"] = tests.groupby("worker")["end"].max() - tests["start"].min()
+    print(f"\nEach worker:\n{workers.round(0).to_string()}")
+    print(f"\nCPU of the processes that reported: {processes['cpu_s'].sum():.0f} s")
+    # pytest and its xdist workers (command line `-c …`) run the in-process tests.
+    outside = processes["test"] == ""
+    processes.loc[outside, "command"] = "(pytest and its workers)"
+    processes.loc[outside, "test"] = "(pytest and its workers)"
+    by_command = processes.groupby("command")["cpu_s"].agg(cpu_s="sum", processes="count")
+    print(f"\nBy command (top 20):\n{by_command.nlargest(20, 'cpu_s').round(1).to_string()}")
+    by_test = processes.groupby("test")["cpu_s"].agg(cpu_s="sum", processes="count")
+    by_test["wall_s"] = tests.set_index("test")["seconds"].reindex(by_test.index)
+    print(
+        f"\nBy test (top 25, CPU of its subprocesses):\n{by_test.nlargest(25, 'cpu_s').round(1).to_string()}"
+    )
+    raise SystemExit(result.returncode)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
