@@ -37,8 +37,7 @@ def _record():
     if program == "__main__.py":  # python -m PACKAGE
         program = os.path.basename(os.path.dirname(sys.argv[0]))
     # the program and its subcommand (dvc's has two words: `dvc exp show`)
-    words = [program, *sys.argv[1 : 3 if program == "dvc" else 2]]
-    words = [word for word in words if not word.startswith("-") or word is program]
+    words = [program, *(word for word in sys.argv[1 : 3 if program == "dvc" else 2] if word[:1] != "-")]
     line = {"command": " ".join(words), "cpu_s": usage.ru_utime + usage.ru_stime,
             "test": os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]}
     with open(os.environ["SUITE_PROFILE_DIR"] + "/processes.jsonl", "a") as log:
