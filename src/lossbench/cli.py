@@ -320,6 +320,15 @@ def run(
         str | None, typer.Option("--repo", help="The repository the workers clone (default: this one).")
     ] = None,
     retries: Annotated[int, typer.Option("--retries", min=0, help="Retries of a failed task.")] = 2,
+    wait_for_workers: Annotated[
+        float,
+        typer.Option(
+            "--wait-for-workers",
+            metavar="MINUTES",
+            help="Give up when no worker has been available this long (batch jobs still queued, "
+            "workers preempted).",
+        ),
+    ] = 30.0,
     root: RootOption = Path("."),
 ) -> None:
     """Train this commit's training stages, or a grid of experiments, as Dask tasks; then `dvc repro` here (`dvc exp run -S` per grid point) takes every one from the run-cache.
@@ -339,6 +348,7 @@ def run(
             remote=remote,
             repo=repo,
             retries=retries,
+            wait_for_workers=wait_for_workers,
         )
 
     _run(root / "params.yaml", step)

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from rich.console import Console
 
-from lossbench.errors import LossbenchError, ParamsError, shown
+from lossbench.errors import LossbenchError, ParamsError, shown, shown_repr
 from lossbench.params import parse_params, read_yaml
 
 # The name the results remote gets in each clone, and here while the run finishes.
@@ -38,6 +38,19 @@ RESULTS_REMOTE = "lossbench-results"
 TRAIN_SLOT = "train"
 # How each batch system takes a job (dask-jobqueue's submit_command).
 SUBMIT_COMMANDS = {"slurm": "sbatch", "pbs": "qsub", "sge": "qsub"}
+# What `--scheduler` may name: distributed's own protocols (ucx needs a separate package,
+# inproc reaches this process only).
+SCHEDULER_PROTOCOLS = ("tcp", "tls", "ws", "wss")
+# A job's memory: below a megabyte nothing runs (and dask-jobqueue fails under 1 KiB),
+# above a petabyte it is a typo.
+JOB_MEMORY_BYTES = (10**6, 10**15)
+# `--wait-for-workers`: up to a week, a batch queue's longest usual wait.
+MAX_WAIT_MINUTES = 7 * 24 * 60
+# Lines of a failed command's error output shown, each cut to ERROR_LINE_LIMIT characters.
+ERROR_LINES = 12
+ERROR_LINE_LIMIT = 200
+# What DVC prints after every error, which says nothing about it.
+DVC_TROUBLES = "Having any troubles? Hit us up at https://dvc.org/support"
 # The pipeline's inputs: an uncommitted change here would make the local finish train.
 PIPELINE_INPUTS = ("params.yaml", "dvc.yaml", "src", "data/raw")
 # A task's commands die with its worker (SIGTERM), so a killed worker leaves no orphan training.
@@ -48,7 +61,15 @@ WITH_LIFELINE = (
 
 
 class TaskFailed(LossbenchError):
-    """A command of a task failed; the message names the stage and the command's last line."""
+    """A task or one of its commands failed: `summary` names the stage and the command,
+    `output` holds the meaningful lines of the command's error output."""
+
+    def __init__(self, summary: str, output: Sequence[str] = ()) -> None:
+        super().__init__(summary, tuple(output))  # the arguments, for Dask to pickle it
+        self.summary, self.output = summary, tuple(output)
+
+    def __str__(self) -> str:
+        return "\n".join([self.summary, *(f"  {line}" for line in self.output)])
 
 
 @dataclass(frozen=True)
@@ -89,7 +110,7 @@ class ClusterSpec(BaseModel):
     jobs: int = Field(default=1, ge=1, le=10_000)
     cores: int = Field(ge=1, le=1024)  # per job
     memory: str  # per job, e.g. 16GB
-    walltime: str | None = Field(default=None, pattern=r"^[0-9][0-9:-]*$")
+    walltime: str | None = None
     queue: str | None = Field(default=None, pattern=r"^[\w.@+-]+$")
     account: str | None = Field(default=None, pattern=r"^[\w.@+-]+$")  # -A (Slurm, PBS) or -P (SGE)
     job_extra_directives: list[str] = []  # e.g. --gres=gpu:1, each its own #SBATCH / #PBS / #$ line
@@ -100,7 +121,37 @@ class ClusterSpec(BaseModel):
     def _byte_size(cls, value: str) -> str:
         from dask.utils import parse_bytes
 
-        parse_bytes(value)  # ValueError names what it cannot read
+        size = parse_bytes(value)  # ValueError names what it cannot read
+        if not JOB_MEMORY_BYTES[0] <= size <= JOB_MEMORY_BYTES[1]:
+            raise ValueError(f"{shown_repr(value)} is not a size from 1MB to 1PB per job, e.g. 16GB")
+        return value
+
+    @field_validator("walltime")
+    @classmethod
+    def _time_limit(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return value
+        # Slurm reads [D-]HH:MM:SS, HH:MM:SS, MM:SS or minutes; PBS and SGE the same without days.
+        match = re.fullmatch(r"(?:([0-9]+)-)?([0-9]+)((?::[0-9]{2}){0,2})", value)
+        if match is None or any(int(part) >= 60 for part in match[3].split(":")[1:]):
+            raise ValueError(f"{shown_repr(value)} is not a time limit such as 01:30:00 ([D-]HH:MM:SS)")
+        if not any(int(number) for number in re.findall(r"[0-9]+", value)):
+            raise ValueError(f"{shown_repr(value)} is not a time limit: it is zero")
+        if match[1] is not None and info.data.get("kind") != "slurm":
+            batch_system = str(info.data.get("kind")).upper()
+            raise ValueError(f"{shown_repr(value)} is not a time {batch_system} reads; give HH:MM:SS")
+        return value
+
+    @field_validator("interface")
+    @classmethod
+    def _network_interface(cls, value: str | None) -> str | None:
+        # The scheduler listens on it here, so it must exist here (and on the compute nodes).
+        import psutil
+
+        if value is not None and value not in (names := sorted(psutil.net_if_addrs())):
+            raise ValueError(
+                f"{shown_repr(value)} is not a network interface of this machine; it has {', '.join(names)}"
+            )
         return value
 
     @field_validator("job_extra_directives")
@@ -233,15 +284,25 @@ def _tool_env(**extra: str) -> dict[str, str]:
 
 
 def _call(command: list[str], cwd: Path, env: dict[str, str], what: str, lifeline: bool = False) -> str:
-    """command's output; if it fails, TaskFailed with its last line. With `lifeline`,
-    the command gets SIGTERM when this process dies."""
+    """command's output; if it fails, TaskFailed with the meaningful lines of its error
+    output. With `lifeline`, the command gets SIGTERM when this process dies."""
     started = [sys.executable, "-c", WITH_LIFELINE, *command] if lifeline else command
     result = subprocess.run(started, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        lines = (result.stderr.strip() or result.stdout.strip() or "no output").splitlines()
         name = " ".join(command[:3])
-        raise TaskFailed(f"{what}: `{name}` failed ({result.returncode}): {shown(lines[-1], 300)}")
+        raise TaskFailed(
+            f"{what}: `{name}` exited with {result.returncode}:", error_lines(result.stderr or result.stdout)
+        )
     return result.stdout
+
+
+def error_lines(output: str) -> list[str]:
+    """A failed command's own error, to show: its last non-blank lines but DVC's call for
+    support, control characters escaped, each line and their number bounded."""
+    lines = [line for line in output.splitlines() if line.strip() and not line.startswith(DVC_TROUBLES)]
+    if len(lines) > ERROR_LINES:
+        lines = [f"… ({len(lines) - ERROR_LINES + 1} earlier lines)", *lines[-(ERROR_LINES - 1) :]]
+    return [shown(line.rstrip(), ERROR_LINE_LIMIT) for line in lines] or ["(no output)"]
 
 
 def train_stage(task: StageTask) -> TaskResult:
@@ -263,8 +324,18 @@ def train_stage(task: StageTask) -> TaskResult:
 
     try:
         started = time.perf_counter()
-        _call(["git", "clone", "--quiet", "--no-checkout", task.repo, str(clone)], scratch, env, task.stage)
-        _call(["git", "checkout", "--quiet", "--detach", task.commit], clone, env, task.stage)
+        try:
+            _call(
+                ["git", "clone", "--quiet", "--no-checkout", task.repo, str(clone)], scratch, env, task.stage
+            )
+        except TaskFailed as error:
+            raise TaskFailed(f"cannot clone --repo {shown(task.repo)}:", error.output) from None
+        try:
+            _call(["git", "checkout", "--quiet", "--detach", task.commit], clone, env, task.stage)
+        except TaskFailed as error:
+            raise TaskFailed(
+                f"--repo {shown(task.repo)} {_missing_commit(task.commit)}:", error.output
+            ) from None
         apply_point(clone / "params.yaml", task.overrides)
         dvc("remote", "add", "--local", "--default", "--force", RESULTS_REMOTE, task.remote)
         cloned = time.perf_counter()
@@ -281,6 +352,12 @@ def train_stage(task: StageTask) -> TaskResult:
     return TaskResult(task.stage, cached, cloned - started, reproduced - cloned, pushed - reproduced, log)
 
 
+def _missing_commit(commit: str) -> str:
+    return (
+        f"has no commit {commit[:12]} (HEAD here); push it there (`git push`), then run lossbench run again"
+    )
+
+
 @contextmanager
 def dask_client(scheduler: str | None, cluster_file: Path | None) -> Iterator[Any]:
     """A Dask client: of `scheduler`, of the jobqueue cluster in `cluster_file`, or of
@@ -288,6 +365,7 @@ def dask_client(scheduler: str | None, cluster_file: Path | None) -> Iterator[An
     from distributed import Client, LocalCluster
 
     if scheduler is not None:
+        _check_scheduler_address(scheduler)
         try:
             connected = Client(scheduler, timeout="30s")  # type: ignore[no-untyped-call]
         except (OSError, ValueError) as error:  # unreachable, not a Dask scheduler, a bad address
@@ -320,6 +398,60 @@ def dask_client(scheduler: str | None, cluster_file: Path | None) -> Iterator[An
         )
         with local as cluster, Client(cluster) as client:  # type: ignore[no-untyped-call]
             yield client
+
+
+def _check_scheduler_address(address: str) -> None:
+    """One line for an address no Dask client can use, before a 30 s wait to connect to it."""
+
+    def refuse(reason: str) -> None:
+        raise ParamsError(f"--scheduler {shown(address)}: {reason}")
+
+    protocol, separator, location = address.partition("://")
+    if not separator:
+        protocol, location = "tcp", address  # Dask's default protocol
+    if protocol not in SCHEDULER_PROTOCOLS:
+        refuse(
+            f"protocol {shown_repr(protocol)} is not supported; use tcp://HOST:PORT (or tls://, ws://, wss://)"
+        )
+    host, colon, port = location.rpartition(":")
+    if not colon or location.endswith("]"):
+        refuse("no port; give HOST:PORT, e.g. tcp://HOST:8786 (`dask scheduler` prints its address)")
+    if not host:
+        refuse("no host; give HOST:PORT, e.g. tcp://HOST:8786")
+    if not re.fullmatch(r"[0-9]{1,5}", port) or not 1 <= int(port) <= 65535:
+        refuse(f"port {shown(port)} is not a port; use 1 to 65535")
+    if not re.fullmatch(r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+", host):
+        refuse(f"{shown_repr(host)} is not a host name or address")
+    if protocol in ("tls", "wss"):
+        from distributed.security import Security
+
+        if Security().get_connection_args("client")["ssl_context"] is None:  # type: ignore[no-untyped-call]
+            refuse(
+                f"{protocol}:// needs Dask's TLS settings (distributed.comm.tls in the Dask configuration); "
+                "without them use tcp://"
+            )
+
+
+def _checked_repo(repo: str | None, root: Path, commit: str) -> str:
+    """What the workers clone: `repo` (a folder made absolute, so that a clone in Dask's
+    scratch space finds it), or this repository. A folder is checked here; a URL by the tasks."""
+    if repo is None:
+        return str(root)
+    if "://" in repo or re.match(r"[^/]*:", repo):  # a URL, or git's scp-like host:path
+        return repo
+    path = Path(repo).resolve()
+    if not path.is_dir():
+        raise ParamsError(
+            f"--repo {shown(repo)}: no such folder; give a git repository the workers can clone (a folder or a URL)"
+        )
+    # Only `path` itself: not a repository that holds it.
+    env = _tool_env(GIT_CEILING_DIRECTORIES=str(path.parent))
+    if subprocess.run(["git", "rev-parse", "--git-dir"], cwd=path, env=env, capture_output=True).returncode:
+        raise ParamsError(f"--repo {shown(repo)}: not a git repository")
+    found = ["git", "cat-file", "-e", f"{commit}^{{commit}}"]
+    if subprocess.run(found, cwd=path, env=env, capture_output=True).returncode:
+        raise ParamsError(f"--repo {shown(repo)}: {_missing_commit(commit)}")
+    return str(path)
 
 
 def _commit(root: Path) -> str:
@@ -395,17 +527,25 @@ def run_on_dask(
     remote: str | None = None,
     repo: str | None = None,
     retries: int = 2,
+    wait_for_workers: float = 30.0,
 ) -> RunSummary:
     """Train every train stage of the grid (or of this commit) as Dask tasks, then
-    reproduce the pipeline here from the run-cache."""
-    from distributed import KilledWorker, progress
+    reproduce the pipeline here from the run-cache. Give up once no worker has been
+    connected for `wait_for_workers` minutes."""
+    from distributed import KilledWorker
 
     if scheduler is not None and cluster_file is not None:
         raise ParamsError("--scheduler and --cluster: give one of them")
+    if not 0 < wait_for_workers <= MAX_WAIT_MINUTES:  # nan too
+        raise ParamsError(
+            f"--wait-for-workers {wait_for_workers:g}: give the minutes to wait, more than 0 and at most "
+            f"{MAX_WAIT_MINUTES} (a week)"
+        )
     root = root.resolve()
     if cluster_file is not None:
         load_cluster_spec(cluster_file)  # a bad file fails before anything starts
     commit = _commit(root)
+    repo = _checked_repo(repo, root, commit)
     remote = remote or _default_remote(root)
     if remote is None:
         raise ParamsError("--remote: this repository has no default DVC remote; give a folder or URL")
@@ -413,7 +553,7 @@ def run_on_dask(
         remote = str(Path(remote).resolve())  # the same folder from every worker's clone
     points = grid_points(settings)
     commit_params = (root / "params.yaml").read_bytes()
-    tasks = stage_tasks(points, root / "params.yaml", repo or str(root), commit, remote)
+    tasks = stage_tasks(points, root / "params.yaml", repo, commit, remote)
 
     started = time.perf_counter()
     with dask_client(scheduler, cluster_file) as client:
@@ -422,12 +562,28 @@ def run_on_dask(
             for key, task in tasks.items()
         ]
         console.print(f"{len(futures)} training stage(s) of {len(points)} grid point(s) as Dask tasks")
-        progress(futures, interval="1s")  # type: ignore[no-untyped-call]
+        if scheduler is not None:
+            start_workers = (
+                f"start workers with `dask worker {shown(scheduler)} --nthreads 1 --resources {TRAIN_SLOT}=1`"
+            )
+        elif cluster_file is not None:
+            start_workers = "the batch jobs have not started or have ended (they are cancelled now)"
+        else:
+            start_workers = "the workers on this machine did not start"
+        _wait_for_tasks(client, futures, tasks, wait_for_workers, start_workers, console)
         try:
             results: list[TaskResult] = client.gather(futures)
         except KilledWorker as error:
             raise TaskFailed(
                 f"{error.task}: {error.allowed_failures + 1} workers died running it; see the worker logs"
+            ) from None
+        except TaskFailed as error:
+            failed = next((f.key for f in futures if f.status == "error" and f.exception() is error), None)
+            stage = tasks[failed].stage if failed in tasks else "a task"
+            tries = f"{retries + 1} time{'s' if retries else ''}"
+            last = error.summary.removeprefix(f"{stage}: ")
+            raise TaskFailed(
+                f"{stage} failed {tries} (--retries {retries}); the last time, {last}", error.output
             ) from None
         workers = len(client.nthreads())
     dask_s = time.perf_counter() - started
@@ -439,6 +595,54 @@ def run_on_dask(
     summary = RunSummary(results, points, workers, dask_s, time.perf_counter() - started - dask_s)
     _print_summary(summary, console)
     return summary
+
+
+def _wait_for_tasks(
+    client: Any,
+    futures: list[Any],
+    tasks: dict[str, StageTask],
+    wait_minutes: float,
+    start_workers: str,
+    console: Console,
+) -> None:
+    """Draw a progress bar (as Dask's own does) until every task is done or one has
+    failed. Say so each minute no worker that trains is connected (preempted, batch jobs
+    still queued), and give up after `wait_minutes`, naming the tasks left."""
+    from dask.utils import format_time
+
+    started = time.monotonic()
+    idle_since: float | None = None
+    said = 0  # whole minutes without a worker already reported
+    while not all(future.done() for future in futures) and not any(f.status == "error" for f in futures):
+        done = sum(future.done() for future in futures) / len(futures)
+        bar = f"[{'#' * int(40 * done):<40}] | {int(100 * done)}% Completed | {format_time(time.monotonic() - started)}"
+        console.file.write(f"\r{bar}")
+        console.file.flush()
+        time.sleep(1)
+        workers = client.scheduler_info()["workers"].values()
+        if any(TRAIN_SLOT in worker.get("resources", {}) for worker in workers):
+            idle_since, said = None, 0
+            continue
+        idle_since = idle_since or time.monotonic()
+        idle_minutes = (time.monotonic() - idle_since) / 60
+        if idle_minutes >= wait_minutes:
+            console.file.write("\n")
+            left = sorted({tasks[future.key].stage for future in futures if not future.done()})
+            named = ", ".join(left[:10]) + (f" and {len(left) - 10} more" if len(left) > 10 else "")
+            undone = sum(not future.done() for future in futures)
+            raise TaskFailed(
+                f"no Dask worker has been available for {wait_minutes:g} minutes (--wait-for-workers); "
+                f"gave up with {undone} of {len(futures)} task(s) not done: {named}; {start_workers}"
+            )
+        if int(idle_minutes) > said:
+            said = int(idle_minutes)
+            console.print(
+                f"\nnote: no Dask worker has been available for {said} minute(s); "
+                f"giving up after {wait_minutes:g} (--wait-for-workers)",
+                highlight=False,
+                markup=False,
+            )
+    console.file.write("\33[2K\r")  # the bar's line cleared, as Dask's bar leaves it
 
 
 def _print_summary(summary: RunSummary, console: Console) -> None:
