@@ -210,12 +210,16 @@ def test_a_scheduler_whose_workers_offer_no_training_slot_is_refused(project: Pa
     assert len(result.stderr.strip().splitlines()) == 1 and _remote_listing(project) == []
 
 
-def test_a_task_that_cannot_clone_fails_after_its_retries_in_one_line(project: Path) -> None:
-    result = lossbench(project, "run", "--repo", str(project / "no-such-repo"), "--retries", "1")
+def test_a_task_that_cannot_clone_fails_after_its_retries_naming_the_repository(project: Path) -> None:
+    url = f"file://{project / 'no-such-repo'}"  # a URL: only the tasks try it
+    result = lossbench(project, "run", "--repo", url, "--retries", "1")
     assert result.returncode == 1
     assert re.search(
-        r"^error: train@\S+: `git clone --quiet` failed \(128\): fatal: .*no-such-repo", result.stderr, re.M
-    )
+        rf"^error: train@\S+ failed 2 times \(--retries 1\); the last time, cannot clone --repo {url}:\n"
+        r"  fatal: .*no-such-repo",
+        result.stderr,
+        re.M,
+    ), result.stderr
     assert _remote_listing(project) == []
 
 

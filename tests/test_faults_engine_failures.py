@@ -73,9 +73,18 @@ def test_batch_jobs_that_never_start_are_given_up_on_naming_the_tasks_left(
     cluster = tmp_path / "cluster.yaml"
     cluster.write_text(yaml.safe_dump(CLUSTER))
     path = f"{tmp_path / 'batch'}{os.pathsep}{BIN}{os.pathsep}{os.environ['PATH']}"
+    # The scheduler's dashboard on any free port: 8787 may be taken by another test's cluster.
+    dashboard = {"DASK_JOBQUEUE__SLURM__SCHEDULER_OPTIONS": '{"dashboard_address": ":0"}'}
     remote = tmp_path / "results"
     result = lossbench(
-        project, "run", "--cluster", str(cluster), "--remote", str(remote), *WAIT, env={"PATH": path}
+        project,
+        "run",
+        "--cluster",
+        str(cluster),
+        "--remote",
+        str(remote),
+        *WAIT,
+        env={"PATH": path} | dashboard,
     )
     line = _one_error(result)
     assert line.startswith("error: no Dask worker has been available for 0.05 minutes (--wait-for-workers)")

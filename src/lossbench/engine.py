@@ -329,12 +329,12 @@ def train_stage(task: StageTask) -> TaskResult:
                 ["git", "clone", "--quiet", "--no-checkout", task.repo, str(clone)], scratch, env, task.stage
             )
         except TaskFailed as error:
-            raise TaskFailed(f"cannot clone --repo {shown(task.repo)}:", error.output) from None
+            raise TaskFailed(f"cannot clone --repo {shown(task.repo, 200)}:", error.output) from None
         try:
             _call(["git", "checkout", "--quiet", "--detach", task.commit], clone, env, task.stage)
         except TaskFailed as error:
             raise TaskFailed(
-                f"--repo {shown(task.repo)} {_missing_commit(task.commit)}:", error.output
+                f"--repo {shown(task.repo, 200)} {_missing_commit(task.commit)}:", error.output
             ) from None
         apply_point(clone / "params.yaml", task.overrides)
         dvc("remote", "add", "--local", "--default", "--force", RESULTS_REMOTE, task.remote)
@@ -442,15 +442,15 @@ def _checked_repo(repo: str | None, root: Path, commit: str) -> str:
     path = Path(repo).resolve()
     if not path.is_dir():
         raise ParamsError(
-            f"--repo {shown(repo)}: no such folder; give a git repository the workers can clone (a folder or a URL)"
+            f"--repo {shown(repo, 200)}: no such folder; give a git repository the workers can clone (a folder or a URL)"
         )
     # Only `path` itself: not a repository that holds it.
     env = _tool_env(GIT_CEILING_DIRECTORIES=str(path.parent))
     if subprocess.run(["git", "rev-parse", "--git-dir"], cwd=path, env=env, capture_output=True).returncode:
-        raise ParamsError(f"--repo {shown(repo)}: not a git repository")
+        raise ParamsError(f"--repo {shown(repo, 200)}: not a git repository")
     found = ["git", "cat-file", "-e", f"{commit}^{{commit}}"]
     if subprocess.run(found, cwd=path, env=env, capture_output=True).returncode:
-        raise ParamsError(f"--repo {shown(repo)}: {_missing_commit(commit)}")
+        raise ParamsError(f"--repo {shown(repo, 200)}: {_missing_commit(commit)}")
     return str(path)
 
 
