@@ -46,6 +46,8 @@ SCHEDULER_PROTOCOLS = ("tcp", "tls", "ws", "wss")
 JOB_MEMORY_BYTES = (10**6, 10**15)
 # `--wait-for-workers`: up to a week, a batch queue's longest usual wait.
 MAX_WAIT_MINUTES = 7 * 24 * 60
+# Seconds between two looks at the scheduler's workers while tasks wait (each lists them all).
+WORKER_CHECK_S = 5
 # Lines of a failed command's error output shown, each cut to ERROR_LINE_LIMIT characters.
 ERROR_LINES = 12
 ERROR_LINE_LIMIT = 200
@@ -291,7 +293,8 @@ def _call(command: list[str], cwd: Path, env: dict[str, str], what: str, lifelin
     if result.returncode != 0:
         name = " ".join(command[:3])
         raise TaskFailed(
-            f"{what}: `{name}` exited with {result.returncode}:", error_lines(result.stderr or result.stdout)
+            f"{what}: `{name}` exited with {result.returncode}:",
+            error_lines(result.stderr.strip() or result.stdout),
         )
     return result.stdout
 
@@ -610,7 +613,7 @@ def _wait_for_tasks(
     still queued), and give up after `wait_minutes`, naming the tasks left."""
     from dask.utils import format_time
 
-    started = time.monotonic()
+    started = checked = time.monotonic()
     idle_since: float | None = None
     said = 0  # whole minutes without a worker already reported
     while not all(future.done() for future in futures) and not any(f.status == "error" for f in futures):
@@ -619,6 +622,9 @@ def _wait_for_tasks(
         console.file.write(f"\r{bar}")
         console.file.flush()
         time.sleep(1)
+        if time.monotonic() < checked + WORKER_CHECK_S:
+            continue
+        checked = time.monotonic()
         workers = client.scheduler_info()["workers"].values()
         if any(TRAIN_SLOT in worker.get("resources", {}) for worker in workers):
             idle_since, said = None, 0
