@@ -18,7 +18,7 @@ from ruamel.yaml import YAML
 from lossbench.storage import SeedRunFiles
 
 
-def _recorded_hash(root: Path, name: str, seed: int) -> str | None:
+def recorded_hash(root: Path, name: str, seed: int) -> str | None:
     """The .dir hash dvc.lock records for data/runs/NAME/seedN, if any."""
     lock_file = root / "dvc.lock"
     if not lock_file.is_file():
@@ -56,6 +56,19 @@ def _copy_from_cache(root: Path, dir_hash: str, folder: Path) -> bool:
     return True
 
 
+def another_runs_files(name: str, seed: int) -> str:
+    """What to do when train@NAME-SEED's folder holds another run's files: such
+    a folder comes from a copy, or from a DVC run-cache record that points at
+    them, which a plain `dvc repro` would restore again; `-f` skips the
+    run-cache, trains, and records the new run, which DVC then restores first
+    (it takes a stage's newest record)."""
+    return (
+        f"another run's files (copied, or restored from a DVC run-cache record that points at them): "
+        f"`dvc repro -f train@{name}-{seed}` trains the seed again and records it anew "
+        "(a plain `dvc repro` would restore the same record)"
+    )
+
+
 def restore_previous_run(root: Path, name: str, seed: int) -> str | None:
     """If data/runs/NAME/seedN is gone (DVC removed it before this run), copy it back
     from the DVC cache as dvc.lock records it. A one-line note of what was
@@ -64,7 +77,7 @@ def restore_previous_run(root: Path, name: str, seed: int) -> str | None:
     if folder.exists():
         return None  # not run by DVC, or it kept the folder: nothing was lost
     try:
-        dir_hash = _recorded_hash(root, name, seed)
+        dir_hash = recorded_hash(root, name, seed)
         if dir_hash is None:
             return None
         if _copy_from_cache(root, dir_hash, folder):
