@@ -25,7 +25,7 @@ from rich.console import Console
 from lossbench.errors import DamagedInput
 from lossbench.evaluation import SEED_METRICS
 from lossbench.params import Params, require_loss
-from lossbench.restore import recorded_hash
+from lossbench.restore import locked_stages, recorded_hash
 from lossbench.results import read_seed_run
 from lossbench.stats import summarize
 from lossbench.storage import PublishedFiles, SeedRunFiles, output_set
@@ -78,12 +78,15 @@ def _cached_listing(root: Path, dir_hash: str) -> list[dict[str, str]] | None:
     return listing if isinstance(listing, list) else None
 
 
-def check_matches_lock(root: Path, name: str, seed: int, folder: SeedRunFiles) -> None:
+def check_matches_lock(
+    root: Path, stages: dict[str, Any], name: str, seed: int, folder: SeedRunFiles
+) -> None:
     """Refuse a seed run whose files are not what dvc.lock records for
     train@NAME-SEED: one edited by hand, or pulled from a remote that was not
-    verified. Hashing a seed's few small files costs milliseconds. A run made
-    outside DVC (no record in dvc.lock) is not checked."""
-    recorded = recorded_hash(root, name, seed)
+    verified. `stages`: dvc.lock's, read once per publish. Hashing a seed's few
+    small files costs milliseconds. A run made outside DVC (no record in
+    dvc.lock) is not checked."""
+    recorded = recorded_hash(stages, name, seed)
     if recorded is None:
         return
     listing = _listing(folder.folder)
@@ -150,8 +153,9 @@ def _stacked(paths: list[Path]) -> pd.DataFrame:
 def publish(params: Params, name: str, root: Path, console: Console) -> list[Path]:
     require_loss(params, name)
     gathered, folders = gather_seeds(params, name, root)
+    stages = locked_stages(root)
     for seed, folder in zip(params.seeds, folders, strict=True):
-        check_matches_lock(root, name, seed, folder)
+        check_matches_lock(root, stages, name, seed, folder)
     summary = details(gathered)
     history = _stacked([folder.history for folder in folders])
     calibration = _stacked([folder.calibration for folder in folders])
