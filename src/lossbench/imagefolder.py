@@ -151,10 +151,10 @@ def _walk(folder: Path, found: ClassFiles, inside: Path) -> None:
             if not _skipped(entry.name):
                 subfolders.append(path)
         elif _is_image_name(entry.name):
-            if entry.is_symlink():
-                _refuse_link_outside(path, inside)
             kind = None if entry.is_file(follow_symlinks=False) else not_regular(path)
             if kind is None:
+                if entry.is_symlink():  # a link to a regular file, which would be read
+                    _refuse_link_outside(path, inside)
                 found.images.append(path)
             else:
                 found.not_regular.append(f"{shown_path(path)} ({kind}, not a regular file: not read)")
