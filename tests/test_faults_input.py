@@ -110,7 +110,7 @@ def test_terminal_escape_sequences_in_names_are_shown_escaped(tmp_path: Path) ->
     assert "\\x1b[2J\\x1b[31mevil" in errors, errors
 
 
-@pytest.mark.parametrize("name", ["x" * 5_000_000, "a." * 2_500_000])
+@pytest.mark.parametrize("name", ["x" * 100_000, "a." * 50_000])  # params files stop at 128 KiB
 def test_a_huge_value_is_echoed_cut_to_a_line(tmp_path: Path, name: str) -> None:
     code, errors = _check(tmp_path, _with(lambda p: p["losses"].update({name: {"kind": "ce"}})))
     assert code == 1 and f"({len(name):,} characters)" in errors
@@ -131,7 +131,7 @@ def test_params_that_is_a_folder_and_a_root_that_is_a_file(tmp_path: Path) -> No
     (tmp_path / "params.yaml").mkdir()
     result = lossbench(tmp_path, "check")
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.startswith("error: params.yaml: file not found")
+    assert result.stderr == "error: params.yaml: a folder, not a regular file; give a YAML file\n"
     (tmp_path / "p").mkdir()
     write_params(tmp_path / "p", TINY_PARAMS)
     (tmp_path / "root-file").write_text("not a folder")

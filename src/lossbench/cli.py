@@ -206,10 +206,12 @@ def check(params: ParamsOption = Path("params.yaml"), root: RootOption = Path(".
     """
 
     def show(loaded: Params, console: Console) -> None:
-        from lossbench.validate import check_before_training
+        from lossbench.validate import check_before_training, missing_remote
 
         check_before_training(loaded, root)
         YAML(typ="safe", pure=True).dump(loaded.model_dump(mode="json"), console.file)
+        if note := missing_remote(root):
+            Console(stderr=True, soft_wrap=True).print(escape(shown(note, 400)), highlight=False)
 
     _run(params, show)
 

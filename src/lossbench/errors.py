@@ -9,12 +9,17 @@ readable length, so a 5 MB name gives an 80-character message.
 from __future__ import annotations
 
 import re
+import stat
 from pathlib import Path
 
 # Longest user-supplied value echoed in a message, in characters.
 SHOWN_LIMIT = 80
 # C0 and C1 control characters (ESC among them) and DEL: never sent to a terminal.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Also lone surrogates: Python's stand-ins for the bytes of a file name that is
+# not UTF-8, which no terminal or UTF-8 file can take.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# Python's stand-in for byte B (0x80..0xff) of an undecodable name is U+DC00 + B.
+_SURROGATE_ESCAPES = range(0xDC80, 0xDD00)
 
 
 def shown(value: object, limit: int = SHOWN_LIMIT) -> str:
@@ -43,8 +48,39 @@ def printable_lines(message: str) -> str:
     return "\n".join(_escape_controls(line) for line in message.split("\n"))
 
 
+def file_kind(mode: int) -> str:
+    """What a file of this st_mode is, in words: a FIFO, a character device, ..."""
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    return "a regular file" if stat.S_ISREG(mode) else "not a regular file"
+
+
+def _escaped(character: str) -> str:
+    if ord(character) in _SURROGATE_ESCAPES:
+        return f"\\x{ord(character) - 0xDC00:02x}"  # the byte the file name holds
+    return character.encode("unicode_escape").decode("ascii")
+
+
 def _escape_controls(text: str) -> str:
-    return _CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
+    return _CONTROL.sub(lambda match: _escaped(match.group()), text)
+
+
+def is_text(name: str) -> bool:
+    """Whether a name from the file system is UTF-8 text (Python keeps the
+    bytes of one that is not as lone surrogates, which cannot be written out)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class LossbenchError(Exception):

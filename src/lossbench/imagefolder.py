@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import stat
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from lossbench.errors import DatasetUnavailable, shown
+from lossbench.errors import DatasetUnavailable, file_kind, is_text, shown
 from lossbench.params import RAW_DIR, DataParams, ImageFolderParams
 from lossbench.storage import PreparedData
 
@@ -52,6 +53,11 @@ SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
 SIXTEEN_BIT_MAX = 65535
 READ_MODES = "8-bit, 16-bit integer, or float in 0..1"
 TIFF_BITS_PER_SAMPLE = 258
+# Images with more pixels are refused by name before their pixels are decoded:
+# a 140 KB PNG can declare 12000 x 12000 pixels, and decoding it took 790 MB.
+# This is PIL's own warning threshold (1 GiB / 4 / 3: a quarter GiB of RGB);
+# every image is shrunk to image_size anyway.
+MAX_PIXELS = 89_478_485
 
 
 class UnsupportedImage(ValueError):
@@ -72,18 +78,6 @@ def _is_image_name(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS)
 
 
-def _kind(mode: int) -> str:
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode):
-        return "a character device"
-    if stat.S_ISBLK(mode):
-        return "a block device"
-    return "a folder" if stat.S_ISDIR(mode) else "not a regular file"
-
-
 def not_regular(path: Path) -> str | None:
     """What `path` is if it cannot be read as a file (a FIFO, a socket, a device,
     a link to one, a broken link), else None. Nothing is opened."""
@@ -95,7 +89,7 @@ def not_regular(path: Path) -> str | None:
         return error.strerror or error.__class__.__name__
     if stat.S_ISREG(status.st_mode):
         return None
-    kind = _kind(status.st_mode)
+    kind = file_kind(status.st_mode)
     return f"a link to {kind}" if os.path.islink(path) else kind
 
 
@@ -135,7 +129,18 @@ class ClassFiles:
     not_regular: list[str] = field(default_factory=list)  # image names that are not files, with why
 
 
-def _walk(folder: Path, found: ClassFiles) -> None:
+def _refuse_link_outside(path: Path, inside: Path) -> None:
+    """Refuse a link to a file that lies outside `inside` (data/raw/imagefolder):
+    lossbench reads only images inside it, as it follows no folder link."""
+    if Path(os.path.realpath(path)).is_relative_to(os.path.realpath(inside)):
+        return
+    raise DatasetUnavailable(
+        f"{shown_path(path)} is a link to a file outside {RAW_FOLDER} (to {shown_path(os.readlink(path))}); "
+        f"lossbench reads only images that lie inside {RAW_FOLDER}. Copy the image in, or remove the link"
+    )
+
+
+def _walk(folder: Path, found: ClassFiles, inside: Path) -> None:
     # The order os.walk gives top-down: a folder's files by name, then each subfolder's tree.
     subfolders = []
     for entry in list_folder(folder):
@@ -148,17 +153,20 @@ def _walk(folder: Path, found: ClassFiles) -> None:
         elif _is_image_name(entry.name):
             kind = None if entry.is_file(follow_symlinks=False) else not_regular(path)
             if kind is None:
+                if entry.is_symlink():  # a link to a regular file, which would be read
+                    _refuse_link_outside(path, inside)
                 found.images.append(path)
             else:
                 found.not_regular.append(f"{shown_path(path)} ({kind}, not a regular file: not read)")
     for subfolder in subfolders:
-        _walk(subfolder, found)
+        _walk(subfolder, found, inside)
 
 
-def class_files(class_folder: Path) -> ClassFiles:
-    """Image files under class_folder (recursively, sorted); folder links are refused."""
+def class_files(class_folder: Path, inside: Path) -> ClassFiles:
+    """Image files under class_folder (recursively, sorted); folder links, and
+    links to files outside `inside` (data/raw/imagefolder), are refused."""
     found = ClassFiles()
-    _walk(class_folder, found)
+    _walk(class_folder, found, inside)
     return found
 
 
@@ -232,6 +240,11 @@ def class_names(folder: Path) -> tuple[str, ...]:
                 raise DatasetUnavailable(
                     f"{shown_path(folder / entry.name)} is a link to a folder; copy the images in instead"
                 )
+            if not is_text(entry.name):
+                raise DatasetUnavailable(
+                    f"{shown_path(folder / entry.name)}: class folder name is not UTF-8 text; rename it "
+                    "(a class name is written to the report, its figures and JSON files)"
+                )
             classes.append(entry.name)
     if not classes:
         raise DatasetUnavailable(
@@ -300,7 +313,7 @@ def check_folders(config: ImageFolderParams, raw: Path) -> int:
         classes = found[key] = class_names(folder)
         counts = {}
         for name in classes:
-            files = class_files(folder / name)
+            files = class_files(folder / name, raw)
             if not files.images:
                 raise no_images(folder / name)
             counts[name] = len(files.images)
@@ -322,7 +335,18 @@ def _resize(image: Image.Image, size: int) -> Image.Image:
     return image.resize((size, size), Image.Resampling.BILINEAR)
 
 
+def _check_pixels(image: Image.Image) -> None:
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise UnsupportedImage(
+            f"{width}x{height} = {width * height:,} pixels, more than the {MAX_PIXELS:,} lossbench reads; "
+            "shrink it"
+        )
+
+
 def _why_unreadable(error: Exception) -> str:
+    if isinstance(error, Image.DecompressionBombError):  # PIL refuses past twice its threshold
+        return f"more than twice the {MAX_PIXELS:,} pixels lossbench reads; shrink it"
     if isinstance(error, UnsupportedImage):
         return str(error)
     if isinstance(error, PermissionError):
@@ -330,18 +354,25 @@ def _why_unreadable(error: Exception) -> str:
     return error.__class__.__name__
 
 
-def _read_folder(folder: Path, size: int) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], list[str]]:
+def _read_folder(
+    folder: Path, size: int, raw: Path
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], list[str]]:
     """Images (N, 3, size, size) uint8, labels, class names and the unreadable files."""
     classes = class_names(folder)
     images, labels, bad = [], [], []
     for label, name in enumerate(classes):
         read_here = 0
-        files = class_files(folder / name)
+        files = class_files(folder / name, raw)
         bad += files.not_regular
         for path in files.images:
             try:
-                with Image.open(path) as image:
-                    pixels = np.asarray(_resize(to_rgb8(image), size), dtype=np.uint8)
+                with warnings.catch_warnings():
+                    # PIL's warning names no file: the size is checked below, by name,
+                    # before any pixel is decoded.
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                    with Image.open(path) as image:
+                        _check_pixels(image)
+                        pixels = np.asarray(_resize(to_rgb8(image), size), dtype=np.uint8)
             except Exception as error:  # PIL raises many kinds for damaged files
                 bad.append(f"{shown_path(path)} ({_why_unreadable(error)})")
                 continue
@@ -368,7 +399,7 @@ def read(data_params: DataParams, raw: Path) -> PreparedData:
     config, seed = data_params.imagefolder, data_params.seed
     size = config.image_size
     if config.root:
-        images, labels, classes, bad = _read_folder(image_root(raw, config.root, "root"), size)
+        images, labels, classes, bad = _read_folder(image_root(raw, config.root, "root"), size, raw)
         _check_bad(bad, len(labels) + len(bad), config.max_bad_fraction)
         per_class = np.bincount(labels, minlength=len(classes))
         if len(classes) >= 2 and (
@@ -388,9 +419,11 @@ def read(data_params: DataParams, raw: Path) -> PreparedData:
         )
     else:
         assert config.train_root and config.test_root  # params validation guarantees it
-        train_x, train_y, classes, bad = _read_folder(image_root(raw, config.train_root, "train_root"), size)
+        train_x, train_y, classes, bad = _read_folder(
+            image_root(raw, config.train_root, "train_root"), size, raw
+        )
         test_x, test_y, test_classes, test_bad = _read_folder(
-            image_root(raw, config.test_root, "test_root"), size
+            image_root(raw, config.test_root, "test_root"), size, raw
         )
         if test_classes != classes:
             raise _classes_differ(classes, test_classes)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Literal
 
@@ -23,7 +24,7 @@ from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import YAMLError
 
 from lossbench.crop import padded
-from lossbench.errors import ParamsError, read_utf8, shown, shown_repr
+from lossbench.errors import ParamsError, file_kind, read_utf8, shown, shown_repr
 
 # A loss name becomes a DVC stage name (train@NAME), a parameter path
 # (losses.NAME), and file names (data/runs/NAME, metrics/NAME.json). So it is a
@@ -35,6 +36,8 @@ LOSS_NAME_PATTERN = re.compile(rf"\A[A-Za-z][A-Za-z0-9_-]{{0,{MAX_LOSS_NAME - 1}
 RESERVED_LOSS_NAMES = frozenset({"summary"})
 # Seeds go to torch.manual_seed and numpy, which take non-negative 64-bit integers.
 MAX_SEED = 2**63 - 1
+# Each seed is a training stage per loss: 1,000 seeds of 4 losses are 4,000 stages.
+MAX_SEEDS = 1_000
 MAX_THREADS = 1024
 # The network trains in float32: a larger learning rate, decay or weight cannot even be applied.
 FLOAT32_MAX = 3.4028234663852886e38
@@ -235,7 +238,7 @@ class Params(Strict):
     # Every loss trains every seed, each seed its own stage (dvc.yaml reads the
     # list, so params.yaml must give it); the report compares losses seed by
     # seed. Why four by default: the comment beside `seeds` in params.yaml.
-    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(min_length=1)
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(min_length=1, max_length=MAX_SEEDS)
     machine: MachineParams = MachineParams()
     losses: dict[str, LossParams]
 
@@ -346,6 +349,10 @@ def parse_params(raw: object, source: str = "params.yaml") -> Params:
 # short file stand for millions of values (a "billion laughs" file); DVC
 # expands them before any stage runs, so only `lossbench check` can warn.
 MAX_VALUES = 100_000
+# Larger than any params file needs (the default is 3 KB), and small enough to
+# refuse before parsing: ruamel.yaml reads about 10,000 values a second here,
+# so a file of a million seeds would take minutes and a gigabyte to refuse.
+MAX_YAML_BYTES = 128 * 1024
 
 
 def _count_values(document: object, limit: int) -> int:
@@ -362,8 +369,29 @@ def _count_values(document: object, limit: int) -> int:
     return count
 
 
+def _regular_file_size(path: Path) -> int:
+    """The size of `path`, refused unless it is a regular file (a FIFO would
+    block its reader, /dev/zero never ends). Nothing is opened."""
+    try:
+        status = os.stat(path)  # follows a link: a link to a regular file is one
+    except FileNotFoundError:
+        raise ParamsError(f"{shown(path)}: file not found") from None
+    except OSError as error:
+        raise ParamsError(f"{shown(path)}: cannot read it ({error.strerror or error})") from None
+    if not stat.S_ISREG(status.st_mode):
+        raise ParamsError(f"{shown(path)}: {file_kind(status.st_mode)}, not a regular file; give a YAML file")
+    return status.st_size
+
+
 def read_yaml(path: Path) -> object:
     """A YAML file as DVC reads it: YAML 1.2, duplicate keys refused."""
+    size = _regular_file_size(path)
+    if size > MAX_YAML_BYTES:
+        raise ParamsError(
+            f"{shown(path)}: {size:,} bytes; a params file is at most {MAX_YAML_BYTES // 1024} KiB "
+            f"(the default is 3 KB). Too many seeds or losses? `seeds` takes at most {MAX_SEEDS:,} "
+            "(each is a training stage per loss)"
+        )
     text = read_utf8(path, str(path), ParamsError)
     try:
         document = YAML(typ="safe").load(text)
@@ -381,6 +409,7 @@ def read_yaml(path: Path) -> object:
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         at = f" (line {where.line + 1}, column {where.column + 1})" if where is not None else ""
         raise ParamsError(f"{path}: not valid YAML: {shown(problem, 200)}{at}") from None
+    # Within MAX_YAML_BYTES, only aliases can make this many values (a value takes 2 bytes or more).
     if _count_values(document, MAX_VALUES) > MAX_VALUES:
         raise ParamsError(
             f"{path}: expands to more than {MAX_VALUES:,} values (YAML anchors and aliases repeat what they "
@@ -429,6 +458,6 @@ def _gib(size: int) -> str:
 
 
 def load_params(path: Path = Path("params.yaml")) -> Params:
-    if not path.is_file():
+    if not (path.exists() or path.is_symlink()):
         raise ParamsError(f"{path}: file not found (run from the project root or pass --params)")
     return parse_params(read_yaml(path), str(path))

@@ -14,6 +14,8 @@ files it writes, and a file of yours beside them is never touched):
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from rich.console import Console
 from lossbench.errors import DamagedInput
 from lossbench.evaluation import SEED_METRICS
 from lossbench.params import Params, require_loss
+from lossbench.restore import locked_stages, recorded_hash
 from lossbench.results import read_seed_run
 from lossbench.stats import summarize
 from lossbench.storage import PublishedFiles, SeedRunFiles, output_set
@@ -54,6 +57,58 @@ def gather_seeds(params: Params, name: str, root: Path) -> tuple[dict[str, Any],
         "per_seed": {key: value for run in runs for key, value in run["per_seed"].items()},
     }
     return gathered, folders
+
+
+def _listing(folder: Path) -> list[dict[str, str]]:
+    """The folder's files as DVC lists them in a .dir object: md5 and relative path, by path."""
+    files = sorted(path for path in folder.rglob("*") if path.is_file())
+    return [
+        {"md5": hashlib.md5(path.read_bytes()).hexdigest(), "relpath": path.relative_to(folder).as_posix()}
+        for path in files
+    ]
+
+
+def _cached_listing(root: Path, dir_hash: str) -> list[dict[str, str]] | None:
+    """The .dir object dvc.lock names, from the project's DVC cache, if it is there."""
+    digest = dir_hash.removesuffix(".dir")
+    try:
+        listing = json.loads((root / ".dvc/cache/files/md5" / digest[:2] / f"{digest[2:]}.dir").read_text())
+    except (OSError, ValueError):
+        return None
+    return listing if isinstance(listing, list) else None
+
+
+def check_matches_lock(
+    root: Path, stages: dict[str, Any], name: str, seed: int, folder: SeedRunFiles
+) -> None:
+    """Refuse a seed run whose files are not what dvc.lock records for
+    train@NAME-SEED: one edited by hand, or pulled from a remote that was not
+    verified. `stages`: dvc.lock's, read once per publish. Hashing a seed's few
+    small files costs milliseconds. A run made outside DVC (no record in
+    dvc.lock) is not checked."""
+    recorded = recorded_hash(stages, name, seed)
+    if recorded is None:
+        return
+    listing = _listing(folder.folder)
+    digest = hashlib.md5(json.dumps(listing, sort_keys=True).encode()).hexdigest()  # as DVC hashes a folder
+    if f"{digest}.dir" == recorded:
+        return
+    # Name the file that differs where the DVC cache holds the recorded listing.
+    recorded_files = {
+        str(entry.get("relpath")): entry.get("md5") for entry in _cached_listing(root, recorded) or []
+    }
+    found_files = {entry["relpath"]: entry["md5"] for entry in listing}
+    differing = sorted(
+        path
+        for path in recorded_files.keys() | found_files.keys()
+        if recorded_files.get(path) != found_files.get(path)
+    )
+    what = folder.folder / differing[0] if recorded_files and differing else folder.folder
+    stage = f"train@{name}-{seed}"
+    raise DamagedInput(
+        f"{what}: not the file dvc.lock records for {stage} (edited, damaged, or pulled from an "
+        f"unverified remote); remove {folder.folder} and run `dvc pull {stage}`, or `dvc repro {stage}`"
+    )
 
 
 def details(run: dict[str, Any]) -> dict[str, Any]:
@@ -98,6 +153,9 @@ def _stacked(paths: list[Path]) -> pd.DataFrame:
 def publish(params: Params, name: str, root: Path, console: Console) -> list[Path]:
     require_loss(params, name)
     gathered, folders = gather_seeds(params, name, root)
+    stages = locked_stages(root)
+    for seed, folder in zip(params.seeds, folders, strict=True):
+        check_matches_lock(root, stages, name, seed, folder)
     summary = details(gathered)
     history = _stacked([folder.history for folder in folders])
     calibration = _stacked([folder.calibration for folder in folders])

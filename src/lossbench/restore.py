@@ -12,22 +12,38 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
+from lossbench.errors import DamagedInput
 from lossbench.storage import SeedRunFiles
 
 
-def _recorded_hash(root: Path, name: str, seed: int) -> str | None:
-    """The .dir hash dvc.lock records for data/runs/NAME/seedN, if any."""
+def locked_stages(root: Path) -> dict[str, Any]:
+    """The stages dvc.lock records (none without a dvc.lock), by name."""
     lock_file = root / "dvc.lock"
     if not lock_file.is_file():
+        return {}
+    try:
+        lock = YAML(typ="safe").load(lock_file.read_text(encoding="utf-8"))
+    except (YAMLError, UnicodeDecodeError, RecursionError) as error:
+        raise DamagedInput(
+            f"{lock_file}: not readable YAML ({error.__class__.__name__}); `git checkout dvc.lock`"
+        ) from None
+    stages = lock.get("stages") if isinstance(lock, dict) else None
+    return stages if isinstance(stages, dict) else {}
+
+
+def recorded_hash(stages: dict[str, Any], name: str, seed: int) -> str | None:
+    """The .dir hash dvc.lock's `stages` record for data/runs/NAME/seedN, if any."""
+    stage = stages.get(f"train@{name}-{seed}", {})
+    if not isinstance(stage, dict):
         return None
-    lock = YAML(typ="safe").load(lock_file.read_text(encoding="utf-8"))
-    stage = (lock or {}).get("stages", {}).get(f"train@{name}-{seed}", {})
     folder = SeedRunFiles.of(Path(), name, seed).folder.as_posix()
-    for out in stage.get("outs", []):
-        if out.get("path") == folder and str(out.get("md5", "")).endswith(".dir"):
+    for out in stage.get("outs") or []:
+        if isinstance(out, dict) and out.get("path") == folder and str(out.get("md5", "")).endswith(".dir"):
             return str(out["md5"])
     return None
 
@@ -56,6 +72,19 @@ def _copy_from_cache(root: Path, dir_hash: str, folder: Path) -> bool:
     return True
 
 
+def another_runs_files(name: str, seed: int) -> str:
+    """What to do when train@NAME-SEED's folder holds another run's files: such
+    a folder comes from a copy, or from a DVC run-cache record that points at
+    them, which a plain `dvc repro` would restore again; `-f` skips the
+    run-cache, trains, and records the new run, which DVC then restores first
+    (it takes a stage's newest record)."""
+    return (
+        f"another run's files (copied, or restored from a DVC run-cache record that points at them): "
+        f"`dvc repro -f train@{name}-{seed}` trains the seed again and records it anew "
+        "(a plain `dvc repro` would restore the same record)"
+    )
+
+
 def restore_previous_run(root: Path, name: str, seed: int) -> str | None:
     """If data/runs/NAME/seedN is gone (DVC removed it before this run), copy it back
     from the DVC cache as dvc.lock records it. A one-line note of what was
@@ -64,7 +93,7 @@ def restore_previous_run(root: Path, name: str, seed: int) -> str | None:
     if folder.exists():
         return None  # not run by DVC, or it kept the folder: nothing was lost
     try:
-        dir_hash = _recorded_hash(root, name, seed)
+        dir_hash = recorded_hash(locked_stages(root), name, seed)
         if dir_hash is None:
             return None
         if _copy_from_cache(root, dir_hash, folder):

@@ -29,6 +29,7 @@ from lossbench.errors import DamagedInput, MissingInput, printable_lines, read_u
 from lossbench.evaluation import SEED_METRICS
 from lossbench.numerics import PINNED_KERNELS
 from lossbench.params import CeLoss, FocalLoss, LossParams, MaeLoss, Params, loss_label
+from lossbench.restore import another_runs_files
 from lossbench.storage import RUNS_DIR, PublishedFiles, SeedRunFiles
 
 # --- JSON, checked -------------------------------------------------------------------------------
@@ -306,7 +307,10 @@ def read_seed_run(files: SeedRunFiles, name: str, seed: int) -> dict[str, Any]:
             raise MissingInput(f"{path} is missing: run `dvc repro train@{name}-{seed}` first")
     run = Field(read_json(files.metrics), str(files.metrics))
     if run.child("loss").text() != name:
-        raise run.child("loss").damaged(f"is not {shown(name)}: copied from another loss's run?")
+        raise run.child("loss").damaged(f"is not {shown(name)}: {another_runs_files(name, seed)}")
+    listed = [item.integer() for item in run.child("seeds").items()]
+    if listed != [seed]:
+        raise run.child("seeds").damaged(f"is {listed}, not [{seed}]: {another_runs_files(name, seed)}")
     return check_run(run, [seed], f"train@{name}-{seed}")
 
 

@@ -213,6 +213,14 @@ class OutputSet:
                 os.unlink(temporary)
 
     def _move_into_place(self) -> None:
+        # Every target is checked before the first rename: a folder in a file's
+        # place would otherwise fail its rename after others had replaced theirs.
+        for _, target in self._written:
+            if target.is_dir() and not target.is_symlink():
+                raise OutputWriteError(
+                    f"could not write {target}: a folder is in its place (remove or rename it); "
+                    "no file of the set was replaced"
+                )
         for temporary, target in self._written:
             try:
                 os.replace(temporary, target)

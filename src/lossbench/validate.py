@@ -72,6 +72,34 @@ def check_raw_files(folder: Path) -> None:
                     )
 
 
+def missing_remote(root: Path) -> str | None:
+    """A note when the project's default DVC remote is a local folder that does
+    not exist: DVC reads a missing folder as an empty remote, so `dvc pull`
+    fetches nothing and still says "Everything is up to date"."""
+    if not (root / ".dvc").is_dir():
+        return None
+    from dvc.config import Config, ConfigError  # DVC resolves the url against its config file
+
+    try:
+        config = Config(dvc_dir=str(root / ".dvc"))
+    except ConfigError:
+        return None  # DVC itself names a broken config
+    name = config["core"].get("remote")
+    url = config["remote"].get(name, {}).get("url") if name else None
+    if not url or "://" in url or Path(url).is_dir():
+        return None
+    shipped = Path(url).resolve() == (root / "dvc-remote").resolve()
+    fix = (
+        "`git checkout -- dvc-remote` brings back the shipped one"
+        if shipped
+        else f"create it, or point the remote elsewhere (`dvc remote modify {name} url ...`)"
+    )
+    return (
+        f"note: the DVC remote {name!r} ({url}) does not exist: `dvc pull` fetches nothing from it "
+        f'and still says "Everything is up to date"; {fix}'
+    )
+
+
 def check_before_training(params: Params, root: Path) -> int:
     """Every check validate makes, without writing its stamp: what can be known
     about params.yaml and the data before any stage runs. Returns the class count."""
