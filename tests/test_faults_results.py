@@ -21,9 +21,9 @@ import pytest
 import yaml
 from conftest import TINY_PARAMS, commit, lossbench, run_in, write_params
 
-from lossbench.claims import gamma_claim, half_verdict
+from lossbench.claims import case_verdict, gamma_claim
 from lossbench.results import md
-from lossbench.stats import CANNOT_TELL, direction, paired_comparison
+from lossbench.verdicts import ClaimVerdict, Margin, Verdict, all_of, judge_pairs
 
 REPORT_OUTPUTS = [
     "plots/curves.png",
@@ -78,19 +78,17 @@ def error_lines(result: Any) -> list[str]:
 # --- a nan p-value is never significant ----------------------------------------------------------
 
 
-def test_a_nan_p_value_is_cannot_be_told_never_significant() -> None:
-    assert direction({"p_value": math.nan, "mean_difference": 0.02}) == CANNOT_TELL
-    assert direction({"p_value": 0.01, "mean_difference": math.nan}) == CANNOT_TELL
-    assert direction({"p_value": 0.01, "mean_difference": 0.02}) == "higher"  # unchanged
-    comparison = paired_comparison([0.5, math.nan, 0.6], [0.4, 0.5, 0.5])
-    assert direction(comparison) == CANNOT_TELL
-    # Claim 4 from accuracies with a nan in them: neither supported nor opposite.
+def test_a_nan_p_value_is_not_testable_never_significant() -> None:
+    (judged,) = judge_pairs([("a", [0.5, math.nan, 0.6], [0.4, 0.5, 0.5])], Margin(0.01))
+    assert judged.verdict is Verdict.NOT_TESTABLE
+    # Claim 4 from accuracies with a nan in them: neither supported nor contradicted.
     verdict, _ = gamma_claim(
-        {0.0: {1: 0.5, 2: 0.55, 3: 0.6}, 1.0: {1: 0.6, 2: math.nan, 3: 0.7}, 3.0: {1: 0.4, 2: 0.45, 3: 0.5}}
+        {0.0: {1: 0.5, 2: 0.55, 3: 0.6}, 1.0: {1: 0.6, 2: math.nan, 3: 0.7}, 3.0: {1: 0.4, 2: 0.45, 3: 0.5}},
+        Margin(0.01),
     )
-    assert verdict == CANNOT_TELL
-    assert half_verdict({"a": [CANNOT_TELL]})[0] == CANNOT_TELL
-    assert half_verdict({"a": ["higher"], "b": [CANNOT_TELL]})[0] == "partly supported"
+    assert verdict in (ClaimVerdict.NOT_TESTABLE, ClaimVerdict.INCONCLUSIVE)
+    assert case_verdict([judged]) is ClaimVerdict.NOT_TESTABLE
+    assert all_of([ClaimVerdict.SUPPORTED, ClaimVerdict.NOT_TESTABLE]) is ClaimVerdict.PARTLY
 
 
 # --- report: damaged run files, one line each ----------------------------------------------------
