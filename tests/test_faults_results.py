@@ -12,6 +12,8 @@ import re
 import resource
 import shutil
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -600,3 +602,45 @@ def test_variants_report_names_damaged_details_in_one_line(
     file = "../clean/metrics/details/ce.json" if where == "clean" else "metrics/details/ce.json of workspace"
     assert error_lines(result) == [f"error: {file}: {problem}"]
     assert not (root / "plots/variants.md").exists()
+
+
+def _alias_bomb(levels: int = 6) -> str:
+    """A params.yaml whose aliases expand to 10**levels values (a few hundred bytes)."""
+    lines = ["a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    for level in range(1, levels):
+        lines.append(f"a{level}: &a{level} [{', '.join([f'*a{level - 1}'] * 10)}]")
+    lines.append(f"bomb: *a{levels - 1}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    "command", [["compare", "--rev", "HEAD"], ["sweep-report", "--loss", "focal_high", "--rev", "HEAD"]]
+)
+def test_an_experiment_whose_params_expand_to_a_million_values_is_refused(
+    project: Path, command: list[str]
+) -> None:
+    _write_headlines(project)
+    commit(project, "four losses")
+    baseline = run_in(project, "git", "rev-parse", "HEAD").stdout.strip()
+    # An experiment (as a bundle brings it) whose params.yaml is an alias bomb.
+    (project / "params.yaml").write_text(_alias_bomb())
+    run_in(project, "git", "add", "params.yaml")
+    tree = run_in(project, "git", "write-tree").stdout.strip()
+    bomb = run_in(project, "git", "commit-tree", tree, "-p", baseline, "-m", "bomb").stdout.strip()
+    run_in(project, "git", "update-ref", f"refs/exps/{baseline[:2]}/{baseline[2:]}/bomb", bomb)
+    run_in(project, "git", "reset", "-q")
+    run_in(project, "git", "checkout", "-q", "--", ".")
+    # Unguarded, DVC spends over five minutes writing the expanded values out.
+    result = subprocess.run(
+        [sys.executable, "-m", "lossbench", *command],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: params.yaml of 'bomb' expands to more than 100,000 values (YAML anchors and aliases repeat "
+        "what they point to); DVC would spend minutes writing them out. Remove that run (`dvc exp remove bomb`) "
+        "or write its values out"
+    ]

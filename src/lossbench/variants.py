@@ -51,6 +51,7 @@ from lossbench.results import (
     plus_minus,
     read_json,
     settings_now,
+    with_unique_labels,
 )
 from lossbench.storage import CLASS_COUNTS_FILE, DETAILS_DIR, PLOTS_DIR, output_set
 from lossbench.verdicts import wilcoxon_note
@@ -109,6 +110,7 @@ def variant_runs(params: Params, root: Path, records: list[dict[str, Any]]) -> V
             )
             for loss, value in details.items()
         }
+        results = dict(zip(results, with_unique_labels(list(results.values())), strict=True))
         stale = any(
             changed_settings(result, settings_now(run_params, loss)) for loss, result in results.items()
         )
@@ -163,7 +165,7 @@ def clean_runs(params: Params, clean_root: Path) -> dict[str, LossResult]:
                 f"{path}: its results were trained with other {', '.join(stale)} than its params.yaml says; "
                 "rerun that study"
             )
-    return runs
+    return dict(zip(runs, with_unique_labels(list(runs.values())), strict=True))
 
 
 def _check_losses(params: Params) -> None:
