@@ -26,7 +26,16 @@ from rich.console import Console
 from rich.markup import escape
 
 from lossbench import figures
-from lossbench.claims import Claim, accuracy_margin, head_and_tail, measure_claims, percent, recall_over
+from lossbench.claims import (
+    RISE_FRACTION,
+    Claim,
+    accuracy_margin,
+    head_and_tail,
+    measure_claims,
+    percent,
+    recall_over,
+    rise_epochs,
+)
 from lossbench.errors import MissingInput, shown
 from lossbench.evaluation import CHANCE_MARGIN, CONVERGENCE_TOLERANCE, PLATEAU_TOLERANCE
 from lossbench.params import Params
@@ -96,6 +105,7 @@ def results_table(results: list[LossResult], ranking: list[str]) -> pd.DataFrame
                 "ECE": f"{r.mean('ece'):.3f}",
                 "NLL": f"{r.mean('nll'):.3f}",
                 "converged (epoch)": f"{r.mean('convergence_epoch'):.1f}",
+                f"{100 * RISE_FRACTION:.0f}% of rise (epoch)": f"{np.mean(rise_epochs(r)):.1f}",
                 "wall time per seed (s)": f"{r.history.groupby('seed')['wall_time_s'].last().mean():.1f}",
             }
         )
@@ -322,7 +332,9 @@ def report_text(
         f"Definitions: a run *converges* at the first epoch whose test accuracy is within "
         f"{percent(CONVERGENCE_TOLERANCE)} points of its best; its loss *plateaus* at the first epoch after which "
         f"the training loss never falls more than {100 * PLATEAU_TOLERANCE:.0f}% below that epoch's value "
-        "(claim 2 also uses a second definition of convergence, below). Each comparison is *different*, "
+        f"(the protocol's definitions); by a second definition a run converges at the first epoch whose test "
+        f"accuracy has made {100 * RISE_FRACTION:.0f}% of its rise from epoch 1 to the last epoch ('% of rise' "
+        "in the table): claim 2 is judged by both. Each comparison is *different*, "
         "*equivalent within ±margin* or *inconclusive*, and each claim *supported*, *contradicted*, *partly "
         "supported*, *mixed*, *inconclusive* or *not testable*: a claim of a difference by the tests of "
         "difference (Holm within the claim's comparisons where any one of them would decide), a claim of "
