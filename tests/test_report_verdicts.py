@@ -45,7 +45,7 @@ def test_the_holm_column_matches_statsmodels(tmp_path: Path) -> None:
     assert ce_focal_high["p (paired t)"] < 0.05 and ce_focal_high["p (Holm)"] > 0.05
     assert ce_focal_high["verdict"] == "inconclusive"
     summary = json.loads((root / "metrics" / "summary.json").read_text())
-    assert summary["margins"] == {"accuracy_margin": 0.01, "epoch_margin": 2.0}
+    assert summary["margins"] == {"accuracy_margin": 0.01, "ece_margin": 0.01, "epoch_margin": 2.0}
     report = (root / "plots" / "report.md").read_text()
     for words in ("rules out", "ruled out", "would have detected", "could detect"):
         assert words not in report

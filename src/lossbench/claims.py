@@ -65,6 +65,10 @@ def accuracy_margin(analysis: AnalysisParams) -> Margin:
     return Margin(analysis.accuracy_margin)
 
 
+def ece_margin(analysis: AnalysisParams) -> Margin:
+    return Margin(analysis.ece_margin, 100.0, " points of ECE")
+
+
 def epoch_margin(analysis: AnalysisParams) -> Margin:
     return Margin(analysis.epoch_margin, 1.0, " epochs")
 

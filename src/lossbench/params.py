@@ -235,6 +235,7 @@ class AnalysisParams(Strict):
     # measures (accuracy, recall, macro-F1, an accuracy drop) are fractions:
     # 0.01 is one percentage point. Only the reports read these.
     accuracy_margin: float = Field(default=0.01, gt=0, le=1)
+    ece_margin: float = Field(default=0.01, gt=0, le=1)  # expected calibration error, a fraction too
     epoch_margin: float = Field(default=2.0, gt=0, le=1000)
 
 

@@ -30,6 +30,7 @@ from lossbench.claims import (
     RISE_FRACTION,
     Claim,
     accuracy_margin,
+    ece_margin,
     head_and_tail,
     measure_claims,
     percent,
@@ -117,6 +118,17 @@ def significance_table(results: list[LossResult], margin: Margin) -> pd.DataFram
     return pairwise_table(
         [
             (first.label, second.label, first.values("final_test_acc"), second.values("final_test_acc"))
+            for first, second in combinations(results, 2)
+        ],
+        margin,
+    )
+
+
+def calibration_table(results: list[LossResult], margin: Margin) -> pd.DataFrame:
+    """Every pair of losses on ECE: one family for Holm's correction."""
+    return pairwise_table(
+        [
+            (first.label, second.label, first.values("ece"), second.values("ece"))
             for first, second in combinations(results, 2)
         ],
         margin,
@@ -326,6 +338,11 @@ def report_text(
         "|accuracy − mean confidence|, summed. NLL: mean −log p(true class). Reliability diagrams pool all seeds.",
         "",
         f"![Reliability diagrams]({RELIABILITY_FIGURE.name})",
+        "",
+        "Every pair of losses on ECE, in points of ECE (0.01 = 1 point), read as the table above, with "
+        f"equivalence within {ece_margin(params.analysis).written()} (`analysis.ece_margin`):",
+        "",
+        significance_markdown(calibration_table(results, ece_margin(params.analysis))),
         "",
         "## The study's claims, measured",
         "",
