@@ -7,10 +7,14 @@ import math
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.weightstats import ttost_paired
 
+from lossbench.claims import rise_epochs
+from lossbench.params import CeLoss
+from lossbench.results import LossResult
 from lossbench.stats import above_p, holm, paired_comparison, sign_flip_p, tost_p
 from lossbench.verdicts import (
     ClaimVerdict,
@@ -139,3 +143,18 @@ def test_a_nan_is_not_testable() -> None:
     (judged,) = judge_pairs([("a", [0.5, math.nan, 0.6], [0.4, 0.5, 0.5])], Margin(0.01))
     assert judged.verdict is Verdict.NOT_TESTABLE
     assert directional([judged], "higher") is ClaimVerdict.NOT_TESTABLE
+
+
+def test_convergence_by_the_rise_fraction() -> None:
+    """The first epoch at 90% of the rise from epoch 1 to the last: 0.1 -> 0.6 rises 0.5,
+    so the target is 0.55, first reached at epoch 4 (the protocol's rule, within 0.5
+    points of the best, gives epoch 5)."""
+    history = pd.DataFrame(
+        {
+            "seed": [1] * 5 + [2] * 5,
+            "epoch": [1, 2, 3, 4, 5] * 2,
+            "test_acc": [0.1, 0.3, 0.5, 0.55, 0.6, 0.2, 0.2, 0.2, 0.2, 0.2],
+        }
+    )
+    result = LossResult("ce", "CE", CeLoss(kind="ce"), {1: {}, 2: {}}, history, pd.DataFrame(), {})
+    assert rise_epochs(result) == [4.0, 1.0]  # a curve that never rose converges at once
