@@ -233,7 +233,8 @@ class AnalysisParams(Strict):
     # Equivalence margins: two settings whose paired difference's 90% interval
     # lies inside ±margin are called equivalent (TOST at 5%). Accuracy-like
     # measures (accuracy, recall, macro-F1, an accuracy drop) are fractions:
-    # 0.01 is one percentage point. Only the reports read these.
+    # 0.01 is one percentage point. Only the reports read these, and no stage
+    # tracks them: DVC refuses a tracked key missing from params.yaml.
     accuracy_margin: float = Field(default=0.01, gt=0, le=1)
     ece_margin: float = Field(default=0.01, gt=0, le=1)  # expected calibration error, a fraction too
     epoch_margin: float = Field(default=2.0, gt=0, le=1000)
