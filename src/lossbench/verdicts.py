@@ -79,6 +79,7 @@ class Judged:
     p_adjusted: float | None
     p_equivalence: float | None
     verdict: Verdict
+    family: int = 1  # comparisons in its Holm family (0: told, not judged in one)
 
     @property
     def higher(self) -> bool:
@@ -139,7 +140,8 @@ class Family:
             p_adjusted = next(adjusted) if counts else comparison["p_value"]
             p_equivalence = tost_p(comparison["differences"], self.margin.size)
             verdict = verdict_of(comparison, p_adjusted, p_equivalence)
-            found.append(Judged(what, comparison, self.margin, p_adjusted, p_equivalence, verdict))
+            family = len(counted) if counts else 0
+            found.append(Judged(what, comparison, self.margin, p_adjusted, p_equivalence, verdict, family))
         return found
 
 
@@ -177,7 +179,7 @@ def comparison_text(judged: Judged) -> str:
         return text + ": not testable (one seed)"
     text += f", p = {_p(comparison['p_value'])}"
     notes = []
-    if judged.p_adjusted != comparison["p_value"]:
+    if judged.family > 1:
         notes.append(f"Holm {_p(judged.p_adjusted)}")
     notes.append(f"Wilcoxon {_p(comparison['wilcoxon_p'])}")
     text += f" ({'; '.join(notes)}): {judged.verdict_text()}"
