@@ -37,6 +37,7 @@ def test_help_lists_the_stages_apart_from_the_commands_people_run() -> None:
         "sweep-report",
         "variants-report",
         "numerics",
+        "plan",
         "run",
     }
     shown = CliRunner().invoke(app, ["--help"], env=WIDE).output

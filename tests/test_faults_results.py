@@ -12,6 +12,8 @@ import re
 import resource
 import shutil
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,9 +23,9 @@ import pytest
 import yaml
 from conftest import TINY_PARAMS, commit, lossbench, run_in, write_params
 
-from lossbench.claims import gamma_claim, half_verdict
+from lossbench.claims import case_verdict, gamma_claim
 from lossbench.results import md
-from lossbench.stats import CANNOT_TELL, direction, paired_comparison
+from lossbench.verdicts import ClaimVerdict, Margin, Verdict, all_of, judge_pairs
 
 REPORT_OUTPUTS = [
     "plots/curves.png",
@@ -78,19 +80,17 @@ def error_lines(result: Any) -> list[str]:
 # --- a nan p-value is never significant ----------------------------------------------------------
 
 
-def test_a_nan_p_value_is_cannot_be_told_never_significant() -> None:
-    assert direction({"p_value": math.nan, "mean_difference": 0.02}) == CANNOT_TELL
-    assert direction({"p_value": 0.01, "mean_difference": math.nan}) == CANNOT_TELL
-    assert direction({"p_value": 0.01, "mean_difference": 0.02}) == "higher"  # unchanged
-    comparison = paired_comparison([0.5, math.nan, 0.6], [0.4, 0.5, 0.5])
-    assert direction(comparison) == CANNOT_TELL
-    # Claim 4 from accuracies with a nan in them: neither supported nor opposite.
+def test_a_nan_p_value_is_not_testable_never_significant() -> None:
+    (judged,) = judge_pairs([("a", [0.5, math.nan, 0.6], [0.4, 0.5, 0.5])], Margin(0.01))
+    assert judged.verdict is Verdict.NOT_TESTABLE
+    # Claim 4 from accuracies with a nan in them: neither supported nor contradicted.
     verdict, _ = gamma_claim(
-        {0.0: {1: 0.5, 2: 0.55, 3: 0.6}, 1.0: {1: 0.6, 2: math.nan, 3: 0.7}, 3.0: {1: 0.4, 2: 0.45, 3: 0.5}}
+        {0.0: {1: 0.5, 2: 0.55, 3: 0.6}, 1.0: {1: 0.6, 2: math.nan, 3: 0.7}, 3.0: {1: 0.4, 2: 0.45, 3: 0.5}},
+        Margin(0.01),
     )
-    assert verdict == CANNOT_TELL
-    assert half_verdict({"a": [CANNOT_TELL]})[0] == CANNOT_TELL
-    assert half_verdict({"a": ["higher"], "b": [CANNOT_TELL]})[0] == "partly supported"
+    assert verdict in (ClaimVerdict.NOT_TESTABLE, ClaimVerdict.INCONCLUSIVE)
+    assert case_verdict([judged]) is ClaimVerdict.NOT_TESTABLE
+    assert all_of([ClaimVerdict.SUPPORTED, ClaimVerdict.NOT_TESTABLE]) is ClaimVerdict.PARTLY
 
 
 # --- report: damaged run files, one line each ----------------------------------------------------
@@ -602,3 +602,45 @@ def test_variants_report_names_damaged_details_in_one_line(
     file = "../clean/metrics/details/ce.json" if where == "clean" else "metrics/details/ce.json of workspace"
     assert error_lines(result) == [f"error: {file}: {problem}"]
     assert not (root / "plots/variants.md").exists()
+
+
+def _alias_bomb(levels: int = 6) -> str:
+    """A params.yaml whose aliases expand to 10**levels values (a few hundred bytes)."""
+    lines = ["a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    for level in range(1, levels):
+        lines.append(f"a{level}: &a{level} [{', '.join([f'*a{level - 1}'] * 10)}]")
+    lines.append(f"bomb: *a{levels - 1}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    "command", [["compare", "--rev", "HEAD"], ["sweep-report", "--loss", "focal_high", "--rev", "HEAD"]]
+)
+def test_an_experiment_whose_params_expand_to_a_million_values_is_refused(
+    project: Path, command: list[str]
+) -> None:
+    _write_headlines(project)
+    commit(project, "four losses")
+    baseline = run_in(project, "git", "rev-parse", "HEAD").stdout.strip()
+    # An experiment (as a bundle brings it) whose params.yaml is an alias bomb.
+    (project / "params.yaml").write_text(_alias_bomb())
+    run_in(project, "git", "add", "params.yaml")
+    tree = run_in(project, "git", "write-tree").stdout.strip()
+    bomb = run_in(project, "git", "commit-tree", tree, "-p", baseline, "-m", "bomb").stdout.strip()
+    run_in(project, "git", "update-ref", f"refs/exps/{baseline[:2]}/{baseline[2:]}/bomb", bomb)
+    run_in(project, "git", "reset", "-q")
+    run_in(project, "git", "checkout", "-q", "--", ".")
+    # Unguarded, DVC spends over five minutes writing the expanded values out.
+    result = subprocess.run(
+        [sys.executable, "-m", "lossbench", *command],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: params.yaml of 'bomb' expands to more than 100,000 values (YAML anchors and aliases repeat "
+        "what they point to); DVC would spend minutes writing them out. Remove that run (`dvc exp remove bomb`) "
+        "or write its values out"
+    ]

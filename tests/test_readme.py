@@ -186,7 +186,7 @@ def test_the_default_verdicts_are_the_reports() -> None:
     rows = _table(_text(README), "| claim |")
     assert [row[0] for row in rows] == [str(number) for number in range(1, len(STATEMENTS) + 1)]
     for number, default, _ in rows:
-        assert default.startswith(summary["claims"][number] + ":"), (number, default)
+        assert default.startswith(f"*{summary['claims'][number]}*:"), (number, default)
 
 
 # Commands and options the documents name, and their YAML examples.

@@ -1,6 +1,7 @@
 from lossbench.claims import gamma_claim
 from lossbench.experiments import experiment_records
 from lossbench.sweep import sweep_records
+from lossbench.verdicts import ClaimVerdict, Margin
 
 
 def _record(name: str, gamma: float, **data: object) -> dict[str, object]:
@@ -59,8 +60,9 @@ def test_only_finished_experiments_count() -> None:
 def test_claim_4_pairs_gammas_by_seed_whatever_the_order() -> None:
     # Seed 10 first in one, last in the other: differences 5, 4 and 6 points only when paired by seed.
     accuracy = {1.0: {10: 0.90, 1: 0.50, 2: 0.60}, 0.0: {1: 0.45, 2: 0.56, 10: 0.84, 3: 0.7}}
-    verdict, evidence = gamma_claim(accuracy)
-    assert verdict == "supported (significant)"
+    verdict, evidence = gamma_claim(accuracy, Margin(0.01))
+    assert verdict is ClaimVerdict.SUPPORTED
     assert "γ=1 − γ=0: +5.0 points [+2.5, +7.5]" in evidence
-    assert "seeds 3 left out" in evidence and "every γ above 2" not in evidence
-    assert gamma_claim({1.0: {1: 0.5}, 2.0: {1: 0.4}})[0] == "not testable"  # nothing outside [0.5, 2]
+    assert "seeds 3 left out" in evidence and "no γ above 2 was trained" in evidence
+    # nothing outside [0.5, 2]
+    assert gamma_claim({1.0: {1: 0.5}, 2.0: {1: 0.4}}, Margin(0.01))[0] is ClaimVerdict.NOT_TESTABLE

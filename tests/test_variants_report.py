@@ -10,9 +10,11 @@ import pytest
 import yaml
 from conftest import run_in, run_queue, write_params
 
-from lossbench.claims import half_verdict, noise_half
+from lossbench.claims import ClaimHalf, Evidence, noise_half
 from lossbench.errors import DamagedInput
+from lossbench.params import AnalysisParams
 from lossbench.results import Field, LossResult, VariantRun
+from lossbench.verdicts import ClaimVerdict, Margin
 
 
 def _details(root: Path, rev: str, name: str) -> dict[str, dict[str, float]]:
@@ -88,17 +90,29 @@ def test_a_clean_run_of_another_protocol_is_refused_and_nothing_is_written(
     assert not (reproduced / "plots" / "variants.md").exists()
 
 
+def _half(cases: dict[str, list[float]]) -> ClaimHalf:
+    """A half whose cases each compare focal with CE by these per-seed differences (four seeds)."""
+    half = ClaimHalf(pd.DataFrame(), Evidence(Margin(0.01)))
+    base = [0.50, 0.60, 0.55, 0.52]
+    for case, shifts in cases.items():
+        for index, shift in enumerate(shifts):
+            noise = [0.002, -0.001, 0.0015, -0.0005]
+            half.compare(
+                case, f"{case} {index}", [b + shift + n for b, n in zip(base, noise, strict=True)], base
+            )
+    return half
+
+
 def test_a_half_of_claim_5_is_supported_only_when_every_case_is() -> None:
-    higher, none, lower = "higher", "no significant difference", "lower"
-    assert half_verdict({"a": [higher, higher], "b": [higher]})[0] == "supported (significant)"
-    assert half_verdict({"a": [higher, higher], "b": [higher, none]}) == (
-        "partly supported",
-        "a: supported (significant); b: not significant",
-    )
-    assert half_verdict({"a": [higher], "b": [lower]})[0] == "mixed (significant both ways)"
-    assert half_verdict({"a": [none], "b": [higher, lower]})[0] == "opposite (significant)"
-    assert half_verdict({"a": [none]})[0] == "not significant"
-    assert half_verdict({})[0] == "not testable"
+    higher, wide, lower = 0.05, 0.0, -0.05
+    assert _half({"a": [higher, higher], "b": [higher]}).verdict()[0] is ClaimVerdict.SUPPORTED
+    half = _half({"a": [higher, higher], "b": [higher, wide]})
+    assert half.verdict()[0] is ClaimVerdict.PARTLY
+    assert half.verdict()[1] == "a: supported; b: inconclusive"
+    assert _half({"a": [higher], "b": [lower]}).verdict()[0] is ClaimVerdict.MIXED
+    assert _half({"a": [wide], "b": [higher, lower]}).verdict()[0] is ClaimVerdict.CONTRADICTED
+    assert _half({"a": [wide]}).verdict()[0] is ClaimVerdict.INCONCLUSIVE
+    assert _half({}).verdict()[0] is ClaimVerdict.NOT_TESTABLE
 
 
 def _result(name: str, spec: dict[str, object], accuracy: dict[int, float], seeds: list[int]) -> LossResult:
@@ -134,7 +148,7 @@ def test_drops_are_paired_by_seed_whatever_the_order_in_the_files() -> None:
         },
         class_counts={},
     )
-    half = noise_half([noisy], clean)
+    half = noise_half([noisy], clean, AnalysisParams())
     ce = half.table[half.table["loss"] == "CE"].iloc[0]
     assert (round(ce["drop_mean"], 4), round(ce["drop_ci95_low"], 4), round(ce["drop_ci95_high"], 4)) == (
         0.05,
@@ -142,11 +156,10 @@ def test_drops_are_paired_by_seed_whatever_the_order_in_the_files() -> None:
         0.0748,
     )
     assert half.parts == [
-        "20% noise, CE's drop − Focal (γ=2)'s: +4.0 points [+1.5, +6.5], p=0.0202 (Wilcoxon 0.25)"
+        "20% noise, CE's drop − Focal (γ=2)'s: +4.0 points [+1.5, +6.5], p = 0.0202 (Wilcoxon 0.25): "
+        "different (higher)"
     ]
-    assert {case: evidence.directions for case, evidence in half.cases.items()} == {
-        "20% noise, Focal (γ=2)": ["higher"]
-    }
+    assert half.cases() == {"20% noise, Focal (γ=2)": ClaimVerdict.SUPPORTED}
 
 
 def test_a_details_file_without_a_seed_is_named() -> None:

@@ -2,16 +2,16 @@
 claim 4 across a γ sweep's experiments (`gamma_claim`) and claim 5 across a
 study's long-tailed and noisy experiments (`imbalance_half`, `noise_half`).
 
-A claim gets a verdict from paired comparisons over seeds: *supported
-(significant)* when every comparison goes the claimed way at p < 0.05
-(paired t-test), *opposite (significant)* when one goes the other way, *not
-significant* otherwise, with the smallest difference these seeds could have
-detected, so a reader knows how large an effect could still hide.
+Each claim is judged from paired comparisons over seeds (verdicts.py): a
+claim of a difference by the tests of difference, a claim of sameness (claim
+2, claim 4's "larger γ is not better") by equivalence against the margins of
+params.yaml's `analysis:`, never by the absence of a significant difference.
+Each claim's comparisons are one family for Holm's correction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
@@ -19,12 +19,27 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lossbench.params import CeLoss, FocalLoss, MaeLoss
+from lossbench.params import AnalysisParams, CeLoss, FocalLoss, MaeLoss
 from lossbench.results import LossResult, VariantRun, md
-from lossbench.stats import CANNOT_TELL, NO_DIFFERENCE, direction, friedman_p, paired_comparison, summarize
+from lossbench.stats import friedman_p, holm, paired_comparison, summarize
+from lossbench.verdicts import (
+    ClaimVerdict,
+    Family,
+    Judged,
+    Margin,
+    Verdict,
+    all_of,
+    comparison_text,
+    directional,
+    not_above,
+    sameness,
+)
 
 # Claim 2's "around epoch 25": each loss's mean convergence epoch within this many epochs of 25.
 AROUND_EPOCH_25 = 5
+# Claim 2's second definition of convergence: the first epoch whose test accuracy has
+# made this fraction of its rise from epoch 1 to the final epoch.
+RISE_FRACTION = 0.9
 # Claim 3: "barely changes its loss" = the training loss falls by at most this
 # fraction from epoch 1 to the end; "near 0.4 accuracy" = within this of 0.4.
 BARELY_CHANGES = 0.10
@@ -37,7 +52,7 @@ HEAD_TAIL_CLASSES = 3
 class Claim:
     number: int
     statement: str
-    verdict: str
+    verdict: ClaimVerdict
     evidence: str
 
 
@@ -46,41 +61,42 @@ def percent(fraction: float) -> str:
     return f"{100 * fraction:.1f}"
 
 
-def comparison_text(comparison: dict[str, Any], scale: float = 100.0, unit: str = " points") -> str:
-    """'+1.2 points [−0.3, +2.7], p=0.08 (Wilcoxon 0.12; could detect ±2.9)' for a paired comparison."""
-    text = f"{scale * comparison['mean_difference']:+.1f}{unit}"
-    if comparison["ci95_low"] is not None:
-        text += f" [{scale * comparison['ci95_low']:+.1f}, {scale * comparison['ci95_high']:+.1f}]"
-    if comparison["p_value"] is not None:
-        text += f", p={comparison['p_value']:.3g} (Wilcoxon {comparison['wilcoxon_p']:.3g}"
-        if direction(comparison) == NO_DIFFERENCE and comparison["detectable"] is not None:
-            text += f"; could detect ±{scale * comparison['detectable']:.1f}"
-        text += ")"
-    return text
+def accuracy_margin(analysis: AnalysisParams) -> Margin:
+    return Margin(analysis.accuracy_margin)
+
+
+def ece_margin(analysis: AnalysisParams) -> Margin:
+    return Margin(analysis.ece_margin, 100.0, " points of ECE")
+
+
+def epoch_margin(analysis: AnalysisParams) -> Margin:
+    return Margin(analysis.epoch_margin, 1.0, " epochs")
 
 
 @dataclass
 class Evidence:
-    """Paired comparisons towards a verdict: the direction of each that counts,
-    and each one in words ('WHAT: +1.2 points [...]')."""
+    """Paired comparisons towards a verdict, one family for Holm's correction:
+    `counts` ones count towards the verdict (and the family), the others are told."""
 
-    directions: list[str] = field(default_factory=list)
-    parts: list[str] = field(default_factory=list)
+    margin: Margin
+    family: Family = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.family = Family(self.margin)
 
     def compare(
-        self,
-        what: str,
-        first: list[float],
-        second: list[float],
-        counts: bool = True,
-        scale: float = 100.0,
-        unit: str = " points",
+        self, what: str, first: Sequence[float], second: Sequence[float], counts: bool = True
     ) -> None:
-        """`first` minus `second`, paired by seed; `counts`: towards the verdict, not only told."""
-        comparison = paired_comparison(first, second)
-        if counts:
-            self.directions.append(direction(comparison))
-        self.parts.append(f"{what}: {comparison_text(comparison, scale, unit)}")
+        """`first` minus `second`, paired by seed."""
+        self.family.add(what, first, second, counts)
+
+    def judged(self, counted_only: bool = True) -> list[Judged]:
+        counts = [counts for _, _, counts in self.family.pending]
+        return [j for j, c in zip(self.family.judged(), counts, strict=True) if c or not counted_only]
+
+    @property
+    def parts(self) -> list[str]:
+        return [f"{j.what}: {comparison_text(j)}" for j in self.judged(counted_only=False)]
 
 
 def find_focal(results: list[LossResult], gamma: float) -> LossResult | None:
@@ -94,83 +110,98 @@ def find_focal(results: list[LossResult], gamma: float) -> LossResult | None:
     )
 
 
-def combine(directions: list[str], wanted: str) -> str:
-    """All comparisons go the claimed way and significantly: supported; any
-    significantly the other way: opposite; any that cannot be told (a nan
-    p-value): cannot be told; otherwise: not significant."""
-    opposite = "lower" if wanted == "higher" else "higher"
-    if directions and all(d == wanted for d in directions):
-        return "supported (significant)"
-    if any(d == opposite for d in directions):
-        return "opposite (significant)"
-    if CANNOT_TELL in directions:
-        return CANNOT_TELL
-    return "not significant"
-
-
-def best_focal(results: list[LossResult], class_counts: dict[str, Any]) -> tuple[str, str]:
+def best_focal(
+    results: list[LossResult], class_counts: dict[str, Any], analysis: AnalysisParams
+) -> tuple[ClaimVerdict, str]:
     focal = find_focal(results, 0.5)
     others = [r for r in results if r is not focal]
     if focal is None or not others:
         return (
-            "not testable",
+            ClaimVerdict.NOT_TESTABLE,
             "This run has no focal loss with γ=0.5 (and no α), or nothing to compare it with.",
         )
-    evidence = Evidence()
+    evidence = Evidence(accuracy_margin(analysis))
     for key, what in (("final_test_acc", "test"), ("final_train_acc", "train")):
         for other in others:
             evidence.compare(f"{what} vs {md(other.label)}", focal.values(key), other.values(key))
-    return combine(evidence.directions, "higher"), (
+    return directional(evidence.judged(), "higher"), (
         f"{md(focal.label)} ends at {percent(focal.mean('final_test_acc'))}% test and "
         f"{percent(focal.mean('final_train_acc'))}% train accuracy (seed means). Paired differences "
-        f"(focal minus other, mean [95% CI], paired t-test): {'; '.join(evidence.parts)}."
+        f"(focal minus other, mean [95% CI], paired t-test, Holm over these {len(evidence.judged())}): "
+        f"{'; '.join(evidence.parts)}. Supported only if every one is higher at p < 0.05."
     )
 
 
-def same_speed(results: list[LossResult], class_counts: dict[str, Any]) -> tuple[str, str]:
+def rise_epochs(result: LossResult, fraction: float = RISE_FRACTION) -> list[float]:
+    """Per seed, in seed order: the first epoch whose test accuracy has made
+    `fraction` of its rise from epoch 1 to the final epoch (epoch 1 if it never rose)."""
+    epochs = []
+    for seed in result.seeds:
+        curve = result.history[result.history["seed"] == seed].sort_values("epoch")
+        accuracy, numbers = curve["test_acc"].to_numpy(), curve["epoch"].to_numpy()
+        target = accuracy[0] + fraction * (accuracy[-1] - accuracy[0])
+        epochs.append(float(numbers[int(np.argmax(accuracy >= target))]))
+    return epochs
+
+
+def _speed_by(
+    group: list[LossResult], measure: Callable[[LossResult], list[float]], margin: Margin
+) -> tuple[ClaimVerdict, Evidence]:
+    evidence = Evidence(margin)
+    for first, second in combinations(group, 2):
+        evidence.compare(f"{md(first.label)} − {md(second.label)}", measure(first), measure(second))
+    return sameness(evidence.judged()), evidence
+
+
+def same_speed(
+    results: list[LossResult], class_counts: dict[str, Any], analysis: AnalysisParams
+) -> tuple[ClaimVerdict, str]:
     group = [r for r in results if isinstance(r.spec, CeLoss)]
     group += [f for f in (find_focal(results, 0.5), find_focal(results, 2.0)) if f is not None]
     if len(group) < 2:
         return (
-            "not testable",
+            ClaimVerdict.NOT_TESTABLE,
             "Claim 2 needs CE and the focal losses with γ=0.5 and γ=2; this run lacks them.",
         )
-    means = ", ".join(f"{md(r.label)} {r.mean('convergence_epoch'):.1f}" for r in group)
-    evidence = Evidence()
-    for first, second in combinations(group, 2):
-        evidence.compare(
-            f"{md(first.label)} − {md(second.label)}",
-            first.values("convergence_epoch"),
-            second.values("convergence_epoch"),
-            scale=1.0,
-            unit=" epochs",
+    margin = epoch_margin(analysis)
+    definitions: list[tuple[str, Callable[[LossResult], list[float]]]] = [
+        ("within 0.5 points of the best (the protocol's)", lambda r: r.values("convergence_epoch"))
+    ]
+    if all(not r.history.empty for r in group):
+        definitions.append((f"{100 * RISE_FRACTION:.0f}% of the rise from epoch 1 to the end", rise_epochs))
+    verdicts, texts = [], []
+    for name, measure in definitions:
+        verdict, evidence = _speed_by(group, measure, margin)
+        means = ", ".join(f"{md(r.label)} {np.mean(measure(r)):.1f}" for r in group)
+        verdicts.append(verdict)
+        texts.append(
+            f"Converged = first epoch {name}: mean epochs {means}; pairs (Holm over {len(evidence.judged())}): "
+            f"{'; '.join(evidence.parts)} — {verdict.value}."
         )
-    differ = any(d in ("higher", "lower") for d in evidence.directions)
-    near_25 = all(abs(r.mean("convergence_epoch") - 25) <= AROUND_EPOCH_25 for r in group)
-    if differ:
-        verdict = "not supported (significant difference)"
-    elif CANNOT_TELL in evidence.directions:
-        verdict = CANNOT_TELL
-    elif near_25:
-        verdict = "supported (no significant difference)"
-    else:
-        verdict = "not supported (not around epoch 25)"
+    protocol_means = [r.mean("convergence_epoch") for r in group]
+    near_25 = all(abs(mean - 25) <= AROUND_EPOCH_25 for mean in protocol_means)
+    disagree = (
+        " The two definitions disagree." if len(verdicts) == 2 and verdicts[0] is not verdicts[1] else ""
+    )
+    verdict = all_of([*verdicts, ClaimVerdict.SUPPORTED if near_25 else ClaimVerdict.CONTRADICTED])
     return verdict, (
-        f"Mean convergence epochs: {means}. Paired differences: {'; '.join(evidence.parts)}. "
-        f"{'All' if near_25 else 'Not all'} means lie within {AROUND_EPOCH_25} epochs of epoch 25. "
-        "No significant difference is not proof of equal speed, only an absence of evidence against it."
+        f"Same speed means every pair equivalent within {margin.written()} (TOST, 90% CI inside the margin) "
+        f"by each definition. {' '.join(texts)}{disagree} {'All' if near_25 else 'Not all'} protocol means lie "
+        f"within {AROUND_EPOCH_25} epochs of epoch 25."
     )
 
 
-def mae_flat(results: list[LossResult], class_counts: dict[str, Any]) -> tuple[str, str]:
+def mae_flat(
+    results: list[LossResult], class_counts: dict[str, Any], analysis: AnalysisParams
+) -> tuple[ClaimVerdict, str]:
     mae = next((r for r in results if isinstance(r.spec, MaeLoss)), None)
     if mae is None:
-        return "not testable", "This run has no MAE/L1 loss, so claim 3 cannot be checked."
+        return ClaimVerdict.NOT_TESTABLE, "This run has no MAE/L1 loss, so claim 3 cannot be checked."
     by_seed = mae.history.sort_values("epoch").groupby("seed")["train_loss"]
     change = float(((by_seed.first() - by_seed.last()) / by_seed.first()).mean())
     accuracy = mae.mean("final_test_acc")
     flat, near = abs(change) <= BARELY_CHANGES, abs(accuracy - 0.4) <= NEAR_04
-    verdict = "supported" if flat and near else ("partly supported" if flat or near else "not supported")
+    verdict = all_of([ClaimVerdict.SUPPORTED if ok else ClaimVerdict.CONTRADICTED for ok in (flat, near)])
     return verdict, (
         f"{md(mae.label)}: the training loss fell by {100 * change:.1f}% from epoch 1 to the end on average "
         f"(we call ≤{100 * BARELY_CHANGES:.0f}% 'barely changes'); final test accuracy "
@@ -179,30 +210,62 @@ def mae_flat(results: list[LossResult], class_counts: dict[str, Any]) -> tuple[s
     )
 
 
-def gamma_claim(accuracy: dict[float, dict[int, float]]) -> tuple[str, str]:
+def _gamma_halves(
+    values: dict[float, list[float]], best_in: float, best_out: float, margin: Margin
+) -> tuple[ClaimVerdict, ClaimVerdict, list[str]]:
+    """Claim 4's halves: the best γ inside [0.5, 2] above the best outside it
+    (a difference), and no γ above 2 better than it by the margin or more
+    (non-superiority: TOST's one-sided half, for every such γ; any γ above 2
+    significantly better after Holm contradicts it)."""
+    first = Evidence(margin)
+    first.compare(f"γ={best_in:g} − γ={best_out:g}", values[best_in], values[best_out])
+    first_verdict = directional(first.judged(), "higher")
+    larger = [g for g in sorted(values) if g > 2 and g > best_in]
+    second = Evidence(margin)
+    for gamma in larger:
+        second.compare(f"γ={best_in:g} − γ={gamma:g}", values[best_in], values[gamma])
+    judged = second.judged()
+    if not judged:
+        second_verdict = ClaimVerdict.NOT_TESTABLE
+    elif any(j.went("lower") for j in judged):
+        second_verdict = ClaimVerdict.CONTRADICTED
+    elif all(j.verdict is not Verdict.NOT_TESTABLE and not_above(j) for j in judged):
+        second_verdict = ClaimVerdict.SUPPORTED
+    else:
+        second_verdict = ClaimVerdict.INCONCLUSIVE
+    texts = [
+        f"First half, the best γ inside [0.5, 2] minus the best outside it: {'; '.join(first.parts)} — "
+        f"{first_verdict.value}.",
+        "Second half, larger γ is not better: no γ above 2 may beat the best inside by "
+        f"{margin.scale * margin.size:.1f}{margin.unit} or more (non-superiority, TOST's one-sided half: the 90% "
+        f"CI of the difference has its low end above −{margin.scale * margin.size:.1f}), and none may be "
+        "higher after Holm: "
+        + ("no γ above 2 was trained" if not judged else "; ".join(second.parts))
+        + f" — {second_verdict.value}.",
+    ]
+    return first_verdict, second_verdict, texts
+
+
+def gamma_claim(accuracy: dict[float, dict[int, float]], margin: Margin) -> tuple[ClaimVerdict, str]:
     """Claim 4 from final test accuracy by γ and seed (CE counts as γ=0): the
-    best γ inside [0.5, 2] against the best outside it and against every γ
-    above 2, paired on the seeds every γ has; Friedman's rank test asks
-    whether γ matters at all."""
+    best γ inside [0.5, 2] against the best outside it (first half) and
+    against every γ above 2 (second half), paired on the seeds every γ has;
+    Friedman's rank test asks whether γ matters at all."""
     inside = [g for g in accuracy if 0.5 <= g <= 2]
     outside = [g for g in accuracy if not 0.5 <= g <= 2]
     if not inside or not outside:
-        return "not testable", "Claim 4 needs a γ inside [0.5, 2] and one outside it."
+        return ClaimVerdict.NOT_TESTABLE, "Claim 4 needs a γ inside [0.5, 2] and one outside it."
     seeds = sorted(set.intersection(*(set(by_seed) for by_seed in accuracy.values())))
     unpaired = sorted(set().union(*accuracy.values()) - set(seeds))
     if len(seeds) < 2:
-        return "not testable", "Claim 4 needs at least two seeds that every γ was trained on."
+        return ClaimVerdict.NOT_TESTABLE, "Claim 4 needs at least two seeds that every γ was trained on."
     values = {g: [accuracy[g][seed] for seed in seeds] for g in accuracy}
     means = {g: float(np.mean(v)) for g, v in values.items()}
     best_in = max(inside, key=means.__getitem__)
     best_out = max(outside, key=means.__getitem__)
-    rivals = [best_out] + [g for g in sorted(outside) if g > 2 and g != best_out]
-    evidence = Evidence()
-    for rival in rivals:
-        evidence.compare(f"γ={best_in:g} − γ={rival:g}", values[best_in], values[rival])
+    first, second, texts = _gamma_halves(values, best_in, best_out, margin)
     listing = ", ".join(f"γ={g:g}: {percent(means[g])}%" for g in sorted(means))
     left_out = f" (seeds {', '.join(map(str, unpaired))} left out: not every γ has them)" if unpaired else ""
-    against = "the best outside it" + (", and every γ above 2" if len(rivals) > 1 else "")
     ranks = friedman_p([values[g] for g in sorted(values)])
     rank_text = "" if ranks is None else f" Friedman rank test over all {len(values)} γ: p={ranks:.3g}."
     note = (
@@ -210,13 +273,16 @@ def gamma_claim(accuracy: dict[float, dict[int, float]]) -> tuple[str, str]:
         if any(0.5 < g < 2 for g in accuracy)
         else " No γ strictly between 0.5 and 2 was trained here; a γ sweep tests inside the range."
     )
-    return combine(evidence.directions, "higher"), (
-        f"Final test accuracy by γ (mean of seeds {', '.join(map(str, seeds))}{left_out}): {listing}. The best "
-        f"γ inside [0.5, 2] minus {against}: {'; '.join(evidence.parts)}.{rank_text}{note}"
+    verdict = all_of([first] if second is ClaimVerdict.NOT_TESTABLE else [first, second])
+    return verdict, (
+        f"Final test accuracy by γ (mean of seeds {', '.join(map(str, seeds))}{left_out}): {listing}. "
+        f"{' '.join(texts)}{rank_text}{note}"
     )
 
 
-def gamma_range(results: list[LossResult], class_counts: dict[str, Any]) -> tuple[str, str]:
+def gamma_range(
+    results: list[LossResult], class_counts: dict[str, Any], analysis: AnalysisParams
+) -> tuple[ClaimVerdict, str]:
     accuracy: dict[float, dict[int, float]] = {}  # CE is focal with γ=0
     for r in results:
         if isinstance(r.spec, CeLoss):
@@ -226,7 +292,7 @@ def gamma_range(results: list[LossResult], class_counts: dict[str, Any]) -> tupl
         else:
             continue
         accuracy.setdefault(gamma, dict(zip(r.seeds, r.values("final_test_acc"), strict=True)))
-    verdict, evidence = gamma_claim(accuracy)
+    verdict, evidence = gamma_claim(accuracy, accuracy_margin(analysis))
     return verdict, evidence + " (CE counts as γ=0.)"
 
 
@@ -281,7 +347,9 @@ def ce_and_focals(results: list[LossResult]) -> tuple[LossResult | None, list[Lo
     return ce, [r for r in results if isinstance(r.spec, FocalLoss)]
 
 
-def imbalance_noise(results: list[LossResult], class_counts: dict[str, Any]) -> tuple[str, str]:
+def imbalance_noise(
+    results: list[LossResult], class_counts: dict[str, Any], analysis: AnalysisParams
+) -> tuple[ClaimVerdict, str]:
     """Claim 5 on one run: each focal loss against CE on the tail classes'
     recall (a long-tailed training set) and on accuracy (noisy labels)."""
     ce, focals = ce_and_focals(results)
@@ -289,12 +357,12 @@ def imbalance_noise(results: list[LossResult], class_counts: dict[str, Any]) -> 
     noisy = class_counts.get("label_noise", 0.0) > 0
     if not (imbalanced or noisy) or ce is None or not focals:
         counts = list(class_counts["train"].values())
-        return "not testable", (
+        return ClaimVerdict.NOT_TESTABLE, (
             f"This run's training set has a largest/smallest class ratio of {max(counts) / max(1, min(counts)):.2f} "
             "and clean labels (or lacks CE or a focal loss), so it carries no evidence about class imbalance "
             "or label noise. Set data.imbalance_ratio or data.label_noise (README) to test claim 5."
         )
-    evidence = Evidence()
+    evidence = Evidence(accuracy_margin(analysis))
     if imbalanced:
         tail_recall = imbalance_measures(class_counts)["tail_recall"]
         for focal in focals:
@@ -308,51 +376,61 @@ def imbalance_noise(results: list[LossResult], class_counts: dict[str, Any]) -> 
                 final_accuracy(focal),
                 final_accuracy(ce),
             )
-    return combine(evidence.directions, "higher"), (
+    return directional(evidence.judged(), "higher"), (
         "Focal should beat CE on the minority classes of a long-tailed set, and CE should lose more to "
-        f"noisy labels. Paired differences: {'; '.join(evidence.parts)}. (Sensitivity to noise proper is the drop "
+        f"noisy labels. Paired differences (Holm over {len(evidence.judged())}): {'; '.join(evidence.parts)}. (Sensitivity to noise proper is the drop "
         "from a clean run, which `dvc metrics diff` against the clean commit shows.)"
     )
 
 
-def half_verdict(cases: dict[str, list[str]]) -> tuple[str, str]:
-    """A half of claim 5 from the directions of its cases (a variant and a
-    focal loss each): supported when every case is, partly when some are and
-    none goes the other way; and each case's own verdict."""
-    each = {case: combine(directions, "higher") for case, directions in cases.items()}
-    found = set(each.values())
-    if not each:
-        verdict = "not testable"
-    elif found == {"supported (significant)"}:
-        verdict = "supported (significant)"
-    elif {"supported (significant)", "opposite (significant)"} <= found:
-        verdict = "mixed (significant both ways)"
-    elif "opposite (significant)" in found:
-        verdict = "opposite (significant)"
-    elif "supported (significant)" in found:
-        verdict = "partly supported"
-    elif CANNOT_TELL in found:
-        verdict = CANNOT_TELL
-    else:
-        verdict = "not significant"
-    return verdict, "; ".join(f"{case}: {case_verdict}" for case, case_verdict in each.items())
+def case_verdict(judged: Sequence[Judged]) -> ClaimVerdict:
+    """One case of a half of claim 5 (a variant and a focal loss): every one of
+    its comparisons different and higher, on Holm-adjusted p-values of the
+    whole half (some case supporting it is a union): supported; any lower: contradicted."""
+    if not judged or all(j.verdict is Verdict.NOT_TESTABLE for j in judged):
+        return ClaimVerdict.NOT_TESTABLE
+    if all(j.went("higher") for j in judged):
+        return ClaimVerdict.SUPPORTED
+    if any(j.went("lower") for j in judged):
+        return ClaimVerdict.CONTRADICTED
+    return ClaimVerdict.INCONCLUSIVE
 
 
-@dataclass(frozen=True)
+@dataclass
 class ClaimHalf:
     """A half of claim 5 across a study's runs: one table row per run and loss,
-    and each case's paired comparisons (a variant and a focal loss, against CE)."""
+    and the paired comparisons of each case (a variant and a focal loss,
+    against CE), all of them one family for Holm's correction."""
 
     table: pd.DataFrame
-    cases: dict[str, Evidence]
+    evidence: Evidence
+    case_of: list[str] = field(default_factory=list)  # each comparison's case, in order
+
+    def compare(
+        self, case: str, what: str, first: Sequence[float], second: Sequence[float], counts: bool = True
+    ) -> None:
+        self.evidence.compare(what, first, second, counts)
+        self.case_of.append(case)
 
     @property
     def parts(self) -> list[str]:
-        return [part for evidence in self.cases.values() for part in evidence.parts]
+        return self.evidence.parts
 
-    def verdict(self) -> tuple[str, str]:
-        """The half's verdict, and each case's (`half_verdict`)."""
-        return half_verdict({case: evidence.directions for case, evidence in self.cases.items()})
+    def cases(self) -> dict[str, ClaimVerdict]:
+        counted = [counts for _, _, counts in self.evidence.family.pending]
+        judged: dict[str, list[Judged]] = {}
+        for case, j, counts in zip(self.case_of, self.evidence.family.judged(), counted, strict=True):
+            judged.setdefault(case, [])
+            if counts:
+                judged[case].append(j)
+        return {case: case_verdict(found) for case, found in judged.items()}
+
+    def verdict(self) -> tuple[ClaimVerdict, str]:
+        """The half's verdict (supported when every case is, partly when some are
+        and none goes the other way), and each case's in words."""
+        each = self.cases()
+        verdict = all_of(list(each.values())) if each else ClaimVerdict.NOT_TESTABLE
+        return verdict, "; ".join(f"{case}: {found.value}" for case, found in each.items())
 
 
 def _mean_sd(values: list[float]) -> tuple[float, float]:
@@ -360,12 +438,12 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
     return summary["mean"], summary["std"]
 
 
-def imbalance_half(runs: list[VariantRun]) -> ClaimHalf:
+def imbalance_half(runs: list[VariantRun], analysis: AnalysisParams) -> ClaimHalf:
     """Per long-tailed run and loss: accuracy, head and tail recall, macro-F1;
     then each focal minus CE, paired by seed, on tail recall and macro-F1 (the
     verdict) and on accuracy."""
     rows = []
-    cases: dict[str, Evidence] = {}
+    half = ClaimHalf(pd.DataFrame(), Evidence(accuracy_margin(analysis)))
     for run in (run for run in runs if run.imbalance_ratio > 1 and run.label_noise == 0):
         measures = imbalance_measures(run.class_counts)
         for result in run.results.values():
@@ -382,22 +460,24 @@ def imbalance_half(runs: list[VariantRun]) -> ClaimHalf:
         if ce is None:
             continue  # variants-report asks params.yaml for a CE loss first
         for focal in focals:
-            evidence = cases.setdefault(f"ratio {run.imbalance_ratio:g}, {md(focal.label)}", Evidence())
+            case = f"ratio {run.imbalance_ratio:g}, {md(focal.label)}"
             for key in ("tail_recall", "macro_f1", "test_acc"):
-                evidence.compare(
+                half.compare(
+                    case,
                     f"ratio {run.imbalance_ratio:g}, {MEASURE_NAMES[key]}, {md(focal.label)} − CE",
                     measures[key](focal),
                     measures[key](ce),
                     counts=key != "test_acc",  # accuracy is told, not judged: the claim is about the tail
                 )
-    return ClaimHalf(pd.DataFrame(rows), cases)
+    half.table = pd.DataFrame(rows)
+    return half
 
 
-def noise_half(runs: list[VariantRun], clean: dict[str, LossResult]) -> ClaimHalf:
+def noise_half(runs: list[VariantRun], clean: dict[str, LossResult], analysis: AnalysisParams) -> ClaimHalf:
     """Per noise level and loss: accuracy and its drop from the clean run,
     paired by seed; then CE's drop minus each focal's (positive: CE loses more)."""
     rows = []
-    cases: dict[str, Evidence] = {}
+    half = ClaimHalf(pd.DataFrame(), Evidence(accuracy_margin(analysis)))
     for run in (run for run in runs if run.label_noise > 0 and run.imbalance_ratio == 1):
         drops = {}
         for name, result in run.results.items():
@@ -423,16 +503,20 @@ def noise_half(runs: list[VariantRun], clean: dict[str, LossResult]) -> ClaimHal
         if ce is None:
             continue
         for focal in focals:
-            evidence = cases[f"{100 * run.label_noise:g}% noise, {md(focal.label)}"] = Evidence()
-            evidence.compare(
+            half.compare(
+                f"{100 * run.label_noise:g}% noise, {md(focal.label)}",
                 f"{100 * run.label_noise:g}% noise, CE's drop − {md(focal.label)}'s",
                 drops[ce.name],
                 drops[focal.name],
             )
-    return ClaimHalf(pd.DataFrame(rows), cases)
+    half.table = pd.DataFrame(rows)
+    if rows:  # every drop in the table is one family
+        half.table["drop_p_holm"] = holm(list(half.table["drop_p"]))
+    return half
 
 
-STATEMENTS: list[tuple[str, Callable[[list[LossResult], dict[str, Any]], tuple[str, str]]]] = [
+Measurement = Callable[[list[LossResult], dict[str, Any], AnalysisParams], tuple[ClaimVerdict, str]]
+STATEMENTS: list[tuple[str, Measurement]] = [
     ("Focal γ=0.5 reaches the highest train and test accuracy.", best_focal),
     ("CE, Focal γ=0.5 and Focal γ=2 converge at about the same speed, around epoch 25.", same_speed),
     ("L1 barely changes its loss and stays near 0.4 accuracy.", mae_flat),
@@ -441,9 +525,11 @@ STATEMENTS: list[tuple[str, Callable[[list[LossResult], dict[str, Any]], tuple[s
 ]
 
 
-def measure_claims(results: list[LossResult], class_counts: dict[str, Any]) -> list[Claim]:
+def measure_claims(
+    results: list[LossResult], class_counts: dict[str, Any], analysis: AnalysisParams
+) -> list[Claim]:
     """The five claims' verdicts on these results."""
     return [
-        Claim(number, statement, *measure(results, class_counts))
+        Claim(number, statement, *measure(results, class_counts, analysis))
         for number, (statement, measure) in enumerate(STATEMENTS, 1)
     ]

@@ -399,6 +399,35 @@ def variants_report(
 
 
 @app.command(rich_help_panel=USER_PANEL)
+def plan(
+    difference: Annotated[
+        list[float] | None,
+        typer.Option(
+            "--difference",
+            min=0.01,
+            max=100.0,
+            help="A gap in final test accuracy, in percentage points, to plan for (repeat; default 1 and 2).",
+        ),
+    ] = None,
+    loss: Annotated[
+        list[str] | None, typer.Option("--loss", help="Pool only these losses' pairs (repeat; default all).")
+    ] = None,
+    params: ParamsOption = Path("params.yaml"),
+    root: RootOption = Path("."),
+) -> None:
+    """How many seeds a difference (or an equivalence margin) needs at 80% power, from the spread of the committed runs."""
+
+    def step(loaded: Params, console: Console) -> object:
+        from lossbench.planning import plan as run_plan
+
+        return run_plan(
+            loaded, root, console, [value / 100 for value in difference or [1.0, 2.0]], loss or []
+        )
+
+    _run(params, step)
+
+
+@app.command(rich_help_panel=USER_PANEL)
 def numerics(
     print_reference: Annotated[
         bool,

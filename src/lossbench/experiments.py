@@ -13,10 +13,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
 from lossbench import errors
-from lossbench.errors import DamagedInput, MissingInput, printable_lines, shown_repr
-from lossbench.params import RAW_DIR, Params, check_loss_name, parse_params
+from lossbench.errors import DamagedInput, MissingInput, ParamsError, printable_lines, shown_repr
+from lossbench.params import MAX_VALUES, RAW_DIR, Params, _count_values, check_loss_name, parse_params
 from lossbench.results import Field, parse_json, plus_minus
 
 
@@ -68,12 +70,56 @@ def exp_show(root: Path, all_commits: bool = False, rev: str | None = None) -> l
     which = ["--all-commits"] if all_commits else []
     if rev is not None:  # that commit's runs only: the workspace row is HEAD's, not the rev's
         which = [f"--rev={_commit_of(root, rev)}", "--hide-workspace"]
+    check_params_sizes(root, all_commits)
     command = ["dvc", "exp", "show", "--json", *which]
     shown = subprocess.run(command, cwd=root, capture_output=True, text=True)
     if shown.returncode != 0:
         raise MissingInput(f"`dvc exp show --json` failed: {shown.stderr.strip()}")
     result: list[dict[str, Any]] = json.loads(shown.stdout)
     return result
+
+
+def _git_lines(root: Path, *command: str) -> list[str]:
+    found = subprocess.run(["git", *command], cwd=root, capture_output=True, text=True)
+    return found.stdout.split() if found.returncode == 0 else []
+
+
+def check_params_sizes(root: Path, all_commits: bool = False) -> None:
+    """Refuse, before DVC reads them, revisions whose params.yaml expands to
+    more than MAX_VALUES values (YAML aliases): `dvc exp show` writes every
+    expanded value, which can take many minutes. The same guard as params.yaml's
+    (params.read_yaml), on HEAD, every experiment, and with `all_commits` every
+    commit that changed the file."""
+    revisions = ["HEAD", *_git_lines(root, "for-each-ref", "--format=%(refname)", "refs/exps/")]
+    if all_commits:
+        revisions += _git_lines(root, "log", "--all", "--format=%H", "--", "params.yaml")
+    listed = subprocess.run(
+        ["git", "cat-file", "--batch-check=%(objectname) %(objecttype)"],
+        cwd=root,
+        input="".join(f"{revision}:./params.yaml\n" for revision in revisions),
+        capture_output=True,
+        text=True,
+    )
+    blobs: dict[str, str] = {}
+    for revision, line in zip(revisions, listed.stdout.splitlines(), strict=False):
+        parts = line.split()
+        if len(parts) == 2 and parts[1] == "blob":
+            blobs.setdefault(parts[0], revision)
+    for blob, revision in blobs.items():
+        text = subprocess.run(
+            ["git", "cat-file", "blob", blob], cwd=root, capture_output=True, text=True
+        ).stdout
+        try:
+            document = YAML(typ="safe").load(text)
+        except (YAMLError, RecursionError):
+            continue  # DVC names a file it cannot read; the size is what it cannot survive
+        if _count_values(document, MAX_VALUES) > MAX_VALUES:
+            name = revision.removeprefix("refs/exps/").split("/")[-1]
+            raise ParamsError(
+                f"params.yaml of {shown_repr(name)} expands to more than {MAX_VALUES:,} values (YAML anchors "
+                "and aliases repeat what they point to); DVC would spend minutes writing them out. Remove that "
+                f"run (`dvc exp remove {name}`) or write its values out"
+            )
 
 
 def _commit_of(root: Path, rev: str) -> str:
@@ -234,7 +280,7 @@ def compare(root: Path, console: Console, all_commits: bool = False, rev: str | 
         console.print(f"note: left out: {problem}", markup=False, highlight=False)
     losses = list(dict.fromkeys(name for found in headlines for name, numbers in found.items() if numbers))
     flat = [flatten(params_of(record, prefix)) for record in records]
-    keys = sorted({key for row in flat for key in row if not key.startswith("machine.")})
+    keys = sorted({key for row in flat for key in row if not key.startswith(("machine.", "analysis."))})
     changed = [key for key in keys if len({row.get(key) for row in flat}) > 1]
     runs = f"{len(records)} run" if len(records) == 1 else f"{len(records)} runs"
     table = Table(title=f"{runs}: what differs, and final test accuracy (seed mean ± sd) per loss")

@@ -232,6 +232,17 @@ class MachineParams(Strict):
     workers: int = Field(default=0, ge=0, le=MAX_THREADS)
 
 
+class AnalysisParams(Strict):
+    # Equivalence margins: two settings whose paired difference's 90% interval
+    # lies inside ±margin are called equivalent (TOST at 5%). Accuracy-like
+    # measures (accuracy, recall, macro-F1, an accuracy drop) are fractions:
+    # 0.01 is one percentage point. Only the reports read these, and no stage
+    # tracks them: DVC refuses a tracked key missing from params.yaml.
+    accuracy_margin: float = Field(default=0.01, gt=0, le=1)
+    ece_margin: float = Field(default=0.01, gt=0, le=1)  # expected calibration error, a fraction too
+    epoch_margin: float = Field(default=2.0, gt=0, le=1000)
+
+
 class Params(Strict):
     data: DataParams = DataParams()
     train: TrainParams = TrainParams()
@@ -240,6 +251,7 @@ class Params(Strict):
     # seed. Why four by default: the comment beside `seeds` in params.yaml.
     seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(min_length=1, max_length=MAX_SEEDS)
     machine: MachineParams = MachineParams()
+    analysis: AnalysisParams = AnalysisParams()
     losses: dict[str, LossParams]
 
     @field_validator("seeds")

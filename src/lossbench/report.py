@@ -26,7 +26,17 @@ from rich.console import Console
 from rich.markup import escape
 
 from lossbench import figures
-from lossbench.claims import Claim, head_and_tail, measure_claims, percent, recall_over
+from lossbench.claims import (
+    RISE_FRACTION,
+    Claim,
+    accuracy_margin,
+    ece_margin,
+    head_and_tail,
+    measure_claims,
+    percent,
+    recall_over,
+    rise_epochs,
+)
 from lossbench.errors import MissingInput, shown
 from lossbench.evaluation import CHANCE_MARGIN, CONVERGENCE_TOLERANCE, PLATEAU_TOLERANCE
 from lossbench.params import Params
@@ -43,8 +53,9 @@ from lossbench.results import (
     trained_otherwise,
     without_chance_runs,
 )
-from lossbench.stats import CANNOT_TELL, NO_DIFFERENCE, SIGNIFICANCE, direction, paired_comparison, summarize
+from lossbench.stats import SIGNIFICANCE, summarize
 from lossbench.storage import CLASS_COUNTS_FILE, METRICS_DIR, PLOTS_DIR, PublishedFiles, output_set
+from lossbench.verdicts import Margin, pairwise_table, wilcoxon_note
 
 CURVES_FIGURE = PLOTS_DIR / "curves.png"
 ACCURACY_FIGURE = PLOTS_DIR / "final_accuracy.png"
@@ -95,35 +106,33 @@ def results_table(results: list[LossResult], ranking: list[str]) -> pd.DataFrame
                 "ECE": f"{r.mean('ece'):.3f}",
                 "NLL": f"{r.mean('nll'):.3f}",
                 "converged (epoch)": f"{r.mean('convergence_epoch'):.1f}",
+                f"{100 * RISE_FRACTION:.0f}% of rise (epoch)": f"{np.mean(rise_epochs(r)):.1f}",
                 "wall time per seed (s)": f"{r.history.groupby('seed')['wall_time_s'].last().mean():.1f}",
             }
         )
     return pd.DataFrame(rows).sort_values("rank")
 
 
-def _rounded(value: float | None, scale: float = 100.0, digits: int = 2) -> float | None:
-    return None if value is None else round(scale * value, digits)
+def significance_table(results: list[LossResult], margin: Margin) -> pd.DataFrame:
+    """Every pair of losses on final test accuracy: one family for Holm's correction."""
+    return pairwise_table(
+        [
+            (first.label, second.label, first.values("final_test_acc"), second.values("final_test_acc"))
+            for first, second in combinations(results, 2)
+        ],
+        margin,
+    )
 
 
-def significance_table(results: list[LossResult]) -> pd.DataFrame:
-    rows = []
-    for first, second in combinations(results, 2):
-        comparison = paired_comparison(first.values("final_test_acc"), second.values("final_test_acc"))
-        verdict = direction(comparison)
-        rows.append(
-            {
-                "first": first.label,
-                "second": second.label,
-                "mean difference (points)": _rounded(comparison["mean_difference"]),
-                "95% CI low": _rounded(comparison["ci95_low"]),
-                "95% CI high": _rounded(comparison["ci95_high"]),
-                "p (paired t)": _rounded(comparison["p_value"], 1.0, 4),
-                "p (Wilcoxon)": _rounded(comparison["wilcoxon_p"], 1.0, 4),
-                "detectable (points)": _rounded(comparison["detectable"], 100.0, 1),
-                "verdict": verdict if verdict in (NO_DIFFERENCE, CANNOT_TELL) else f"{first.label} {verdict}",
-            }
-        )
-    return pd.DataFrame(rows)
+def calibration_table(results: list[LossResult], margin: Margin) -> pd.DataFrame:
+    """Every pair of losses on ECE: one family for Holm's correction."""
+    return pairwise_table(
+        [
+            (first.label, second.label, first.values("ece"), second.values("ece"))
+            for first, second in combinations(results, 2)
+        ],
+        margin,
+    )
 
 
 def significance_markdown(table: pd.DataFrame) -> str:
@@ -191,14 +200,15 @@ def find(params: Params, results: list[LossResult], class_counts: dict[str, Any]
     ranking = [r.name for r in sorted(results, key=lambda r: r.mean("final_test_acc"), reverse=True)]
     cleaned, dropped = without_chance_runs(results)
     judged_without = bool(dropped) and len(dropped) < len(params.seeds) - 1
+    margin = accuracy_margin(params.analysis)
     return Findings(
         ranking=ranking,
         at_chance={r.name: r.at_chance() for r in results if r.at_chance()},
         dropped=dropped,
-        significance=significance_table(results),
-        claims=measure_claims(results, class_counts),
-        significance_without=significance_table(cleaned) if judged_without else None,
-        claims_without=measure_claims(cleaned, class_counts) if judged_without else None,
+        significance=significance_table(results, margin),
+        claims=measure_claims(results, class_counts, params.analysis),
+        significance_without=significance_table(cleaned, margin) if judged_without else None,
+        claims_without=measure_claims(cleaned, class_counts, params.analysis) if judged_without else None,
         numerics=numerics_line({r.name: numerics_of(r.run["settings"]) for r in results}),
     )
 
@@ -212,19 +222,23 @@ def summary_of(params: Params, findings: Findings) -> dict[str, Any]:
         "runs_at_chance": {
             name: {str(seed): why for seed, why in runs.items()} for name, runs in findings.at_chance.items()
         },
-        "claims": {str(claim.number): claim.verdict for claim in findings.claims},
+        "margins": params.analysis.model_dump(),
+        "claims": {str(claim.number): claim.verdict.value for claim in findings.claims},
         "claims_without_runs_at_chance": None
         if without is None
-        else {str(c.number): c.verdict for c in without},
+        else {str(c.number): c.verdict.value for c in without},
     }
 
 
 def _claim_lines(claims: list[Claim], without: list[Claim] | None, dropped: list[int]) -> list[str]:
     lines = []
     for claim, other in zip(claims, without or claims, strict=True):
-        text = f"**{claim.number}. {claim.statement}** — *{claim.verdict}*. {claim.evidence}"
+        text = f"**{claim.number}. {claim.statement}** — *{claim.verdict.value}*. {claim.evidence}"
         if without is not None:
-            text += f" *Without seeds {', '.join(map(str, dropped))} (runs at chance): {other.verdict}.* {other.evidence}"
+            text += (
+                f" *Without seeds {', '.join(map(str, dropped))} (runs at chance): {other.verdict.value}.* "
+                f"{other.evidence}"
+            )
         lines += [text, ""]
     return lines
 
@@ -260,6 +274,7 @@ def report_text(
     settings = results[0].run["settings"]
     n_train, n_test = int(results[0].run["train_samples"]), int(results[0].run["test_samples"])
     variants = _data_variants(class_counts)
+    margin = accuracy_margin(params.analysis)
     lines = [
         "# Which loss? Results of this run",
         "",
@@ -283,11 +298,13 @@ def report_text(
         "## Which differences are real?",
         "",
         "Every pair of losses on final test accuracy, seed by seed: mean difference (first minus second) in "
-        "percentage points, its 95% t interval, the paired t-test and the Wilcoxon signed-rank test, and the "
-        f"smallest difference these {len(seeds)} seeds detect with 80% power at α = {SIGNIFICANCE} (paired t, "
-        "from the observed spread of the differences): a 'no significant difference' rules out gaps larger than "
-        f"that, not smaller ones. With n seeds the Wilcoxon test cannot go below p = 2/2ⁿ "
-        f"({2 / 2 ** len(seeds):.3g} here).",
+        "percentage points and its 95% t interval; the paired t-test's p-value, raw and Holm-adjusted over "
+        "the table's pairs (one family); the Wilcoxon signed-rank and exact sign-flip tests; TOST's p-value "
+        f"for equivalence within {margin.written()} (`analysis.accuracy_margin` in params.yaml). Verdict: "
+        f"*different* when the Holm-adjusted p < {SIGNIFICANCE}; *equivalent* when TOST's p < {SIGNIFICANCE} "
+        "(the 90% CI inside the margin); *inconclusive* otherwise: then the 95% CI is what bounds the true "
+        f"difference. {wilcoxon_note(len(seeds))} The detectable difference (80% power, from the observed "
+        "spread) is a planning number for how many seeds a question needs (`lossbench plan`), not a bound.",
         "",
         significance_markdown(findings.significance),
         "",
@@ -322,14 +339,23 @@ def report_text(
         "",
         f"![Reliability diagrams]({RELIABILITY_FIGURE.name})",
         "",
+        "Every pair of losses on ECE, in points of ECE (0.01 = 1 point), read as the table above, with "
+        f"equivalence within {ece_margin(params.analysis).written()} (`analysis.ece_margin`):",
+        "",
+        significance_markdown(calibration_table(results, ece_margin(params.analysis))),
+        "",
         "## The study's claims, measured",
         "",
         f"Definitions: a run *converges* at the first epoch whose test accuracy is within "
         f"{percent(CONVERGENCE_TOLERANCE)} points of its best; its loss *plateaus* at the first epoch after which "
-        f"the training loss never falls more than {100 * PLATEAU_TOLERANCE:.0f}% below that epoch's value. "
-        "Verdicts: *supported (significant)* — every comparison goes the claimed way at p < 0.05 (paired t); "
-        "*opposite (significant)* — at least one goes the other way at p < 0.05; *not significant* — neither, "
-        "with the difference these seeds could have detected ('could detect ±x').",
+        f"the training loss never falls more than {100 * PLATEAU_TOLERANCE:.0f}% below that epoch's value "
+        f"(the protocol's definitions); by a second definition a run converges at the first epoch whose test "
+        f"accuracy has made {100 * RISE_FRACTION:.0f}% of its rise from epoch 1 to the last epoch ('% of rise' "
+        "in the table): claim 2 is judged by both. Each comparison is *different*, "
+        "*equivalent within ±margin* or *inconclusive*, and each claim *supported*, *contradicted*, *partly "
+        "supported*, *mixed*, *inconclusive* or *not testable*: a claim of a difference by the tests of "
+        "difference (Holm within the claim's comparisons where any one of them would decide), a claim of "
+        "sameness by equivalence, never by the absence of a significant difference.",
         "",
         *_claim_lines(findings.claims, findings.claims_without, findings.dropped),
     ]
@@ -391,7 +417,7 @@ def report(params: Params, root: Path, console: Console) -> dict[str, Any]:
     if findings.at_chance:
         console.print(f"  runs at chance: {summary['runs_at_chance']}")
     for claim in findings.claims:
-        console.print(f"  claim {claim.number}: {claim.verdict}")
+        console.print(f"  claim {claim.number}: {claim.verdict.value}")
     console.print(
         f"  wrote {REPORT_FILE}, {CURVES_FIGURE}, {ACCURACY_FIGURE}, {RELIABILITY_FIGURE}, {SUMMARY_FILE}"
     )

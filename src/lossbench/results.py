@@ -401,6 +401,21 @@ class LossResult:
         )
 
 
+def with_unique_labels(results: list[LossResult]) -> list[LossResult]:
+    """The results, each loss whose label another shares (two entries with the
+    same settings) labelled by its entry name instead: a table row, a legend
+    entry and a verdict must name one loss."""
+    labels = [result.label for result in results]
+    relabelled = [
+        replace(result, label=result.name) if labels.count(result.label) > 1 else result for result in results
+    ]
+    names = [result.label for result in relabelled]
+    return [
+        replace(result, label=f"{result.label} [{result.name}]") if names.count(result.label) > 1 else result
+        for result in relabelled
+    ]
+
+
 def load_results(params: Params, root: Path) -> list[LossResult]:
     """Every loss's published files (publish@NAME), checked, for exactly params.yaml's seeds."""
     results = []
@@ -415,7 +430,7 @@ def load_results(params: Params, root: Path) -> list[LossResult]:
             read_table(run.calibration, CALIBRATION_COLUMNS, params.seeds),
         )
         results.append(LossResult.from_details(details, params.seeds, tables=tables))
-    return results
+    return with_unique_labels(results)
 
 
 # The data variant of a clean run: neither long-tailed nor noisy.

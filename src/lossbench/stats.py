@@ -3,8 +3,12 @@
 Losses are compared on the same seeds (same initial weights, batch order and
 augmentation), so the differences are paired: the t interval, the paired
 t-test and the Wilcoxon signed-rank test all use the per-seed differences.
-A "not significant" is only as strong as the seeds behind it, so every
-comparison also gives the smallest difference these seeds would have detected.
+Where the differences have no spread (an integer measure that differs by the
+same amount on every seed) the t-test has nothing to go by, and the exact
+sign-flip test of the differences gives the p-value instead: exact at any n,
+it cannot go below 2 / 2**n. The smallest difference these seeds detect with
+80% power is a planning number (how many seeds a question needs), never a
+bound on the true difference: only an interval bounds it.
 """
 
 from __future__ import annotations
@@ -17,10 +21,9 @@ import numpy as np
 import scipy  # submodules load on first use: publish needs only scipy.special, 0.5 s less per process
 
 SIGNIFICANCE = 0.05
+EXACT_PAIRS = 16  # the sign-flip test enumerates 2**16 assignments at most
+SAMPLED_FLIPS = 100_000
 POWER = 0.8
-# direction()'s answers besides 'higher' and 'lower'.
-NO_DIFFERENCE = "no significant difference"
-CANNOT_TELL = "cannot be told"  # the test gave no p-value to go by (nan: overflowing numbers)
 
 
 def summarize(values: Sequence[float]) -> dict[str, Any]:
@@ -85,36 +88,116 @@ def friedman_p(groups: Sequence[Sequence[float]]) -> float | None:
     return float(scipy.stats.friedmanchisquare(*groups).pvalue)
 
 
+def _mean(values: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.asarray(np.mean(values, axis=axis))
+
+
+def sign_flip_p(differences: Sequence[float] | np.ndarray, alternative: str = "two-sided") -> float | None:
+    """The exact sign-flip (paired permutation) test of the mean of the
+    differences against 0: every one of the 2**n assignments of signs, which
+    under the null hypothesis of a distribution symmetric about 0 are equally
+    likely. No normality needed; with n pairs it cannot go below 2 / 2**n
+    (two-sided), 1 / 2**n one-sided. None with fewer than two pairs."""
+    data = np.asarray(differences, dtype=float)
+    if len(data) < 2 or not np.all(np.isfinite(data)):
+        return None if len(data) < 2 else math.nan
+    result = scipy.stats.permutation_test(
+        (data,),
+        _mean,
+        permutation_type="samples",
+        alternative=alternative,
+        # Every sign assignment (exact) up to EXACT_PAIRS pairs; past that a fixed
+        # sample of them, so the same differences always give the same p-value.
+        n_resamples=2 ** len(data) if len(data) <= EXACT_PAIRS else SAMPLED_FLIPS,
+        vectorized=True,
+        rng=np.random.default_rng(0),
+    )
+    return float(min(1.0, result.pvalue))
+
+
+def no_spread(differences: np.ndarray) -> bool:
+    """The differences are one value (to float rounding: 0.5523 − 0.5522 and
+    0.6001 − 0.6 differ in the 17th digit), so a t statistic has nothing to go by."""
+    largest = float(np.max(np.abs(differences))) if len(differences) else 0.0
+    return bool(np.ptp(differences) <= 1e-9 * largest)
+
+
+def above_p(differences: Sequence[float] | np.ndarray, bound: float) -> float | None:
+    """One-sided p-value of H0 'the mean difference is at most `bound`'
+    (small: it lies above it): paired t, or the exact one-sided sign-flip test
+    where the differences have no spread. None with fewer than two pairs."""
+    data = np.asarray(differences, dtype=float)
+    if len(data) < 2:
+        return None
+    if not np.all(np.isfinite(data)):
+        return math.nan
+    if no_spread(data):
+        return sign_flip_p(data - bound, "greater")
+    std = float(data.std(ddof=1))
+    error = std / math.sqrt(len(data))
+    return float(scipy.special.stdtr(len(data) - 1, -(float(data.mean()) - bound) / error))
+
+
+def tost_p(differences: Sequence[float] | np.ndarray, margin: float) -> float | None:
+    """Two one-sided tests (TOST) that the mean difference lies inside
+    (-margin, +margin): the larger of the two one-sided p-values (the 90%
+    interval lies inside the margin exactly when p < 0.05). None with fewer
+    than two pairs."""
+    data = np.asarray(differences, dtype=float)
+    above = above_p(data, -margin)
+    below = above_p(-data, -margin)  # mean below +margin: -mean above -margin
+    if above is None or below is None:
+        return None
+    return max(above, below)
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment of a family's p-values (None and nan stay
+    as they are and do not count towards the family): the smallest times m,
+    the next times m - 1, ..., each at least the one before, at most 1."""
+    valid = [(p, index) for index, p in enumerate(p_values) if p is not None and math.isfinite(p)]
+    adjusted: list[float | None] = list(p_values)
+    running = 0.0
+    for rank, (p, index) in enumerate(sorted(valid)):
+        running = max(running, min(1.0, (len(valid) - rank) * p))
+        adjusted[index] = running
+    return adjusted
+
+
 def paired_comparison(first: Sequence[float], second: Sequence[float]) -> dict[str, Any]:
-    """first - second, seed by seed: mean difference, its 95% interval, the
-    paired t-test's and the Wilcoxon test's two-sided p-values, and the
-    smallest difference detectable with 80% power (None with fewer than two seeds)."""
+    """first - second, seed by seed: mean difference, its 95% and 90% t
+    intervals, the two-sided p-value (paired t; the exact sign-flip test's
+    where the differences have no spread), the Wilcoxon and sign-flip tests'
+    p-values, the differences themselves, and the smallest difference detectable
+    with 80% power (a planning number; None with fewer than two seeds)."""
     differences = np.asarray(first, dtype=float) - np.asarray(second, dtype=float)
     summary = summarize(differences)
+    flips = sign_flip_p(differences)
     if len(differences) < 2:
         p_value = None
-    elif summary["std"] == 0:
-        p_value = 1.0 if summary["mean"] == 0 else 0.0  # identical differences: no spread to test
+    elif not math.isfinite(summary["std"]) or no_spread(differences):
+        p_value = flips  # no spread: the t statistic is undefined, the sign-flip test is exact
     else:
         p_value = float(scipy.stats.ttest_rel(first, second).pvalue)
+    ci90 = (None, None)
+    if summary["n"] >= 2:
+        half = float(scipy.special.stdtrit(summary["n"] - 1, 0.95)) * summary["std"] / math.sqrt(summary["n"])
+        ci90 = (summary["mean"] - half, summary["mean"] + half)
     return {
         "mean_difference": summary["mean"],
         "ci95_low": summary["ci95_low"],
         "ci95_high": summary["ci95_high"],
+        "ci90_low": ci90[0],
+        "ci90_high": ci90[1],
         "p_value": p_value,
         "wilcoxon_p": wilcoxon_p(differences),
+        "sign_flip_p": flips,
         "detectable": detectable_difference(summary["std"], summary["n"]),
         "n": summary["n"],
+        "differences": differences.tolist(),
     }
 
 
-def direction(comparison: dict[str, Any]) -> str:
-    """'higher' or 'lower' when first differs from second at the 5% level
-    (paired t-test), NO_DIFFERENCE when not, and CANNOT_TELL when the test
-    gave nan (never read as significant: nan < 0.05 is merely false)."""
-    p_value, difference = comparison["p_value"], comparison["mean_difference"]
-    if p_value is not None and not (math.isfinite(p_value) and math.isfinite(difference)):
-        return CANNOT_TELL
-    if p_value is None or p_value >= SIGNIFICANCE:
-        return NO_DIFFERENCE
-    return "higher" if difference > 0 else "lower"
+def wilcoxon_floor(n: int) -> float:
+    """The smallest two-sided p-value an exact Wilcoxon (or sign-flip) test of n pairs can give."""
+    return float(2.0 / 2**n)

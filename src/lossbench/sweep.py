@@ -20,7 +20,7 @@ import pandas as pd
 from rich.console import Console
 
 from lossbench import figures
-from lossbench.claims import STATEMENTS, gamma_claim
+from lossbench.claims import STATEMENTS, accuracy_margin, gamma_claim
 from lossbench.errors import DamagedInput, MissingInput, ParamsError
 from lossbench.experiments import (
     exp_show,
@@ -37,12 +37,14 @@ from lossbench.results import (
     Field,
     LossResult,
     changed_settings,
+    markdown_names,
     md,
     numerics_line,
     numerics_of,
     trained_but,
 )
 from lossbench.storage import DETAILS_DIR, PLOTS_DIR, output_set
+from lossbench.verdicts import Margin, pairwise_table, wilcoxon_note
 
 SWEEP_FIGURE = PLOTS_DIR / "sweep.png"
 SWEEP_TABLE = PLOTS_DIR / "sweep.csv"
@@ -50,10 +52,12 @@ SWEEP_REPORT = PLOTS_DIR / "sweep.md"
 
 
 def _other_params(params: dict[str, Any], loss: str) -> str:
-    """Everything but losses.<loss>.gamma (and how the machine ran it), as a comparable string."""
+    """Everything but losses.<loss>.gamma (and how the machine ran it, and how
+    the reports judge), as a comparable string."""
     rest = copy.deepcopy(params)
     rest.get("losses", {}).get(loss, {}).pop("gamma", None)
     rest.pop("machine", None)
+    rest.pop("analysis", None)
     return json.dumps(rest, sort_keys=True)
 
 
@@ -149,6 +153,24 @@ def sweep_table(points: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def gamma_pairs(accuracy: dict[float, dict[int, float]], margin: Margin) -> pd.DataFrame:
+    """Every pair of γ on final test accuracy, paired on the seeds both have: one family for Holm."""
+    pairs = []
+    gammas = sorted(accuracy)
+    for index, first in enumerate(gammas):
+        for second in gammas[index + 1 :]:
+            seeds = sorted(set(accuracy[first]) & set(accuracy[second]))
+            pairs.append(
+                (
+                    f"γ={first:g}",
+                    f"γ={second:g}",
+                    [accuracy[first][seed] for seed in seeds],
+                    [accuracy[second][seed] for seed in seeds],
+                )
+            )
+    return pairwise_table(pairs, margin)
+
+
 def sweep_report(
     params: Params, loss: str, root: Path, console: Console, all_commits: bool = False, rev: str | None = None
 ) -> pd.DataFrame:
@@ -177,15 +199,24 @@ def sweep_report(
     accuracy: dict[float, dict[int, float]] = {}
     for row in points.to_dict("records"):
         accuracy.setdefault(float(row["gamma"]), {})[int(row["seed"])] = float(row["final_test_acc"])
-    verdict, evidence = gamma_claim(accuracy)
+    margin = accuracy_margin(params.analysis)
+    verdict, evidence = gamma_claim(accuracy, margin)
     statement = STATEMENTS[3][0]
     table = sweep_table(points)
+    pairs = gamma_pairs(accuracy, margin)
+    seeds = int(points.groupby("gamma")["seed"].nunique().min())
 
     figure = figures.draw_sweep(points, table, loss)
     text = (
         f"# γ sweep of losses.{md(loss)}\n\n![accuracy and ECE against γ](sweep.png)\n\n"
         + table.round(4).to_markdown(index=False)
-        + f"\n\nClaim 4, *{statement}* **{verdict}.** {evidence}\n\n"
+        + f"\n\nClaim 4, *{statement}* **{verdict.value}.** {evidence}\n\n"
+        + "## Every pair of γ\n\nFinal test accuracy, first minus second, paired by seed, in points: the "
+        + "paired t-test's p raw and Holm-adjusted over all the pairs (one family), Wilcoxon, exact sign-flip, "
+        + f"and TOST for equivalence within {margin.written()}; the detectable difference is a planning "
+        + f"number, not a bound. {wilcoxon_note(seeds)}\n\n"
+        + markdown_names(pairs, ["first", "second", "verdict"]).to_markdown(index=False)
+        + "\n\n"
         + md(numerics)
         + "\n\nExperiments: "
         + ", ".join(
@@ -199,7 +230,7 @@ def sweep_report(
         files.write_with(root / SWEEP_TABLE, lambda path: table.round(4).to_csv(path, index=False))
         files.write_text(root / SWEEP_REPORT, text)
     console.print(table.round(4).to_string(index=False))
-    console.print(f"[bold]claim 4[/] ({statement}): [bold]{verdict}[/]. {evidence}")
+    console.print(f"[bold]claim 4[/] ({statement}): [bold]{verdict.value}[/]. {evidence}")
     best = table.sort_values("acc_mean").iloc[-1]
     console.print(
         f"[bold]sweep-report[/]: best mean test accuracy at γ={best['gamma']:g} "

@@ -51,8 +51,10 @@ from lossbench.results import (
     plus_minus,
     read_json,
     settings_now,
+    with_unique_labels,
 )
 from lossbench.storage import CLASS_COUNTS_FILE, DETAILS_DIR, PLOTS_DIR, output_set
+from lossbench.verdicts import wilcoxon_note
 
 VARIANTS_REPORT = PLOTS_DIR / "variants.md"
 VARIANTS_FIGURE = PLOTS_DIR / "variants.png"
@@ -108,6 +110,7 @@ def variant_runs(params: Params, root: Path, records: list[dict[str, Any]]) -> V
             )
             for loss, value in details.items()
         }
+        results = dict(zip(results, with_unique_labels(list(results.values())), strict=True))
         stale = any(
             changed_settings(result, settings_now(run_params, loss)) for loss, result in results.items()
         )
@@ -162,7 +165,7 @@ def clean_runs(params: Params, clean_root: Path) -> dict[str, LossResult]:
                 f"{path}: its results were trained with other {', '.join(stale)} than its params.yaml says; "
                 "rerun that study"
             )
-    return runs
+    return dict(zip(runs, with_unique_labels(list(runs.values())), strict=True))
 
 
 def _check_losses(params: Params) -> None:
@@ -212,6 +215,7 @@ def _noise_markdown(table: pd.DataFrame) -> str:
         )
     ]
     shown["p (paired t)"] = ["–" if pd.isna(p) else f"{p:.3g}" for p in table["drop_p"]]
+    shown["p (Holm)"] = ["–" if pd.isna(p) else f"{p:.3g}" for p in table["drop_p_holm"]]
     return shown.to_markdown(index=False)
 
 
@@ -223,7 +227,7 @@ def _half_section(
         heading,
         markdown(half.table) if len(half.table) else "No run.",
         "\n" + "\n".join(f"- {part}" for part in half.parts) + "\n",
-        f"**{verdict_line}: {verdict}.** By case: {by_case}.\n",
+        f"**{verdict_line}: {verdict.value}.** By case: {by_case}.\n",
     ]
 
 
@@ -258,7 +262,8 @@ def variants_report(
     if not numerics.startswith("Numerics:"):
         console.print(f"note: {numerics}", markup=False, highlight=False)
 
-    imbalance, noise = claims.imbalance_half(runs), claims.noise_half(runs, clean)
+    imbalance = claims.imbalance_half(runs, params.analysis)
+    noise = claims.noise_half(runs, clean, params.analysis)
     panels = _figure_panels(runs)
 
     figure = figures.draw_variants(runs, clean, panels) if panels else None
@@ -268,8 +273,10 @@ def variants_report(
         f"# Claim 5: {claims.STATEMENTS[4][0]}\n",
         f"Runs: {', '.join(f'{md(r.experiment)} (imbalance {r.imbalance_ratio:g}, noise {r.label_noise:g})' for r in runs)}; "
         f"clean runs from {md(clean_folder)} (same protocol), seeds {', '.join(map(str, params.seeds))}, paired by "
-        "seed. Differences: mean [95% CI], paired t-test p (Wilcoxon p; the smallest difference these seeds could "
-        "detect when not significant)."
+        "seed. Differences: mean [95% CI], paired t-test p (Holm-adjusted over the half's comparisons, the "
+        "half's family; Wilcoxon p), and the verdict: *different*, *equivalent within "
+        f"{claims.accuracy_margin(params.analysis).written()}* (TOST) or *inconclusive* (then the 95% CI bounds "
+        f"the difference). {wilcoxon_note(len(params.seeds))}"
         + (f" Left out: {', '.join(md(run) for run in found.left_out)}." if found.left_out else "")
         + f" {md(numerics)}\n",
         *(["![tail recall, macro-F1 and accuracy against the variants](variants.png)\n"] if panels else []),
@@ -297,7 +304,7 @@ def variants_report(
         files.write_text(root / VARIANTS_REPORT, "\n".join(sections))
     console.print("\n".join(sections), markup=False, highlight=False)
     console.print(
-        f"[bold]variants-report[/]: claim 5 imbalance half {imbalance.verdict()[0]}, noise half "
-        f"{noise.verdict()[0]}; wrote {VARIANTS_REPORT}, {IMBALANCE_TABLE}, {NOISE_TABLE}"
+        f"[bold]variants-report[/]: claim 5 imbalance half {imbalance.verdict()[0].value}, noise half "
+        f"{noise.verdict()[0].value}; wrote {VARIANTS_REPORT}, {IMBALANCE_TABLE}, {NOISE_TABLE}"
         + (f" and {VARIANTS_FIGURE}" if panels else "")
     )
