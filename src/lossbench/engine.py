@@ -568,11 +568,14 @@ def _restore_workspace(root: Path, params: bytes, lock: bytes | None) -> str:
         _call(["git", "update-ref", "-d", ref], root, _tool_env(), "git")
     if refs.split():
         restored.append("DVC's experiment refs (refs/exps/exec removed)")
-    if not restored:
-        return "the finish was stopped before it changed the workspace"
+    state = (
+        f"restored {', '.join(restored)}"
+        if restored
+        else "params.yaml is as committed and dvc.lock as before the run"
+    )
     return (
-        f"the finish was stopped; restored {', '.join(restored)}. `dvc status` lists outputs it had "
-        "already rewritten; `dvc repro` brings them back in line"
+        f"the finish was stopped; {state}. `dvc status` lists any output it had already "
+        "rewritten; `dvc repro` brings those back in line"
     )
 
 
