@@ -623,8 +623,6 @@ def _run_locked(
     if "://" not in remote:
         remote = str(Path(remote).resolve())  # the same folder from every worker's clone
     points = grid_points(settings)
-    if len(points) > 1:
-        console.print(f"checking the params of {len(points)} grid points")
     commit_params = (root / "params.yaml").read_bytes()
     tasks = stage_tasks(points, root / "params.yaml", repo or str(root), commit, remote)
     console.print(
