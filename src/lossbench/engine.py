@@ -496,8 +496,8 @@ def _finish(root: Path, point: tuple[str, ...], console: Console) -> None:
     else:
         command = ["dvc", "repro", "--pull", "dvc.yaml"]
     console.print(f"$ {shlex.join(command)}", highlight=False, markup=False)
-    # Its own process group: on Ctrl-C or SIGTERM here it gets one SIGINT from stop_finish,
-    # as from a terminal, and is waited for before the workspace is restored.
+    # Its own process group: on Ctrl-C or SIGTERM here it gets one SIGINT from _stop, as
+    # from a terminal, and is waited for before the workspace is restored.
     process = subprocess.Popen(
         command,
         cwd=root,
@@ -515,6 +515,7 @@ def _finish(root: Path, point: tuple[str, ...], console: Console) -> None:
             output.append(line)
         process.wait()
     except BaseException:
+        _ignore_interruptions()
         _stop(process)
         raise
     if process.returncode != 0:
@@ -527,26 +528,20 @@ def _finish(root: Path, point: tuple[str, ...], console: Console) -> None:
 
 def _stop(process: subprocess.Popen[str]) -> None:
     """Stop `dvc` and its stage as Ctrl-C would, and wait for it (killed after STOP_GRACE_S)."""
-    with _signals_held():
-        try:
-            os.killpg(process.pid, signal.SIGINT)
-            process.communicate(timeout=STOP_GRACE_S)  # what it says as it stops is not shown
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
-        except ProcessLookupError:
-            process.communicate()
-
-
-@contextmanager
-def _signals_held() -> Iterator[None]:
-    """Ctrl-C and SIGTERM wait until the block ends: a second one must not cut a restore short."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
     try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        os.killpg(process.pid, signal.SIGINT)
+        process.communicate(timeout=STOP_GRACE_S)  # what it says as it stops is not shown
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+    except ProcessLookupError:
+        process.communicate()
+
+
+def _ignore_interruptions() -> None:
+    """From here the run only ends: a second Ctrl-C or SIGTERM must not cut its clean-up short."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _restore_workspace(root: Path, params: bytes, lock: bytes | None) -> str:
@@ -654,8 +649,8 @@ def _run_locked(
                 (root / "params.yaml").write_bytes(commit_params)  # each point from the commit's params
                 _finish(root, point, console)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the workspace as it was, and what was restored
-        with _signals_held():
-            restored = _restore_workspace(root, commit_params, lock_before)
+        _ignore_interruptions()
+        restored = _restore_workspace(root, commit_params, lock_before)
         raise TrainingInterrupted(f"lossbench run: {restored}") from None
     summary = RunSummary(results, points, workers, dask_s, time.perf_counter() - started - dask_s)
     _print_summary(summary, console)
