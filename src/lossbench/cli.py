@@ -47,7 +47,10 @@ def _plain(error: Exception) -> str:
     return escape(printable_lines(str(error)))
 
 
-def _run(params_path: Path, step: Callable[[Params, Console], object]) -> None:
+def _run(
+    params_path: Path, step: Callable[[Params, Console], object], before: Callable[[], object] | None = None
+) -> None:
+    """Validate params_path (after `before`, a check that names a better cause), then run step."""
     console = Console(soft_wrap=True)
     errors = Console(stderr=True, soft_wrap=True)
     signal.signal(signal.SIGTERM, _interrupt)
@@ -55,6 +58,8 @@ def _run(params_path: Path, step: Callable[[Params, Console], object]) -> None:
     # a stage must still stop cleanly when `lossbench repro` or a user sends it.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
+        if before is not None:
+            before()
         step(load_params(params_path), console)
     except TrainingInterrupted as error:
         errors.print(f"[bold yellow]interrupted:[/] {_plain(error)}", highlight=False)
@@ -321,7 +326,7 @@ def run(
     repo: Annotated[
         str | None, typer.Option("--repo", help="The repository the workers clone (default: this one).")
     ] = None,
-    retries: Annotated[int, typer.Option("--retries", min=0, help="Retries of a failed task.")] = 2,
+    retries: Annotated[int, typer.Option("--retries", help="Retries of a failed task, 0 to 10.")] = 2,
     wait_for_workers: Annotated[
         float,
         typer.Option(
@@ -353,7 +358,12 @@ def run(
             wait_for_workers=wait_for_workers,
         )
 
-    _run(root / "params.yaml", step)
+    def root_first() -> None:
+        from lossbench.engine import check_root
+
+        check_root(root)  # a missing folder or commit, not "params.yaml: file not found"
+
+    _run(root / "params.yaml", step, root_first)
 
 
 # Help texts spell the claims out as claims.STATEMENTS states them (tested).

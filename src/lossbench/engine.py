@@ -9,13 +9,17 @@ that reaches the repository and the remote, and a retried task starts clean.
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -23,13 +27,14 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from rich.console import Console
 
-from lossbench.errors import LossbenchError, ParamsError, shown, shown_repr
+from lossbench.errors import LossbenchError, ParamsError, TrainingInterrupted, shown, shown_repr
 from lossbench.params import parse_params, read_yaml
 
 # The name the results remote gets in each clone, and here while the run finishes.
@@ -53,6 +58,14 @@ ERROR_LINES = 12
 ERROR_LINE_LIMIT = 200
 # What DVC prints after every error, which says nothing about it.
 DVC_TROUBLES = "Having any troubles? Hit us up at https://dvc.org/support"
+# Bounds on what one run takes on: a task that always fails is tried MAX_RETRIES + 1 times
+# at most, and each grid point is checked here and finished here with its own `dvc exp run`.
+MAX_RETRIES = 10
+MAX_GRID_POINTS = 100
+# Held (an OS lock, gone with the process) while a run uses the repository's workspace.
+RUN_LOCK = Path(".dvc") / "tmp" / "lossbench-run.lock"
+# How long the finish's `dvc` gets to stop after an interruption before it is killed.
+STOP_GRACE_S = 60
 # The pipeline's inputs: an uncommitted change here would make the local finish train.
 PIPELINE_INPUTS = ("params.yaml", "dvc.yaml", "src", "data/raw")
 # A task's commands die with its worker (SIGTERM), so a killed worker leaves no orphan training.
@@ -192,6 +205,8 @@ def jobqueue_cluster(spec: ClusterSpec) -> Any:
         "job_extra_directives": spec.job_extra_directives,
         "interface": spec.interface,
         "worker_extra_args": ["--resources", f"{TRAIN_SLOT}=1"],
+        # Any free port for the scheduler's web server: Dask warns when 8787 is taken.
+        "scheduler_options": {"dashboard_address": ":0"},
     }
     return kinds[spec.kind](**{key: value for key, value in options.items() if value is not None})
 
@@ -211,12 +226,55 @@ def grid_points(settings: Sequence[str]) -> list[tuple[str, ...]]:
         raise ParamsError(
             f"-S {shown(other[0])}:...: lossbench run sets params.yaml only; drop the file name"
         )
+    _check_grid_size(settings)
     for setting in settings:  # one at a time, so that an error names its -S
         try:
             get_hydra_sweeps(to_path_overrides([setting]))
         except (InvalidArgumentError, OverrideParseException) as error:
             raise ParamsError(f"-S {shown(setting)}: {_one_line(error)}") from None
     return [tuple(point["params.yaml"]) for point in get_hydra_sweeps(by_file)]
+
+
+def _check_grid_size(settings: Sequence[str]) -> None:
+    """Refuse a grid of more than MAX_GRID_POINTS points, naming the -S that makes it
+    too big, before Hydra lists the points (`range(0,10**12)` would fill memory)."""
+    from dvc.exceptions import InvalidArgumentError
+    from dvc.utils.cli_parse import to_path_overrides
+    from dvc.utils.hydra import to_hydra_overrides
+    from hydra.errors import OverrideParseException
+
+    sizes: dict[str, int] = {}  # by key: a key given twice takes its last values, as in Hydra
+    for setting in settings:
+        try:
+            overrides = to_hydra_overrides(next(iter(to_path_overrides([setting]).values())))
+        except (InvalidArgumentError, OverrideParseException):
+            continue  # grid_points names the -S and what is wrong with it
+        for override in overrides:
+            sizes[override.get_key_element()] = _sweep_size(override)
+        points = math.prod(sizes.values())
+        if points > MAX_GRID_POINTS or 0 in sizes.values():
+            count = f"more than {MAX_GRID_POINTS}" if 0 in sizes.values() else f"{points:,}"
+            raise ParamsError(
+                f"-S {shown(setting)}: {count} grid points; lossbench run takes at most {MAX_GRID_POINTS} "
+                "(the product of the number of values of each -S)"
+            )
+
+
+def _sweep_size(override: Any) -> int:
+    """How many values one -S gives; a range is measured, not listed. 0: a float range
+    of more than MAX_GRID_POINTS values."""
+    from hydra.core.override_parser.types import ChoiceSweep, RangeSweep
+
+    value = override.value() if override.is_sweep_override() else None
+    if isinstance(value, RangeSweep):
+        values = value.range()
+        if isinstance(values, range):
+            return len(values)
+        counted = sum(1 for _ in islice(values, MAX_GRID_POINTS + 1))
+        return counted if counted <= MAX_GRID_POINTS else 0
+    if isinstance(value, ChoiceSweep):
+        return len(value.list)
+    return len(value) if isinstance(value, list) else 1
 
 
 def _one_line(error: BaseException) -> str:
@@ -247,7 +305,14 @@ def _checked_params(template: Path, point: tuple[str, ...]) -> dict[str, Any]:
         params_file = Path(folder) / "params.yaml"
         shutil.copyfile(template, params_file)
         apply_point(params_file, point)
-        raw = read_yaml(params_file)
+        try:
+            raw = read_yaml(params_file)
+        except ParamsError as error:  # DVC wrote it: name the settings, not a temporary file
+            reason = str(error).removeprefix(f"{params_file}: ")
+            raise ParamsError(
+                f"{shown(_shown_point(point), 200)}: with these settings DVC writes params.yaml as {reason}; "
+                "give the value another way (e.g. a list in block style in params.yaml)"
+            ) from None
     try:
         parse_params(raw)
     except ParamsError as error:
@@ -387,7 +452,11 @@ def dask_client(scheduler: str | None, cluster_file: Path | None) -> Iterator[An
         # would wait for workers forever: a missing sbatch / qsub is refused here.
         if shutil.which(submit := SUBMIT_COMMANDS[spec.kind]) is None:
             raise TaskFailed(f"{submit}: not found; run lossbench run where {spec.kind} jobs are submitted")
-        with jobqueue_cluster(spec) as cluster, Client(cluster) as client:  # type: ignore[no-untyped-call]
+        with (
+            _without_cancelled_tracebacks(),
+            jobqueue_cluster(spec) as cluster,
+            Client(cluster) as client,  # type: ignore[no-untyped-call]
+        ):
             cluster.scale(jobs=spec.jobs)
             yield client
     else:
@@ -396,7 +465,7 @@ def dask_client(scheduler: str | None, cluster_file: Path | None) -> Iterator[An
             threads_per_worker=1,
             processes=True,
             resources={TRAIN_SLOT: 1},
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",  # any free port: Dask warns when 8787 is taken
             silence_logs=logging.CRITICAL,
         )
         with local as cluster, Client(cluster) as client:  # type: ignore[no-untyped-call]
@@ -457,6 +526,64 @@ def _checked_repo(repo: str | None, root: Path, commit: str) -> str:
     return str(path)
 
 
+def check_root(root: Path) -> None:
+    """--root: a DVC project's folder whose git repository has a commit (tasks clone one)."""
+    if not root.is_dir():
+        raise ParamsError(f"--root {shown(root)}: no such folder")
+    git = subprocess.run(["git", "rev-parse", "--git-dir"], cwd=root, capture_output=True, check=False)
+    if git.returncode != 0:
+        raise ParamsError(f"--root {shown(root)}: not in a git repository; lossbench run trains a commit")
+    head = ["git", "rev-parse", "--verify", "--quiet", "HEAD"]
+    if subprocess.run(head, cwd=root, capture_output=True, check=False).returncode != 0:
+        raise ParamsError(
+            f"--root {shown(root)}: its git repository has no commit yet; commit the project first "
+            "(each task clones the commit)"
+        )
+    if not (root / ".dvc").is_dir():
+        raise ParamsError(f"--root {shown(root)}: not a DVC project (no .dvc folder); run `dvc init` there")
+
+
+@contextmanager
+def repository_lock(root: Path) -> Iterator[None]:
+    """One `lossbench run` at a time in a repository: its finish writes params.yaml and
+    runs DVC in the workspace. An OS lock (flock), so it goes with its process however
+    that ends; the file holds the process id, for the message."""
+    path = root / RUN_LOCK
+    path.parent.mkdir(exist_ok=True)
+    with path.open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "?"
+            raise ParamsError(
+                f"another `lossbench run` (process {shown(holder)}) is using this repository; "
+                "wait for it to end, or run in another clone"
+            ) from None
+        lock.truncate(0)
+        lock.write(str(os.getpid()))
+        lock.flush()
+        yield
+
+
+@contextmanager
+def _without_cancelled_tracebacks() -> Iterator[None]:
+    """Dask logs each of its coroutines that a closing client cancels (after Ctrl-C or
+    SIGTERM) as an error with a traceback: those records are dropped, every other shown."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError))
+
+    handlers = list(logging.getLogger("distributed").handlers)
+    for handler in handlers:
+        handler.addFilter(keep)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(keep)
+
+
 def _commit(root: Path) -> str:
     """HEAD, once the pipeline's inputs match it: tasks clone the commit, not this folder."""
     commit = _call(["git", "rev-parse", "--verify", "HEAD"], root, _tool_env(), "git").strip()
@@ -504,20 +631,82 @@ def _finish(root: Path, point: tuple[str, ...], console: Console) -> None:
     else:
         command = ["dvc", "repro", "--pull", "dvc.yaml"]
     console.print(f"$ {shlex.join(command)}", highlight=False, markup=False)
+    # Its own process group: on Ctrl-C or SIGTERM here it gets one SIGINT from _stop, as
+    # from a terminal, and is waited for before the workspace is restored.
     process = subprocess.Popen(
-        command, cwd=root, env=_tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command,
+        cwd=root,
+        env=_tool_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     assert process.stdout is not None
     output = []
-    for line in process.stdout:
-        console.out(line, end="", highlight=False)
-        output.append(line)
-    if process.wait() != 0:
+    try:
+        for line in process.stdout:
+            console.out(line, end="", highlight=False)
+            output.append(line)
+        process.wait()
+    except BaseException:
+        _ignore_interruptions()
+        _stop(process)
+        raise
+    if process.returncode != 0:
         raise TaskFailed(f"`{' '.join(command[:3])}` failed here ({process.returncode}); its output is above")
     if trained := re.findall(r"Running stage '(train@[^']+)'", "".join(output)):
         raise TaskFailed(
             f"{trained[0]} was trained here, not taken from the run-cache ({_shown_point(point)})"
         )
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    """Stop `dvc` and its stage as Ctrl-C would, and wait for it (killed after STOP_GRACE_S)."""
+    try:
+        os.killpg(process.pid, signal.SIGINT)
+        process.communicate(timeout=STOP_GRACE_S)  # what it says as it stops is not shown
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+    except ProcessLookupError:
+        process.communicate()
+
+
+def _ignore_interruptions() -> None:
+    """From here the run only ends: a second Ctrl-C or SIGTERM must not cut its clean-up short."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _restore_workspace(root: Path, params: bytes, lock: bytes | None) -> str:
+    """After an interrupted finish: params.yaml as committed, dvc.lock as before the run,
+    and no experiment executor refs of DVC's left; what was restored, in words."""
+    restored = []
+    if (root / "params.yaml").read_bytes() != params:
+        (root / "params.yaml").write_bytes(params)
+        restored.append("params.yaml (as committed)")
+    lock_file = root / "dvc.lock"
+    if (lock_file.read_bytes() if lock_file.exists() else None) != lock:
+        if lock is None:
+            lock_file.unlink()
+        else:
+            lock_file.write_bytes(lock)
+        restored.append("dvc.lock (as before the run)")
+    refs = _call(["git", "for-each-ref", "--format=%(refname)", "refs/exps/exec"], root, _tool_env(), "git")
+    for ref in refs.split():
+        _call(["git", "update-ref", "-d", ref], root, _tool_env(), "git")
+    if refs.split():
+        restored.append("DVC's experiment refs (refs/exps/exec removed)")
+    state = (
+        f"restored {', '.join(restored)}"
+        if restored
+        else "params.yaml is as committed and dvc.lock as before the run"
+    )
+    return (
+        f"the finish was stopped; {state}. `dvc status` lists any output it had already "
+        "rewritten; `dvc repro` brings those back in line"
+    )
 
 
 def run_on_dask(
@@ -535,18 +724,38 @@ def run_on_dask(
     """Train every train stage of the grid (or of this commit) as Dask tasks, then
     reproduce the pipeline here from the run-cache. Give up once no worker has been
     connected for `wait_for_workers` minutes."""
-    from distributed import KilledWorker
-
     if scheduler is not None and cluster_file is not None:
         raise ParamsError("--scheduler and --cluster: give one of them")
+    if not 0 <= retries <= MAX_RETRIES:
+        raise ParamsError(f"--retries {retries}: allowed 0 to {MAX_RETRIES}")
     if not 0 < wait_for_workers <= MAX_WAIT_MINUTES:  # nan too
         raise ParamsError(
             f"--wait-for-workers {wait_for_workers:g}: give the minutes to wait, more than 0 and at most "
             f"{MAX_WAIT_MINUTES} (a week)"
         )
+    check_root(root)
     root = root.resolve()
     if cluster_file is not None:
         load_cluster_spec(cluster_file)  # a bad file fails before anything starts
+    with repository_lock(root):
+        return _run_locked(
+            root, settings, console, scheduler, cluster_file, remote, repo, retries, wait_for_workers
+        )
+
+
+def _run_locked(
+    root: Path,
+    settings: Sequence[str],
+    console: Console,
+    scheduler: str | None,
+    cluster_file: Path | None,
+    remote: str | None,
+    repo: str | None,
+    retries: int,
+    wait_for_workers: float,
+) -> RunSummary:
+    from distributed import KilledWorker
+
     commit = _commit(root)
     repo = _checked_repo(repo, root, commit)
     remote = remote or _default_remote(root)
@@ -557,6 +766,10 @@ def run_on_dask(
     points = grid_points(settings)
     commit_params = (root / "params.yaml").read_bytes()
     tasks = stage_tasks(points, root / "params.yaml", repo, commit, remote)
+    console.print(
+        f"{len(tasks)} training stage(s) of {len(points)} grid point(s) to run as Dask tasks, "
+        f"each tried up to {retries + 1} time(s)"
+    )
 
     started = time.perf_counter()
     with dask_client(scheduler, cluster_file) as client:
@@ -564,7 +777,6 @@ def run_on_dask(
             client.submit(train_stage, task, key=key, retries=retries, resources={TRAIN_SLOT: 1})
             for key, task in tasks.items()
         ]
-        console.print(f"{len(futures)} training stage(s) of {len(points)} grid point(s) as Dask tasks")
         if scheduler is not None:
             start_workers = (
                 f"start workers with `dask worker {shown(scheduler)} --nthreads 1 --resources {TRAIN_SLOT}=1`"
@@ -591,10 +803,17 @@ def run_on_dask(
         workers = len(client.nthreads())
     dask_s = time.perf_counter() - started
 
-    with results_remote_as_default(root, remote):
-        for point in points:
-            (root / "params.yaml").write_bytes(commit_params)  # each point from the commit's params
-            _finish(root, point, console)
+    lock_file = root / "dvc.lock"
+    lock_before = lock_file.read_bytes() if lock_file.exists() else None
+    try:
+        with results_remote_as_default(root, remote):
+            for point in points:
+                (root / "params.yaml").write_bytes(commit_params)  # each point from the commit's params
+                _finish(root, point, console)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the workspace as it was, and what was restored
+        _ignore_interruptions()
+        restored = _restore_workspace(root, commit_params, lock_before)
+        raise TrainingInterrupted(f"lossbench run: {restored}") from None
     summary = RunSummary(results, points, workers, dask_s, time.perf_counter() - started - dask_s)
     _print_summary(summary, console)
     return summary
