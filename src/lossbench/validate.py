@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from lossbench import imagefolder, synthetic
+from lossbench import cifar10_jpeg, imagefolder, synthetic
 from lossbench.errors import DatasetUnavailable, ParamsError
 from lossbench.params import RAW_DIR, Params, check_alpha, check_fits_in_memory
 from lossbench.storage import write_text
@@ -24,6 +24,8 @@ from lossbench.storage import write_text
 STAMP_FILE = Path("data/validated.txt")
 STAMP = "params.yaml passed `lossbench validate`\n"
 CIFAR10_CLASSES = 10
+# cifar10.BATCH_FOLDER and ARCHIVE_NAME, named here so that `check` does not load torchvision.
+CIFAR10_FILES = ("cifar-10-batches-py", "cifar-10-python.tar.gz")
 
 
 def number_of_classes(params: Params, root: Path) -> int:
@@ -72,12 +74,28 @@ def check_raw_files(folder: Path) -> None:
                     )
 
 
+def check_data_present(params: Params, root: Path) -> None:
+    """The dataset is where prepare will read it (imagefolder's folders are
+    checked in number_of_classes; synthetic data is generated)."""
+    raw = root / RAW_DIR / params.data.dataset
+    if params.data.dataset == "cifar10_jpeg":
+        cifar10_jpeg.check_archive(raw / cifar10_jpeg.ARCHIVE_NAME)
+    elif params.data.dataset == "cifar10" and not params.data.cifar10.download:
+        folder, archive = (raw / name for name in CIFAR10_FILES)
+        if not folder.is_dir() and not archive.is_file():
+            raise DatasetUnavailable(
+                f"CIFAR-10 not found: no {folder} and no {archive}, "
+                "and data.cifar10.download is false: put one of them there, or set download: true"
+            )
+
+
 def check_before_training(params: Params, root: Path) -> int:
     """Every check validate makes, without writing its stamp: what can be known
     about params.yaml and the data before any stage runs. Returns the class count."""
     check_fits_in_memory(params)
     check_device(params.train.device)
     check_raw_files(root / RAW_DIR / params.data.dataset)
+    check_data_present(params, root)
     num_classes = number_of_classes(params, root)
     if num_classes < 2:
         raise DatasetUnavailable(

@@ -1,0 +1,94 @@
+"""What a new user meets in the first hour: readable messages and help, checks
+that find missing data, `lossbench compare` within a terminal's width, and the
+commands the READMEs give."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+from conftest import PROJECT, TINY_PARAMS, lossbench, write_params
+from typer.testing import CliRunner
+
+from lossbench.cli import app
+from lossbench.errors import ParamsError
+from lossbench.params import parse_params
+
+
+def _refusal(change: dict[str, object]) -> str:
+    params = copy.deepcopy(TINY_PARAMS) | change
+    with pytest.raises(ParamsError) as refused:
+        parse_params(params)
+    return str(refused.value)
+
+
+# --- messages -----------------------------------------------------------------------------------
+
+
+def test_a_word_where_a_number_belongs_is_called_text_not_a_quoted_string() -> None:
+    losses = {"focal_high": {"kind": "focal", "gamma": "two"}}
+    assert "losses.focal_high.gamma: Input should be a valid number, not text ('two')" in _refusal(
+        {"losses": losses}
+    )
+    # A number in quotes is still called what it is.
+    losses = {"focal_high": {"kind": "focal", "gamma": "2.0"}}
+    assert "gamma: Input should be a valid number, not a quoted string" in _refusal({"losses": losses})
+
+
+def test_duplicate_seeds_are_named() -> None:
+    assert "seeds must be distinct; 2 is given more than once" in _refusal({"seeds": [1, 2, 3, 2]})
+    assert "seeds must be distinct; 1, 3 are given more than once" in _refusal({"seeds": [3, 1, 3, 1]})
+
+
+@pytest.mark.parametrize("command", [[], ["compare"], ["check"], ["train"], ["run"]])
+def test_dash_h_is_help(command: list[str]) -> None:
+    shown = CliRunner().invoke(app, [*command, "-h"], env={"COLUMNS": "120"})
+    assert shown.exit_code == 0, shown.output
+    assert "Usage: " in shown.output and "-h" in shown.output
+
+
+@pytest.mark.parametrize("command", [[], ["compare"], ["numerics"], ["check"]])
+def test_help_shows_no_bool_metavar_beside_a_flag(command: list[str]) -> None:
+    shown = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "120"})
+    assert shown.exit_code == 0, shown.output
+    assert "<bool>" not in shown.output, shown.output
+    if "--params" in shown.output:
+        assert "<path>" in shown.output  # options that take a value keep theirs
+
+
+# --- check and validate find missing data -------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["check", "validate"])
+def test_check_and_validate_refuse_a_missing_cifar10_jpeg_archive(tmp_path: Path, command: str) -> None:
+    params = copy.deepcopy(TINY_PARAMS)
+    params["data"] = {"dataset": "cifar10_jpeg"}
+    write_params(tmp_path, params)
+    (tmp_path / "data" / "raw" / "cifar10_jpeg").mkdir(parents=True)
+    result = lossbench(tmp_path, command)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: data/raw/cifar10_jpeg/cifar10-jpeg.tar.gz is missing"), lines
+    assert not (tmp_path / "data" / "validated.txt").exists()
+
+
+def test_check_refuses_missing_cifar10_when_download_is_off(tmp_path: Path) -> None:
+    params = copy.deepcopy(TINY_PARAMS)
+    params["data"] = {"dataset": "cifar10", "cifar10": {"download": False}}
+    write_params(tmp_path, params)
+    result = lossbench(tmp_path, "check")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: CIFAR-10 not found: no data/raw/cifar10/cifar-10-batches-py"), lines
+
+
+def test_check_passes_with_the_shipped_archive() -> None:
+    result = lossbench(PROJECT, "check")
+    assert result.returncode == 0, result.stderr
+
+
+def test_validate_names_cifar10s_files_as_the_reader_does() -> None:
+    from lossbench import cifar10, validate
+
+    assert validate.CIFAR10_FILES == (cifar10.BATCH_FOLDER, cifar10.ARCHIVE_NAME)
