@@ -5,12 +5,15 @@ commands the READMEs give."""
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import PROJECT, TINY_PARAMS, lossbench, write_params
+from conftest import PROJECT, TINY_PARAMS, commit, lossbench, run_in, write_params
 from typer.testing import CliRunner
 
+from lossbench import experiments
 from lossbench.cli import app
 from lossbench.errors import ParamsError
 from lossbench.params import parse_params
@@ -92,3 +95,67 @@ def test_validate_names_cifar10s_files_as_the_reader_does() -> None:
     from lossbench import cifar10, validate
 
     assert validate.CIFAR10_FILES == (cifar10.BATCH_FOLDER, cifar10.ARCHIVE_NAME)
+
+
+# --- compare --all-commits reads other commits from git, as DVC would list them -------------------
+
+
+def _headlines(root: Path, accuracy: float) -> None:
+    (root / "metrics").mkdir(exist_ok=True)
+    for name in TINY_PARAMS["losses"]:  # type: ignore[attr-defined]
+        headline = {"test_acc": accuracy, "test_sd": 0.01, "best_acc": accuracy, "ece": 0.03, "conv_ep": 2.0}
+        (root / "metrics" / f"{name}.json").write_text(json.dumps(headline))
+
+
+def _essentials(records: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """What compare, sweep-report and variants-report read of each run."""
+    return sorted(
+        (
+            record["rev"],
+            record.get("name"),
+            json.dumps(record["params"], sort_keys=True),
+            json.dumps(
+                {path: entry.get("data") for path, entry in record["metrics"].items() if path.count("/") == 1},
+                sort_keys=True,
+            ),
+        )
+        for record in records
+    )
+
+
+# A pipeline that only declares the headline files, so that `dvc exp save` takes them as they are.
+HEADLINES_ONLY = """\
+stages:
+  publish:
+    foreach: ${losses}
+    do:
+      cmd: "true"
+      metrics:
+        - metrics/${key}.json:
+            cache: false
+"""
+
+
+def test_all_commits_lists_what_dvc_exp_show_all_commits_lists(project: Path) -> None:
+    (project / "dvc.yaml").write_text(HEADLINES_ONLY)
+    _headlines(project, 0.5)
+    commit(project, "first")
+    params = copy.deepcopy(TINY_PARAMS)
+    params["train"]["epochs"] = 3  # type: ignore[index]
+    write_params(project, params)
+    _headlines(project, 0.6)
+    run_in(project, "dvc", "exp", "save", "-n", "three-epochs")  # an experiment of the first commit
+    run_in(project, "git", "checkout", "-q", "--", ".")
+    run_in(project, "git", "checkout", "-q", "-b", "side")
+    _headlines(project, 0.7)
+    commit(project, "on a branch")
+    run_in(project, "git", "checkout", "-q", "-")
+    _headlines(project, 0.8)
+    commit(project, "last")
+
+    by_dvc = json.loads(run_in(project, "dvc", "exp", "show", "--json", "--all-commits").stdout)
+    ours = experiments.exp_show(project, all_commits=True)
+    assert _essentials(experiments.experiment_records(ours)) == _essentials(
+        experiments.experiment_records(by_dvc)
+    )
+    assert "three-epochs" in {record.get("name") for record in experiments.experiment_records(ours)}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -13,6 +14,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
 from lossbench import errors
 from lossbench.errors import DamagedInput, MissingInput, printable_lines, shown_repr
@@ -62,10 +65,10 @@ def queue_command(params: Params, root: Path, settings: str) -> str:
 def exp_show(root: Path, all_commits: bool = False, rev: str | None = None) -> list[dict[str, Any]]:
     """`dvc exp show --json`: by default the experiments of the current commit only;
     with `rev`, those of that commit (the one a sweep was run from, when HEAD has
-    moved on since); with `all_commits`, every commit's."""
+    moved on since); with `all_commits`, every commit's (other_commits)."""
     if rev is not None and all_commits:
         raise MissingInput("--rev and --all-commits: give one of them")
-    which = ["--all-commits"] if all_commits else []
+    which = []
     if rev is not None:  # that commit's runs only: the workspace row is HEAD's, not the rev's
         which = [f"--rev={_commit_of(root, rev)}", "--hide-workspace"]
     command = ["dvc", "exp", "show", "--json", *which]
@@ -73,7 +76,121 @@ def exp_show(root: Path, all_commits: bool = False, rev: str | None = None) -> l
     if shown.returncode != 0:
         raise MissingInput(f"`dvc exp show --json` failed: {shown.stderr.strip()}")
     result: list[dict[str, Any]] = json.loads(shown.stdout)
+    if all_commits:
+        result += other_commits(root, {revision.get("rev") for revision in result})
     return result
+
+
+# An experiment's ref: refs/exps/<its commit's hash, split 2/38>/<name>.
+EXPERIMENT_REF = re.compile(r"\Arefs/exps/([0-9a-f]{2})/([0-9a-f]{38})/([^/]+)\Z")
+
+
+def other_commits(root: Path, known: set[Any]) -> list[dict[str, Any]]:
+    """Every commit of the repository but those in `known`, with its experiments,
+    as `dvc exp show --json --all-commits` lists and names them (a tag, else a
+    branch, whose tip it is): their params.yaml and
+    headline metrics, read from git in one `git cat-file --batch`. (DVC's own
+    --all-commits builds each commit's whole pipeline, the studies' included:
+    minutes for this repository's history.)"""
+    prefix = study_prefix(root)
+    listed = subprocess.run(
+        ["git", "rev-list", "HEAD", "--branches", "--tags", "--remotes"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    refs = subprocess.run(
+        ["git", "for-each-ref", "--format=%(objectname) %(*objectname) %(refname)", "refs/"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    experiments: dict[str, list[tuple[str, str]]] = {}
+    tags: dict[str, str] = {}
+    branches: dict[str, str] = {}
+    for line in refs.stdout.splitlines():
+        target, peeled, ref = line.split(" ", 2)
+        commit = peeled or target
+        if match := EXPERIMENT_REF.match(ref):
+            experiments.setdefault(match[1] + match[2], []).append((commit, match[3]))
+        elif ref.startswith("refs/tags/"):
+            tags.setdefault(commit, ref.removeprefix("refs/tags/"))
+        elif ref.startswith("refs/heads/"):
+            branches.setdefault(commit, ref.removeprefix("refs/heads/"))
+    commits = [commit for commit in listed.stdout.split() if commit not in known]
+    with GitObjects(root) as objects:
+        shown = []
+        for commit in commits:
+            runs = [_revision(objects, rev, name, prefix) for rev, name in experiments.get(commit, [])]
+            shown.append(
+                _revision(objects, commit, tags.get(commit) or branches.get(commit), prefix)
+                | {"experiments": [{"revs": [run], "executor": None} for run in runs]}
+            )
+    return shown
+
+
+def _revision(objects: GitObjects, rev: str, name: str | None, prefix: str) -> dict[str, Any]:
+    """One commit's entry as `dvc exp show --json` gives it: its params.yaml and
+    the headline metrics of the losses it defines."""
+    entry: dict[str, Any] = {"rev": rev, "name": name}
+    params = _yaml(objects.read(rev, f"{prefix}params.yaml"))
+    if params is None:
+        return entry
+    revision = {"rev": rev, "params": {f"{prefix}params.yaml": {"data": params}}}
+    metrics = {}
+    for loss in losses_of(revision, prefix):
+        path = f"{prefix}metrics/{loss}.json"
+        text = objects.read(rev, path)
+        try:
+            numbers = json.loads(text) if text is not None else None
+        except ValueError:
+            numbers = None
+        if isinstance(numbers, dict):  # DVC leaves out a null metric
+            metrics[path] = {"data": {key: value for key, value in numbers.items() if value is not None}}
+    entry["data"] = {"params": revision["params"], "metrics": metrics}
+    return entry
+
+
+def _yaml(text: str | None) -> Any:
+    """A committed params.yaml, read as DVC reads it; None where it is not YAML."""
+    if text is None:
+        return None
+    try:
+        return YAML(typ="safe").load(text)
+    except (YAMLError, RecursionError):
+        return None
+
+
+class GitObjects:
+    """Files of any commit, read through one `git cat-file --batch` process
+    instead of one `git show` per file."""
+
+    def __init__(self, root: Path) -> None:
+        self._process = subprocess.Popen(
+            ["git", "cat-file", "--batch"], cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+
+    def __enter__(self) -> GitObjects:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._process.stdin is not None
+        self._process.stdin.close()
+        self._process.wait()
+
+    def read(self, rev: str, path: str) -> str | None:
+        """The file at `path` (from the repository's top) in commit `rev`; None if there is none."""
+        stdin, stdout = self._process.stdin, self._process.stdout
+        assert stdin is not None and stdout is not None
+        stdin.write(f"{rev}:{path}\n".encode())
+        stdin.flush()
+        header = stdout.readline().decode().split()
+        if len(header) != 3 or header[1] != "blob":  # "<name> missing", or a folder
+            if len(header) == 3:
+                stdout.read(int(header[2]) + 1)
+            return None
+        data = stdout.read(int(header[2]) + 1)[:-1]
+        return data.decode("utf-8", errors="replace")
 
 
 def _commit_of(root: Path, rev: str) -> str:
