@@ -5,12 +5,15 @@ commands the READMEs give."""
 from __future__ import annotations
 
 import copy
+import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import PROJECT, TINY_PARAMS, commit, lossbench, run_in, write_params
+from rich.console import Console
 from typer.testing import CliRunner
 
 from lossbench import experiments
@@ -115,7 +118,11 @@ def _essentials(records: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
             record.get("name"),
             json.dumps(record["params"], sort_keys=True),
             json.dumps(
-                {path: entry.get("data") for path, entry in record["metrics"].items() if path.count("/") == 1},
+                {
+                    path: entry.get("data")
+                    for path, entry in record["metrics"].items()
+                    if path.count("/") == 1
+                },
                 sort_keys=True,
             ),
         )
@@ -159,3 +166,105 @@ def test_all_commits_lists_what_dvc_exp_show_all_commits_lists(project: Path) ->
         experiments.experiment_records(by_dvc)
     )
     assert "three-epochs" in {record.get("name") for record in experiments.experiment_records(ours)}
+
+
+# --- compare within a terminal's width ------------------------------------------------------------
+
+LOSSES = list(TINY_PARAMS["losses"])  # type: ignore[call-overload]
+# Four params that differ, with the long keys a new user changes first.
+CHANGES = [
+    ("data", "cifar10_jpeg", "train_per_class"),
+    ("data", "cifar10_jpeg", "test_per_class"),
+    ("losses", "focal_low", "gamma"),
+    ("losses", "focal_high", "gamma"),
+]
+
+
+def _run_params(index: int) -> dict[str, Any]:
+    params = copy.deepcopy(TINY_PARAMS)
+    params["data"] = {"dataset": "cifar10_jpeg", "cifar10_jpeg": {}}
+    for number, (top, middle, key) in enumerate(CHANGES):
+        params[top].setdefault(middle, {})[key] = (  # type: ignore[index]
+            float(index + number) / 4 if key == "gamma" else 100 * (index + 1) + number
+        )
+    return params
+
+
+def _accuracy(run: int, loss: int) -> float:
+    return round(0.3 + run / 20 + loss / 100, 3)
+
+
+def _rendered(width: int, runs: int = 6) -> list[str]:
+    """compare's output for `runs` experiments with long names, in a console `width` wide."""
+    records, headlines = [], []
+    for index in range(runs):
+        records.append(
+            {
+                "rev": f"{index}" * 40,
+                "name": f"tiny-epochs-images-{index}",
+                "params": {"params.yaml": {"data": _run_params(index)}},
+            }
+        )
+        headlines.append({name: (_accuracy(index, number), 0.012) for number, name in enumerate(LOSSES)})
+    console = Console(width=width, record=True, file=io.StringIO())
+    for renderable in experiments.runs_tables(records, headlines, "", width):
+        console.print(renderable)
+    return console.export_text().splitlines()
+
+
+def _assert_readable(lines: list[str], width: int, runs: int) -> None:
+    text = "\n".join(lines)
+    assert max(len(line) for line in lines) <= width, text
+    assert "…" not in text, text
+    header = next(line for line in lines if line.startswith("run ") and "mae" in line)
+    assert header.split()[-len(LOSSES) :] == LOSSES, text  # each loss name whole
+    for index in range(runs):
+        row = next(line for line in lines if line.startswith(f"tiny-epochs-images-{index} ") and "±" in line)
+        cells = re.findall(r"\d\.\d{3} ± \d\.\d{3}", row)
+        assert cells == [f"{_accuracy(index, n):.3f} ± 0.012" for n in range(len(LOSSES))], text
+    for top, middle, key in CHANGES:  # every differing param is named in full somewhere
+        assert f"{top}.{middle}.{key}" in text, text
+
+
+def test_compare_fits_120_columns_with_four_differing_params_and_six_runs() -> None:
+    lines = _rendered(120)
+    _assert_readable(lines, 120, 6)
+    # One table: each run is one line holding its params and its accuracies.
+    assert sum("what differs, and final test accuracy" in line for line in lines) == 1, lines
+    assert len([line for line in lines if line.startswith("tiny-epochs-images-")]) == 6, lines
+
+
+@pytest.mark.parametrize("width", [80, 100])
+def test_compare_in_a_narrower_terminal_cuts_and_wraps_nothing(width: int) -> None:
+    _assert_readable(_rendered(width), width, 6)
+
+
+def test_compare_labels_are_short_and_unambiguous() -> None:
+    keys = ["losses.focal_low.gamma", "losses.focal_high.gamma", "seeds", "train.seeds", "train.epochs"]
+    labels = experiments.param_labels(keys)
+    assert len(set(labels.values())) == len(keys), labels
+    assert labels["train.epochs"] == "epochs" and labels["seeds"] == "seeds", labels
+    assert all(len(label) <= experiments.MAX_LABEL for label in labels.values()), labels
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_compare_through_the_cli_fits_the_terminal(project: Path, columns: int) -> None:
+    for index in range(6):  # six commits, four params differing between them
+        write_params(project, _run_params(index))
+        (project / "metrics").mkdir(exist_ok=True)
+        for number, name in enumerate(LOSSES):
+            headline = {"test_acc": _accuracy(index, number), "test_sd": 0.012}
+            (project / "metrics" / f"{name}.json").write_text(json.dumps(headline))
+        commit(project, f"run {index}")
+    result = lossbench(project, "compare", "--all-commits", env={"COLUMNS": str(columns)})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    text = result.stdout
+    assert max(len(line) for line in lines) <= columns, text
+    assert "…" not in text and "6 runs" in text, text
+    header = next(line for line in lines if line.startswith("run ") and "mae" in line)
+    assert header.split()[-len(LOSSES) :] == LOSSES, text
+    for index in range(6):
+        assert f"{_accuracy(index, 0):.3f} ± 0.012" in text, text
+    if columns == 120:
+        assert sum("what differs, and final test accuracy" in line for line in lines) == 1, text

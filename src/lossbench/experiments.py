@@ -11,7 +11,9 @@ import subprocess
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 from ruamel.yaml import YAML
@@ -333,7 +335,9 @@ def compare(root: Path, console: Console, all_commits: bool = False, rev: str | 
     # Each run is read for the losses its own params.yaml defines: a commit named by
     # --rev, or an older one, may define others than the workspace.
     records, headlines, left_out = [], [], []
-    for record in experiment_records(exp_show(root, all_commits, rev)):
+    with console.status("reading the runs (`dvc exp show`)…"):
+        shown = exp_show(root, all_commits, rev)
+    for record in experiment_records(shown):
         try:
             found = {name: headline_of(record, name, prefix) for name in losses_of(record, prefix)}
         except DamagedInput as error:
@@ -349,25 +353,98 @@ def compare(root: Path, console: Console, all_commits: bool = False, rev: str | 
         )
     for problem in left_out:
         console.print(f"note: left out: {problem}", markup=False, highlight=False)
+    shown_tables = runs_tables(records, headlines, prefix, console.width)
+    for renderable in shown_tables:
+        console.print(renderable)
+    table = shown_tables[0]
+    assert isinstance(table, Table)
+    return table
+
+
+# A differing param's column is headed by the end of its key (`epochs` for
+# train.epochs) where that is this short and names one key; else by a letter.
+MAX_LABEL = 10
+
+
+def param_labels(keys: list[str]) -> dict[str, str]:
+    """Short, unambiguous column labels for the differing params' keys."""
+    labels: dict[str, str] = {}
+    letters = iter("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    for key in keys:
+        parts = key.split(".")
+        label = None
+        for size in range(1, len(parts) + 1):
+            suffix = ".".join(parts[-size:])
+            if not any(other != key and (other == suffix or other.endswith(f".{suffix}")) for other in keys):
+                label = suffix
+                break
+        if label is None and len(key) <= MAX_LABEL:
+            label = key  # `seeds` beside `train.seeds`: the whole key is short
+        if label is None or len(label) > MAX_LABEL:
+            label = next(letters, key)
+        labels[key] = label
+    return labels
+
+
+def _value(text: str) -> str:
+    """A param's value as params.yaml writes it: a string without JSON's quotes."""
+    value = json.loads(text)
+    return value if isinstance(value, str) else text
+
+
+def runs_tables(
+    records: list[dict[str, Any]],
+    headlines: list[dict[str, tuple[float, float] | None]],
+    prefix: str,
+    width: int,
+) -> list[Table | Text]:
+    """The runs side by side in `width` columns: one table of what differs and
+    each loss's test accuracy, or where that is wider, the two apart; a legend
+    for the params' labels. A loss name and an accuracy are never cut or wrapped."""
     losses = list(dict.fromkeys(name for found in headlines for name, numbers in found.items() if numbers))
     flat = [flatten(params_of(record, prefix)) for record in records]
     keys = sorted({key for row in flat for key in row if not key.startswith("machine.")})
     changed = [key for key in keys if len({row.get(key) for row in flat}) > 1]
+    labels = param_labels(changed)
+    names = [run_name(record) for record in records]
     runs = f"{len(records)} run" if len(records) == 1 else f"{len(records)} runs"
-    table = Table(title=f"{runs}: what differs, and final test accuracy (seed mean ± sd) per loss")
-    table.add_column("run")
-    for key in changed:
-        short = key.removeprefix("losses.").removeprefix("train.").removeprefix("data.")
-        table.add_column(Text(printable_lines(short)), justify="right")
-    for name in losses:
-        table.add_column(Text(printable_lines(name)), justify="right")
-    for record, row, found in zip(records, flat, headlines, strict=True):
-        cells = [run_name(record)]
-        cells += [row.get(key, "-") for key in changed]
-        for name in losses:
-            numbers = found.get(name)
-            cells.append("-" if numbers is None else plus_minus(*numbers, digits=3))
-        # Names and values from the runs' files: literal text, never rich markup.
-        table.add_row(*(Text(printable_lines(cell)) for cell in cells))
-    console.print(table)
-    return table
+
+    def table(title: str, params: bool, accuracies: bool) -> Table:
+        shown = Table(
+            title=title,
+            box=box.SIMPLE_HEAD,
+            show_edge=False,
+            pad_edge=False,
+            collapse_padding=True,
+            title_justify="left",
+        )
+        shown.add_column("run", no_wrap=True, max_width=32)
+        if params:
+            for key in changed:
+                shown.add_column(Text(printable_lines(labels[key])), justify="right", overflow="fold")
+        if accuracies:
+            for name in losses:
+                shown.add_column(Text(printable_lines(name)), justify="right", no_wrap=True)
+        for name, row, found in zip(names, flat, headlines, strict=True):
+            cells = [name]
+            if params:
+                cells += [_value(row[key]) if key in row else "-" for key in changed]
+            if accuracies:
+                for loss in losses:
+                    numbers = found.get(loss)
+                    cells.append("-" if numbers is None else plus_minus(*numbers, digits=3))
+            # Names and values from the runs' files: literal text, never rich markup.
+            shown.add_row(*(Text(printable_lines(cell)) for cell in cells))
+        return shown
+
+    legend = [f"{label:>{MAX_LABEL}}  {key}" for key, label in labels.items() if label != key]
+    legend_lines: list[Table | Text] = [Text(printable_lines("\n".join(legend)))] if legend else []
+    whole = table(f"{runs}: what differs, and final test accuracy (seed mean ± sd) per loss", True, True)
+    wide = Console(width=10_000)
+    if Measurement.get(wide, wide.options, whole).maximum <= width or not changed:
+        return [whole, *legend_lines]
+    return [
+        table(f"{runs}: what differs", True, False),
+        *legend_lines,
+        table("final test accuracy (seed mean ± sd) per loss", False, True),
+    ]
