@@ -268,3 +268,16 @@ def test_compare_through_the_cli_fits_the_terminal(project: Path, columns: int) 
         assert f"{_accuracy(index, 0):.3f} ± 0.012" in text, text
     if columns == 120:
         assert sum("what differs, and final test accuracy" in line for line in lines) == 1, text
+
+
+# --- the protocol the defaults follow is in the repository ----------------------------------------
+
+
+def test_params_files_point_to_the_protocol_in_the_repository() -> None:
+    for path in [PROJECT / "params.yaml", *sorted(PROJECT.glob("studies/*/params.yaml"))]:
+        comments = "\n".join(line for line in path.read_text().splitlines() if "#" in line)
+        assert "shared/" not in comments, path  # outside the repository
+    assert "(docs/protocol.md)" in (PROJECT / "params.yaml").read_text().splitlines()[1]
+    protocol = (PROJECT / "docs" / "protocol.md").read_text()
+    for key in ("train.lr: 0.1", "train.epochs: 30", "train.batch_size: 128", "train.lr_step_epochs: 5"):
+        assert f"`{key}`" in protocol, key
