@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from conftest import PROJECT, TINY_PARAMS, commit, lossbench, run_in, write_params
 from rich.console import Console
 from typer.testing import CliRunner
@@ -281,3 +282,71 @@ def test_params_files_point_to_the_protocol_in_the_repository() -> None:
     protocol = (PROJECT / "docs" / "protocol.md").read_text()
     for key in ("train.lr: 0.1", "train.epochs: 30", "train.batch_size: 128", "train.lr_step_epochs: 5"):
         assert f"`{key}`" in protocol, key
+
+
+# --- dvc plots show's page -------------------------------------------------------------------------
+
+
+def test_no_plot_is_declared_twice_across_the_dvc_yaml_files() -> None:
+    declared: list[str] = []
+    for path in sorted(PROJECT.glob("**/dvc.yaml")):
+        if ".venv" in path.parts or ".git" in path.parts:
+            continue
+        for entry in yaml.safe_load(path.read_text()).get("plots", []):
+            names = [entry] if isinstance(entry, str) else list(entry)
+            declared += [str((path.parent / name).resolve().relative_to(PROJECT)) for name in names]
+    repeated = {name for name in declared if declared.count(name) > 1 and name.endswith(".png")}
+    assert not repeated, repeated
+
+
+def _template(name: str) -> dict[str, Any]:
+    return json.loads((PROJECT / ".dvc" / "plots" / f"{name}.json").read_text())
+
+
+def test_seed_colours_are_not_loss_colours() -> None:
+    from lossbench.figures import FIXED_COLOURS, OTHER_COLOURS
+
+    colour = _template("by_seed")["encoding"]["color"]
+    assert colour["field"] == "seed_number"
+    scheme = colour.get("scale", {}).get("scheme")
+    assert scheme is not None and scheme["name"] == "greys", colour  # no loss is grey
+    assert not {c.lower() for c in (*FIXED_COLOURS.values(), *OTHER_COLOURS)} & {"#7f7f7f", "grey"}
+
+
+@pytest.mark.parametrize("name", ["by_loss", "by_loss_log"])
+def test_overlays_draw_the_seed_band_from_curves_csv(name: str) -> None:
+    from test_figures import RESULTS
+
+    from lossbench.report import overlay_table
+
+    template = _template(name)
+    calculated = {step["as"]: step["calculate"] for step in template["transform"] if "calculate" in step}
+    assert calculated["lowest_seed"] == "datum['<DVC_METRIC_Y>_min']"
+    assert calculated["highest_seed"] == "datum['<DVC_METRIC_Y>_max']"
+    band, line = template["layer"]
+    assert band["mark"]["type"] == "area" and band["encoding"]["y2"] == {"field": "highest_seed"}
+    assert line["mark"]["type"] == "line"
+    table = overlay_table(RESULTS)
+    for column in ("test_acc", "train_acc", "test_loss", "train_loss"):
+        assert {f"{column}_min", f"{column}_max"} <= set(table.columns)
+        assert (table[f"{column}_min"] <= table[column]).all() and (
+            table[column] <= table[f"{column}_max"]
+        ).all()
+
+
+def test_the_curves_figure_says_which_variant_it_shows() -> None:
+    import matplotlib.pyplot as plt
+    from test_figures import RESULTS
+
+    from lossbench import figures
+    from lossbench.params import DataParams
+
+    assert figures.data_variant(DataParams()) == ""
+    variant = figures.data_variant(DataParams(imbalance_ratio=100.0))
+    assert variant == "long-tailed training set (imbalance ratio 100)"
+    assert figures.data_variant(DataParams(label_noise=0.4)) == "40% of training labels flipped"
+    figure = figures.draw_curves(RESULTS, chance=0.1, variant=variant)
+    try:
+        assert figure.get_suptitle().startswith("Long-tailed training set (imbalance ratio 100)")
+    finally:
+        plt.close(figure)
