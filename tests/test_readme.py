@@ -348,6 +348,7 @@ RUN_IN_A_CLONE = [
     "dvc pull --run-cache --allow-missing dvc.yaml",
     "dvc status dvc.yaml",
     "dvc plots show",
+    "dvc plots show 'dvc.yaml::' plots/history plots/confusion",
     "dvc plots show data/live -x epoch -y test_acc",
     "dvc plots diff HEAD~1",
     "git checkout dvc.lock",
@@ -372,6 +373,7 @@ PARSED_ONLY = {
     "dvc exp run",
     "dvc exp run -S losses.focal_high.gamma=3.0",
     "dvc queue start -j 1",
+    "dvc plots show studies/cifar10-jpeg/dvc.yaml:: studies/cifar10-jpeg/plots/history studies/cifar10-jpeg/plots/confusion",
     "lossbench run",
     "lossbench run -S 'losses.focal_high.gamma=0.5,1.0,3.0'",
     "lossbench run --cluster cluster.yaml --remote DVC_REMOTE",
@@ -420,7 +422,13 @@ def test_the_readme_commands_that_write_run_in_a_fresh_clone(tmp_path: Path) -> 
             ["bash", "-c", command], cwd=clone, env=env, capture_output=True, text=True, timeout=600
         )
         assert result.returncode == 0, f"{command}\n{result.stdout}\n{result.stderr}"
-    assert (clone / "dvc_plots" / "index.html").is_file()
+        if command.startswith("dvc plots show") and "data/live" not in command:
+            page = (clone / "dvc_plots" / "index.html").read_text()
+            body = page[page.rindex("</style>") :]
+            shown = re.findall(r'<div id = "([^"]+)"|<img[^>]*src="static/([^"]+)"', body)
+            assert len(set(shown)) == len(shown), "a plot shown twice"
+            studies = [item for item in shown if "studies" in "".join(item)]
+            assert bool(studies) == (command == "dvc plots show"), shown
 
 
 def _parses(command: str) -> None:
