@@ -96,9 +96,10 @@ def test_check_passes_with_the_shipped_archive() -> None:
 
 
 def test_validate_names_cifar10s_files_as_the_reader_does() -> None:
-    from lossbench import cifar10, validate
+    from lossbench import cifar10, cifar10_jpeg, validate
 
     assert validate.CIFAR10_FILES == (cifar10.BATCH_FOLDER, cifar10.ARCHIVE_NAME)
+    assert validate.CIFAR10_JPEG_ARCHIVE == cifar10_jpeg.ARCHIVE_NAME
 
 
 # --- compare --all-commits reads other commits from git, as DVC would list them -------------------

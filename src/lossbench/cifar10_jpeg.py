@@ -32,8 +32,7 @@ IMAGE_SIZE = 32
 MEMBER = re.compile(r"\A(train|test)/([a-z]+)/(\d+)\.jpg\Z")
 
 
-def check_archive(archive: Path) -> None:
-    """The committed archive, whole: present, with its committed checksum (19 MB: well under a second)."""
+def _check_archive(archive: Path) -> None:
     if not archive.is_file():
         raise DatasetUnavailable(
             f"{archive} is missing: it is part of the repository; `git checkout -- {archive}` restores it"
@@ -58,7 +57,7 @@ def _decode(data: bytes, name: str) -> np.ndarray:
 def read(data_params: DataParams, raw: Path) -> PreparedData:
     """The first N images per class of each split, from the archive in `raw`."""
     archive = raw / ARCHIVE_NAME
-    check_archive(archive)
+    _check_archive(archive)
     per_class = {
         "train": data_params.cifar10_jpeg.train_per_class,
         "test": data_params.cifar10_jpeg.test_per_class,

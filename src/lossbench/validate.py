@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from lossbench import cifar10_jpeg, imagefolder, synthetic
+from lossbench import imagefolder, synthetic
 from lossbench.errors import DatasetUnavailable, ParamsError
 from lossbench.params import RAW_DIR, Params, check_alpha, check_fits_in_memory
 from lossbench.storage import write_text
@@ -26,6 +26,8 @@ STAMP = "params.yaml passed `lossbench validate`\n"
 CIFAR10_CLASSES = 10
 # cifar10.BATCH_FOLDER and ARCHIVE_NAME, named here so that `check` does not load torchvision.
 CIFAR10_FILES = ("cifar-10-batches-py", "cifar-10-python.tar.gz")
+# cifar10_jpeg.ARCHIVE_NAME: prepare checks its checksum; validate, that it is there.
+CIFAR10_JPEG_ARCHIVE = "cifar10-jpeg.tar.gz"
 
 
 def number_of_classes(params: Params, root: Path) -> int:
@@ -79,7 +81,11 @@ def check_data_present(params: Params, root: Path) -> None:
     checked in number_of_classes; synthetic data is generated)."""
     raw = root / RAW_DIR / params.data.dataset
     if params.data.dataset == "cifar10_jpeg":
-        cifar10_jpeg.check_archive(raw / cifar10_jpeg.ARCHIVE_NAME)
+        archive = raw / CIFAR10_JPEG_ARCHIVE
+        if not archive.is_file():
+            raise DatasetUnavailable(
+                f"{archive} is missing: it is part of the repository; `git checkout -- {archive}` restores it"
+            )
     elif params.data.dataset == "cifar10" and not params.data.cifar10.download:
         folder, archive = (raw / name for name in CIFAR10_FILES)
         if not folder.is_dir() and not archive.is_file():
