@@ -351,3 +351,13 @@ def test_the_curves_figure_says_which_variant_it_shows() -> None:
         assert figure.get_suptitle().startswith("Long-tailed training set (imbalance ratio 100)")
     finally:
         plt.close(figure)
+
+
+def test_compare_of_this_commit_is_as_wide_as_the_readme_says() -> None:
+    stated = re.search(r"± sd: (\d+) characters wide for this commit", (PROJECT / "README.md").read_text())
+    assert stated, "README gives the width"
+    result = lossbench(PROJECT, "compare", env={"COLUMNS": "120"})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    if lines[0].startswith("1 run: "):  # no experiments here
+        assert max(len(line) for line in lines) == int(stated.group(1)), result.stdout
