@@ -361,3 +361,12 @@ def test_compare_of_this_commit_is_as_wide_as_the_readme_says() -> None:
     lines = result.stdout.splitlines()
     if lines[0].startswith("1 run: "):  # no experiments here
         assert max(len(line) for line in lines) == int(stated.group(1)), result.stdout
+
+
+def test_the_report_names_runs_at_chance_in_words(reproduced: Path) -> None:
+    # The tiny project's runs (2 epochs on 300 images) stay at chance.
+    result = lossbench(reproduced, "report")
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if "runs at chance" in line)
+    assert line.strip().startswith("runs at chance: mae seed 1 (never left chance); mae seed 2 ("), line
+    assert "{" not in line, line
