@@ -60,17 +60,30 @@ def shell(cwd: Path, *command: str, env: dict[str, str] | None = None) -> tuple[
     return seconds, result.stdout
 
 
+def updated(params: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """params with each dotted key of `update` (as `dvc exp run -S` names it) set."""
+    for dotted, value in update.items():
+        *parents, leaf = dotted.split(".")
+        node = params
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    return params
+
+
+def study_params(params: dict[str, Any], seeds: list[int], epochs: int) -> dict[str, Any]:
+    """The study part's params: CE only, `seeds` (top-level), `epochs`."""
+    params["seeds"] = seeds
+    params["train"]["epochs"] = epochs
+    params["losses"] = {"ce": {"kind": "ce"}}
+    return params
+
+
 def fresh_clone(destination: Path, update: dict[str, Any] | None = None) -> Path:
     """A git clone of the committed HEAD, as a new user gets it, with params changed by `update`."""
     shell(PROJECT, "git", "clone", "-q", str(PROJECT), str(destination))
     if update:
-        params = yaml.safe_load((destination / "params.yaml").read_text())
-        for dotted, value in update.items():
-            *parents, leaf = dotted.split(".")
-            node = params
-            for key in parents:
-                node = node[key]
-            node[leaf] = value
+        params = updated(yaml.safe_load((destination / "params.yaml").read_text()), update)
         (destination / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     shell(destination, "dvc", "config", "--local", "core.analytics", "false")
     return destination
@@ -78,9 +91,7 @@ def fresh_clone(destination: Path, update: dict[str, Any] | None = None) -> Path
 
 def study_part(scratch: Path, seeds: list[int], epochs: int, update: dict[str, Any]) -> list[list[str]]:
     root = fresh_clone(scratch / "study", update)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["train"].update(seeds=seeds, epochs=epochs)
-    params["losses"] = {"ce": {"kind": "ce"}}
+    params = study_params(yaml.safe_load((root / "params.yaml").read_text()), seeds, epochs)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     shell(root, "lossbench", "prepare")
     engine_s, _ = shell(root, "lossbench", "train", "ce")
@@ -131,7 +142,7 @@ def pipeline_part(scratch: Path, update: dict[str, Any]) -> list[list[str]]:
     gamma_s, _ = shell(root, "dvc", "repro")
     size = (
         f"{params['data']['synthetic']['train_size']}/{params['data']['synthetic']['test_size']} images, "
-        f"{len(params['losses'])} losses × {len(params['train']['seeds'])} seeds × {params['train']['epochs']} epochs"
+        f"{len(params['losses'])} losses × {len(params['seeds'])} seeds × {params['train']['epochs']} epochs"
     )
     return [
         [
@@ -192,6 +203,22 @@ def machine() -> str:
     )
 
 
+def part_updates(tiny: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The params each part changes (as `dvc exp run -S` names them): the study and
+    pipeline parts', and the cifar part's (CIFAR-10's size, synthetic images, seed 1)."""
+    update: dict[str, Any] = {}
+    if tiny:
+        update = {
+            "data.cifar10_jpeg.train_per_class": 30,
+            "data.cifar10_jpeg.test_per_class": 10,
+            "data.synthetic.train_size": 300,
+            "data.synthetic.test_size": 100,
+            "train.epochs": 2,
+        }
+    sizes = {"data.synthetic.train_size": 50000, "data.synthetic.test_size": 10000}
+    return update, sizes | update | {"data.dataset": "synthetic", "seeds": [1]}
+
+
 def main(
     parts: Annotated[
         str, typer.Option(help="Comma-separated: study, pipeline, cifar, ci.")
@@ -204,15 +231,8 @@ def main(
 ) -> None:
     chosen = parts.split(",")
     rows: list[list[str]] = []
-    update: dict[str, Any] = {}
-    cifar_update: dict[str, Any] = {
-        "data.synthetic.train_size": 50000,
-        "data.synthetic.test_size": 10000,
-        "train.seeds": [1],
-    }
+    update, cifar_update = part_updates(tiny)
     if tiny:
-        update = {"data.synthetic.train_size": 300, "data.synthetic.test_size": 100, "train.epochs": 2}
-        cifar_update = update | {"train.seeds": [1]}
         epochs = 2
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="lossbench-benchmark-") as folder:

@@ -13,18 +13,42 @@ import signal
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from ruamel.yaml import YAML
+from typer.core import TyperCommand, TyperGroup
 
 from lossbench.errors import LossbenchError, ParamsError, TrainingInterrupted, printable_lines, shown
 from lossbench.params import Params, load_params, require_loss
 
+
+class _FlagsHaveNoMetavar:
+    """A flag takes no value: `--help` shows no `<bool>` beside it."""
+
+    def get_params(self, ctx: Any) -> Any:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if getattr(param, "is_flag", False):
+                param.metavar = ""
+        return params
+
+
+class _Group(_FlagsHaveNoMetavar, TyperGroup):
+    pass
+
+
+class _Command(_FlagsHaveNoMetavar, TyperCommand):
+    pass
+
+
 app = typer.Typer(
-    help="Compare classification losses on CIFAR-10 or its offline stand-in.", no_args_is_help=True
+    help="Compare classification losses on CIFAR-10 or its offline stand-in.",
+    no_args_is_help=True,
+    cls=_Group,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 # `lossbench --help` lists the stages apart from the commands people run themselves.
@@ -449,6 +473,12 @@ def numerics(
 
     if not numerics_check(Console(soft_wrap=True), print_reference):
         raise typer.Exit(1)
+
+
+# Every command, whoever adds it: flags without a `<bool>` in --help.
+for _info in app.registered_commands:
+    if _info.cls in (None, TyperCommand):
+        _info.cls = _Command
 
 
 def main() -> None:

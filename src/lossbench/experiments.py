@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 from ruamel.yaml import YAML
@@ -64,10 +67,10 @@ def queue_command(params: Params, root: Path, settings: str) -> str:
 def exp_show(root: Path, all_commits: bool = False, rev: str | None = None) -> list[dict[str, Any]]:
     """`dvc exp show --json`: by default the experiments of the current commit only;
     with `rev`, those of that commit (the one a sweep was run from, when HEAD has
-    moved on since); with `all_commits`, every commit's."""
+    moved on since); with `all_commits`, every commit's (other_commits)."""
     if rev is not None and all_commits:
         raise MissingInput("--rev and --all-commits: give one of them")
-    which = ["--all-commits"] if all_commits else []
+    which = []
     if rev is not None:  # that commit's runs only: the workspace row is HEAD's, not the rev's
         which = [f"--rev={_commit_of(root, rev)}", "--hide-workspace"]
     check_params_sizes(root, all_commits)
@@ -76,6 +79,8 @@ def exp_show(root: Path, all_commits: bool = False, rev: str | None = None) -> l
     if shown.returncode != 0:
         raise MissingInput(f"`dvc exp show --json` failed: {shown.stderr.strip()}")
     result: list[dict[str, Any]] = json.loads(shown.stdout)
+    if all_commits:
+        result += other_commits(root, {revision.get("rev") for revision in result})
     return result
 
 
@@ -120,6 +125,118 @@ def check_params_sizes(root: Path, all_commits: bool = False) -> None:
                 "and aliases repeat what they point to); DVC would spend minutes writing them out. Remove that "
                 f"run (`dvc exp remove {name}`) or write its values out"
             )
+
+
+# An experiment's ref: refs/exps/<its commit's hash, split 2/38>/<name>.
+EXPERIMENT_REF = re.compile(r"\Arefs/exps/([0-9a-f]{2})/([0-9a-f]{38})/([^/]+)\Z")
+
+
+def other_commits(root: Path, known: set[Any]) -> list[dict[str, Any]]:
+    """Every commit of the repository but those in `known`, with its experiments,
+    as `dvc exp show --json --all-commits` lists and names them (a tag, else a
+    branch, whose tip it is): their params.yaml and
+    headline metrics, read from git in one `git cat-file --batch`. (DVC's own
+    --all-commits builds each commit's whole pipeline, the studies' included:
+    minutes for this repository's history.)"""
+    prefix = study_prefix(root)
+    listed = subprocess.run(
+        ["git", "rev-list", "HEAD", "--branches", "--tags", "--remotes"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    refs = subprocess.run(
+        ["git", "for-each-ref", "--format=%(objectname) %(*objectname) %(refname)", "refs/"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    experiments: dict[str, list[tuple[str, str]]] = {}
+    tags: dict[str, str] = {}
+    branches: dict[str, str] = {}
+    for line in refs.stdout.splitlines():
+        target, peeled, ref = line.split(" ", 2)
+        commit = peeled or target
+        if match := EXPERIMENT_REF.match(ref):
+            experiments.setdefault(match[1] + match[2], []).append((commit, match[3]))
+        elif ref.startswith("refs/tags/"):
+            tags.setdefault(commit, ref.removeprefix("refs/tags/"))
+        elif ref.startswith("refs/heads/"):
+            branches.setdefault(commit, ref.removeprefix("refs/heads/"))
+    commits = [commit for commit in listed.stdout.split() if commit not in known]
+    with GitObjects(root) as objects:
+        shown = []
+        for commit in commits:
+            runs = [_revision(objects, rev, name, prefix) for rev, name in experiments.get(commit, [])]
+            shown.append(
+                _revision(objects, commit, tags.get(commit) or branches.get(commit), prefix)
+                | {"experiments": [{"revs": [run], "executor": None} for run in runs]}
+            )
+    return shown
+
+
+def _revision(objects: GitObjects, rev: str, name: str | None, prefix: str) -> dict[str, Any]:
+    """One commit's entry as `dvc exp show --json` gives it: its params.yaml and
+    the headline metrics of the losses it defines."""
+    entry: dict[str, Any] = {"rev": rev, "name": name}
+    params = _yaml(objects.read(rev, f"{prefix}params.yaml"))
+    if params is None:
+        return entry
+    revision = {"rev": rev, "params": {f"{prefix}params.yaml": {"data": params}}}
+    metrics = {}
+    for loss in losses_of(revision, prefix):
+        path = f"{prefix}metrics/{loss}.json"
+        text = objects.read(rev, path)
+        try:
+            numbers = json.loads(text) if text is not None else None
+        except ValueError:
+            numbers = None
+        if isinstance(numbers, dict):  # DVC leaves out a null metric
+            metrics[path] = {"data": {key: value for key, value in numbers.items() if value is not None}}
+    entry["data"] = {"params": revision["params"], "metrics": metrics}
+    return entry
+
+
+def _yaml(text: str | None) -> Any:
+    """A committed params.yaml, read as DVC reads it; None where it is not YAML."""
+    if text is None:
+        return None
+    try:
+        return YAML(typ="safe").load(text)
+    except (YAMLError, RecursionError):
+        return None
+
+
+class GitObjects:
+    """Files of any commit, read through one `git cat-file --batch` process
+    instead of one `git show` per file."""
+
+    def __init__(self, root: Path) -> None:
+        self._process = subprocess.Popen(
+            ["git", "cat-file", "--batch"], cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+
+    def __enter__(self) -> GitObjects:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._process.stdin is not None
+        self._process.stdin.close()
+        self._process.wait()
+
+    def read(self, rev: str, path: str) -> str | None:
+        """The file at `path` (from the repository's top) in commit `rev`; None if there is none."""
+        stdin, stdout = self._process.stdin, self._process.stdout
+        assert stdin is not None and stdout is not None
+        stdin.write(f"{rev}:{path}\n".encode())
+        stdin.flush()
+        header = stdout.readline().decode().split()
+        if len(header) != 3 or header[1] != "blob":  # "<name> missing", or a folder
+            if len(header) == 3:
+                stdout.read(int(header[2]) + 1)
+            return None
+        data = stdout.read(int(header[2]) + 1)[:-1]
+        return data.decode("utf-8", errors="replace")
 
 
 def _commit_of(root: Path, rev: str) -> str:
@@ -262,7 +379,9 @@ def compare(root: Path, console: Console, all_commits: bool = False, rev: str | 
     # Each run is read for the losses its own params.yaml defines: a commit named by
     # --rev, or an older one, may define others than the workspace.
     records, headlines, left_out = [], [], []
-    for record in experiment_records(exp_show(root, all_commits, rev)):
+    with console.status("reading the runs (`dvc exp show`)…"):
+        shown = exp_show(root, all_commits, rev)
+    for record in experiment_records(shown):
         try:
             found = {name: headline_of(record, name, prefix) for name in losses_of(record, prefix)}
         except DamagedInput as error:
@@ -278,25 +397,98 @@ def compare(root: Path, console: Console, all_commits: bool = False, rev: str | 
         )
     for problem in left_out:
         console.print(f"note: left out: {problem}", markup=False, highlight=False)
+    shown_tables = runs_tables(records, headlines, prefix, console.width)
+    for renderable in shown_tables:
+        console.print(renderable)
+    table = shown_tables[0]
+    assert isinstance(table, Table)
+    return table
+
+
+# A differing param's column is headed by the end of its key (`epochs` for
+# train.epochs) where that is this short and names one key; else by a letter.
+MAX_LABEL = 10
+
+
+def param_labels(keys: list[str]) -> dict[str, str]:
+    """Short, unambiguous column labels for the differing params' keys."""
+    labels: dict[str, str] = {}
+    letters = iter("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    for key in keys:
+        parts = key.split(".")
+        label = None
+        for size in range(1, len(parts) + 1):
+            suffix = ".".join(parts[-size:])
+            if not any(other != key and (other == suffix or other.endswith(f".{suffix}")) for other in keys):
+                label = suffix
+                break
+        if label is None and len(key) <= MAX_LABEL:
+            label = key  # `seeds` beside `train.seeds`: the whole key is short
+        if label is None or len(label) > MAX_LABEL:
+            label = next(letters, key)
+        labels[key] = label
+    return labels
+
+
+def _value(text: str) -> str:
+    """A param's value as params.yaml writes it: a string without JSON's quotes."""
+    value = json.loads(text)
+    return value if isinstance(value, str) else text
+
+
+def runs_tables(
+    records: list[dict[str, Any]],
+    headlines: list[dict[str, tuple[float, float] | None]],
+    prefix: str,
+    width: int,
+) -> list[Table | Text]:
+    """The runs side by side in `width` columns: one table of what differs and
+    each loss's test accuracy, or where that is wider, the two apart; a legend
+    for the params' labels. A loss name and an accuracy are never cut or wrapped."""
     losses = list(dict.fromkeys(name for found in headlines for name, numbers in found.items() if numbers))
     flat = [flatten(params_of(record, prefix)) for record in records]
     keys = sorted({key for row in flat for key in row if not key.startswith(("machine.", "analysis."))})
     changed = [key for key in keys if len({row.get(key) for row in flat}) > 1]
+    labels = param_labels(changed)
+    names = [run_name(record) for record in records]
     runs = f"{len(records)} run" if len(records) == 1 else f"{len(records)} runs"
-    table = Table(title=f"{runs}: what differs, and final test accuracy (seed mean ± sd) per loss")
-    table.add_column("run")
-    for key in changed:
-        short = key.removeprefix("losses.").removeprefix("train.").removeprefix("data.")
-        table.add_column(Text(printable_lines(short)), justify="right")
-    for name in losses:
-        table.add_column(Text(printable_lines(name)), justify="right")
-    for record, row, found in zip(records, flat, headlines, strict=True):
-        cells = [run_name(record)]
-        cells += [row.get(key, "-") for key in changed]
-        for name in losses:
-            numbers = found.get(name)
-            cells.append("-" if numbers is None else plus_minus(*numbers, digits=3))
-        # Names and values from the runs' files: literal text, never rich markup.
-        table.add_row(*(Text(printable_lines(cell)) for cell in cells))
-    console.print(table)
-    return table
+
+    def table(title: str, params: bool, accuracies: bool) -> Table:
+        shown = Table(
+            title=title,
+            box=box.SIMPLE_HEAD,
+            show_edge=False,
+            pad_edge=False,
+            collapse_padding=True,
+            title_justify="left",
+        )
+        shown.add_column("run", no_wrap=True, max_width=32)
+        if params:
+            for key in changed:
+                shown.add_column(Text(printable_lines(labels[key])), justify="right", overflow="fold")
+        if accuracies:
+            for name in losses:
+                shown.add_column(Text(printable_lines(name)), justify="right", no_wrap=True)
+        for name, row, found in zip(names, flat, headlines, strict=True):
+            cells = [name]
+            if params:
+                cells += [_value(row[key]) if key in row else "-" for key in changed]
+            if accuracies:
+                for loss in losses:
+                    numbers = found.get(loss)
+                    cells.append("-" if numbers is None else plus_minus(*numbers, digits=3))
+            # Names and values from the runs' files: literal text, never rich markup.
+            shown.add_row(*(Text(printable_lines(cell)) for cell in cells))
+        return shown
+
+    legend = [f"{label:>{MAX_LABEL}}  {key}" for key, label in labels.items() if label != key]
+    legend_lines: list[Table | Text] = [Text(printable_lines("\n".join(legend)))] if legend else []
+    whole = table(f"{runs}: what differs, and final test accuracy (seed mean ± sd) per loss", True, True)
+    wide = Console(width=10_000)
+    if Measurement.get(wide, wide.options, whole).maximum <= width or not changed:
+        return [whole, *legend_lines]
+    return [
+        table(f"{runs}: what differs", True, False),
+        *legend_lines,
+        table("final test accuracy (seed mean ± sd) per loss", False, True),
+    ]

@@ -22,10 +22,13 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter
 
+from lossbench.params import DataParams
 from lossbench.results import CLEAN_DATA, LossResult, VariantRun
 from lossbench.storage import OutputSet
 
 CURVE_COLUMNS = ("train_loss", "test_loss", "train_acc", "test_acc")
+# Each curve's lowest and highest seed: the bands in curves.png and in `dvc plots show`.
+SPREAD_COLUMNS = tuple(f"{column}_{end}" for column in CURVE_COLUMNS for end in ("min", "max"))
 DPI = 110
 RELIABILITY_DPI = 100
 
@@ -117,9 +120,20 @@ def seed_mean_curves(result: LossResult) -> pd.DataFrame:
     return means.join(spread).reset_index()
 
 
-def draw_curves(results: list[LossResult], chance: float) -> Figure:
+def data_variant(data: DataParams) -> str:
+    """The training set's variant in words ('' for the clean one): a figure says which it shows."""
+    parts = []
+    if data.imbalance_ratio != CLEAN_DATA["imbalance_ratio"]:
+        parts.append(f"long-tailed training set (imbalance ratio {data.imbalance_ratio:g})")
+    if data.label_noise != CLEAN_DATA["label_noise"]:
+        parts.append(f"{data.label_noise:.0%} of training labels flipped")
+    return ", ".join(parts)
+
+
+def draw_curves(results: list[LossResult], chance: float, variant: str = "") -> Figure:
     """Train/test loss (log scale: MAE's ~0.1 and CE's ~2 on one axis) and accuracy
-    per epoch; accuracy axes fit the data, with chance (1 / classes) dashed."""
+    per epoch; accuracy axes fit the data, with chance (1 / classes) dashed. `variant`
+    (data_variant) names the training set, where it is not the clean one."""
     panels = [
         ("train_loss", "Train loss (log scale)"),
         ("test_loss", "Test loss (log scale)"),
@@ -152,8 +166,11 @@ def draw_curves(results: list[LossResult], chance: float) -> Figure:
     handles, labels = axes[1, 1].get_legend_handles_labels()
     # One legend for the four panels, below them: inside one it would cover curves.
     figure.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), frameon=False)
-    if seeds > 1:
-        figure.suptitle(f"Mean of {seeds} seeds; bands span the lowest to the highest seed")
+    title = f"Mean of {seeds} seeds; bands span the lowest to the highest seed" if seeds > 1 else ""
+    if variant:
+        title = f"{variant[0].upper()}{variant[1:]}" + (f"\n{title}" if title else "")
+    if title:
+        figure.suptitle(title)
     rows_of_legend = -(-len(labels) // 5)
     figure.tight_layout(rect=(0, 0.045 * rows_of_legend, 1, 1))
     return figure

@@ -257,8 +257,12 @@ class Params(Strict):
     @field_validator("seeds")
     @classmethod
     def _seeds_distinct(cls, seeds: list[int]) -> list[int]:
-        if len(set(seeds)) != len(seeds):
-            raise ValueError("seeds must be distinct")
+        repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+        if repeated:
+            which = ", ".join(map(str, repeated))
+            raise ValueError(
+                f"seeds must be distinct; {which} {'is' if len(repeated) == 1 else 'are'} given more than once"
+            )
         return seeds
 
     @field_validator("losses", mode="before")
@@ -316,6 +320,22 @@ BOUNDS = {
 STRICT_TYPES = frozenset({"int_type", "float_type", "bool_type"})
 
 
+def _strict_input(value: bool | str, kind: str) -> str:
+    """What a strict field was given instead: a boolean, a quoted number or
+    `true` (what the field takes, in quotes), or other text ('two')."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if kind == "bool_type":
+        looks_right = value.strip().lower() in ("true", "false")
+    else:
+        try:
+            float(value)
+            looks_right = True
+        except ValueError:
+            looks_right = False
+    return "a quoted string" if looks_right else f"text ({shown_repr(value, 40)})"
+
+
 def _format_validation_error(error: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid parameters"]
     for item in error.errors():
@@ -337,7 +357,7 @@ def _format_validation_error(error: ValidationError, source: str) -> str:
             message = "missing 'kind'; allowed: mae, ce, focal"
         elif item["type"] in STRICT_TYPES and isinstance(item["input"], bool | str):
             # Strict types: say why `true` or "2" is not taken (the value itself may be long).
-            message += f", not {'a boolean' if isinstance(item['input'], bool) else 'a quoted string'}"
+            message += f", not {_strict_input(item['input'], item['type'])}"
         elif item["type"] in BOUNDS and isinstance(
             limit := item.get("ctx", {}).get(BOUNDS[item["type"]][0]), float
         ):

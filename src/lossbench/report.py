@@ -157,9 +157,9 @@ def overlay_table(results: list[LossResult]) -> pd.DataFrame:
     γ edit does not change, as in the PNGs) and named by its label in the legend."""
     return pd.concat(
         [
-            figures.seed_mean_curves(r)[["epoch", "lr", *figures.CURVE_COLUMNS]].assign(
-                loss=r.name, label=r.label, color=colour
-            )
+            figures.seed_mean_curves(r)[
+                ["epoch", "lr", *figures.CURVE_COLUMNS, *figures.SPREAD_COLUMNS]
+            ].assign(loss=r.name, label=r.label, color=colour)
             for r, colour in zip(results, figures.result_colours(results), strict=True)
         ],
         ignore_index=True,
@@ -392,7 +392,7 @@ def report(params: Params, root: Path, console: Console) -> dict[str, Any]:
 
     chance = 1 / len(class_counts["train"])
     drawn = [
-        (figures.draw_curves(results, chance), CURVES_FIGURE, figures.DPI),
+        (figures.draw_curves(results, chance, figures.data_variant(params.data)), CURVES_FIGURE, figures.DPI),
         (figures.draw_final_accuracy(results, chance), ACCURACY_FIGURE, figures.DPI),
         (figures.draw_reliability(results), RELIABILITY_FIGURE, figures.RELIABILITY_DPI),
     ]
@@ -415,7 +415,12 @@ def report(params: Params, root: Path, console: Console) -> dict[str, Any]:
         )
     console.print(f"[bold]report[/]: ranking by mean final test accuracy: {' > '.join(findings.ranking)}")
     if findings.at_chance:
-        console.print(f"  runs at chance: {summary['runs_at_chance']}")
+        runs = (
+            f"{name} seed {seed} ({why})"
+            for name, seeds in findings.at_chance.items()
+            for seed, why in seeds.items()
+        )
+        console.print(f"  runs at chance: {'; '.join(runs)}", markup=False, highlight=False)
     for claim in findings.claims:
         console.print(f"  claim {claim.number}: {claim.verdict.value}")
     console.print(

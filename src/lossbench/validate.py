@@ -24,6 +24,10 @@ from lossbench.storage import write_text
 STAMP_FILE = Path("data/validated.txt")
 STAMP = "params.yaml passed `lossbench validate`\n"
 CIFAR10_CLASSES = 10
+# cifar10.BATCH_FOLDER and ARCHIVE_NAME, named here so that `check` does not load torchvision.
+CIFAR10_FILES = ("cifar-10-batches-py", "cifar-10-python.tar.gz")
+# cifar10_jpeg.ARCHIVE_NAME: prepare checks its checksum; validate, that it is there.
+CIFAR10_JPEG_ARCHIVE = "cifar10-jpeg.tar.gz"
 
 
 def number_of_classes(params: Params, root: Path) -> int:
@@ -100,12 +104,32 @@ def missing_remote(root: Path) -> str | None:
     )
 
 
+def check_data_present(params: Params, root: Path) -> None:
+    """The dataset is where prepare will read it (imagefolder's folders are
+    checked in number_of_classes; synthetic data is generated)."""
+    raw = root / RAW_DIR / params.data.dataset
+    if params.data.dataset == "cifar10_jpeg":
+        archive = raw / CIFAR10_JPEG_ARCHIVE
+        if not archive.is_file():
+            raise DatasetUnavailable(
+                f"{archive} is missing: it is part of the repository; `git checkout -- {archive}` restores it"
+            )
+    elif params.data.dataset == "cifar10" and not params.data.cifar10.download:
+        folder, archive = (raw / name for name in CIFAR10_FILES)
+        if not folder.is_dir() and not archive.is_file():
+            raise DatasetUnavailable(
+                f"CIFAR-10 not found: no {folder} and no {archive}, "
+                "and data.cifar10.download is false: put one of them there, or set download: true"
+            )
+
+
 def check_before_training(params: Params, root: Path) -> int:
     """Every check validate makes, without writing its stamp: what can be known
     about params.yaml and the data before any stage runs. Returns the class count."""
     check_fits_in_memory(params)
     check_device(params.train.device)
     check_raw_files(root / RAW_DIR / params.data.dataset)
+    check_data_present(params, root)
     num_classes = number_of_classes(params, root)
     if num_classes < 2:
         raise DatasetUnavailable(
