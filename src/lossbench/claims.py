@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lossbench.params import CeLoss, FocalLoss, MaeLoss
+from lossbench.losses.ce import CeLoss
+from lossbench.losses.focal import FocalLoss
+from lossbench.losses.mae import MaeLoss
 from lossbench.results import LossResult, VariantRun, md
 from lossbench.stats import CANNOT_TELL, NO_DIFFERENCE, direction, friedman_p, paired_comparison, summarize
 

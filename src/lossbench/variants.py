@@ -36,7 +36,9 @@ from lossbench.experiments import (
     run_name,
     study_prefix,
 )
-from lossbench.params import CeLoss, FocalLoss, MachineParams, Params, load_params, loss_label
+from lossbench.losses.ce import CeLoss
+from lossbench.losses.focal import FocalLoss
+from lossbench.params import MachineParams, Params, load_params, loss_label
 from lossbench.results import (
     CLEAN_DATA,
     Field,
