@@ -54,7 +54,9 @@ def declared_code(stage: dict[str, object]) -> set[str]:
         if not dep.startswith("${code}/"):
             continue
         path = PROJECT / dep.replace("${code}", "src/lossbench")
-        declared |= {_relative(module) for module in path.rglob("*.py")} if path.is_dir() else {_relative(path)}
+        declared |= (
+            {_relative(module) for module in path.rglob("*.py")} if path.is_dir() else {_relative(path)}
+        )
     return declared
 
 
