@@ -231,9 +231,12 @@ def test_adding_a_loss_kind_reruns_no_other_loss(tmp_path: Path) -> None:
     commit(root)
     trained = ["train@ce-1", "train@focal_low-1"]
 
-    # A new kind: its module and a loss of that kind. No trained stage is stale.
+    # A new kind: its module and a loss of that kind. No trained stage is stale. (The new
+    # loss first, and two workers: training it, the stage would also train ahead the
+    # seeds after it that it takes for stale, which none is.)
     (root / "src" / "lossbench" / "losses" / "brier.py").write_text(BRIER_KIND)
-    params["losses"]["brier"] = {"kind": "brier"}  # type: ignore[index]
+    params["losses"] = {"brier": {"kind": "brier"}, **params["losses"]}  # type: ignore[dict-item]
+    params["machine"] = {"workers": 2}
     write_params(root, params)
     stale = json.loads(run_in(root, "dvc", "status", "--json", env=env).stdout)
     assert not set(trained) & set(stale), stale
@@ -245,6 +248,7 @@ def test_adding_a_loss_kind_reruns_no_other_loss(tmp_path: Path) -> None:
         "report",
     ]
     assert "Brier" in (root / "plots" / "report.md").read_text()
+    assert not list((root / "data" / "checkpoints").rglob("*.pt")), "a cached seed was trained ahead"
     assert run_in(root, "dvc", "status", "--json", env=env).stdout.strip() == "{}"
 
     # A change to a kind's code reruns the losses of that kind only.

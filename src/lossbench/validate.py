@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 from pathlib import Path
 
 from rich.console import Console
 
 from lossbench import imagefolder, synthetic
 from lossbench.errors import DatasetUnavailable, OutputWriteError, ParamsError
-from lossbench.losses import LossKind
+from lossbench.losses import LossKind, kind_source
 from lossbench.params import RAW_DIR, Params, check_classes, check_fits_in_memory
 from lossbench.storage import output_set, write_text
 
@@ -97,11 +96,9 @@ def check_before_training(params: Params, root: Path) -> int:
 
 def loss_code_stamp(name: str, loss: LossKind) -> str:
     """What data/loss_code/NAME.txt holds: the kind's module and its digest."""
-    module = sys.modules[type(loss).__module__]
-    source = Path(str(module.__file__)).read_bytes()
     return (
         f"losses.{name}: kind {loss.kind}, lossbench/losses/{loss.kind}.py "
-        f"sha256 {hashlib.sha256(source).hexdigest()}\n"
+        f"sha256 {hashlib.sha256(kind_source(loss)).hexdigest()}\n"
     )
 
 

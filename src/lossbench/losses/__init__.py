@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import sys
 from collections.abc import Callable
 from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, get_args
 
 from lossbench.strict import Strict
@@ -63,6 +65,16 @@ def kinds() -> dict[str, type[LossKind]]:
             )
         found[module_info.name] = defined[0]
     return found
+
+
+def is_kind_module(module_name: str) -> bool:
+    """True for a kind's module (lossbench.losses.KIND), which only its own losses' training runs."""
+    return module_name.startswith(f"{__name__}.")
+
+
+def kind_source(spec: LossKind) -> bytes:
+    """The source of the module that defines `spec`'s kind: all of that kind's own code."""
+    return Path(str(sys.modules[type(spec).__module__].__file__)).read_bytes()
 
 
 def make_loss(name: str, spec: LossKind, num_classes: int, device: torch.device) -> PerSampleLoss:
