@@ -4,11 +4,13 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_PARAMS, commit, make_project, run_in, write_params
+from conftest import TINY_PARAMS, commit, lossbench, make_project, run_in, write_params
 
+from lossbench.augment import Normalizer
 from lossbench.errors import ParamsError
 from lossbench.losses import make_loss
 from lossbench.losses.ce import CeLoss
@@ -18,6 +20,8 @@ from lossbench.losses.gce import GceLoss
 from lossbench.losses.ls_ce import LsCeLoss
 from lossbench.losses.mae import MaeLoss, mae_loss
 from lossbench.losses.sce import SceLoss
+from lossbench.model import ProtocolNet
+from lossbench.storage import load_prepared
 
 CPU = torch.device("cpu")
 
@@ -260,3 +264,42 @@ def test_adding_a_loss_kind_reruns_no_other_loss(tmp_path: Path) -> None:
         "publish@focal_low",
         "report",
     ]
+
+
+# --- the memorization gauge under label noise ---------------------------------------------------
+
+
+def test_a_run_with_flipped_labels_reports_how_many_of_them_it_learnt(tmp_path: Path) -> None:
+    params = copy.deepcopy(TINY_PARAMS)
+    params["data"] = {**params["data"], "label_noise": 0.4}  # type: ignore[dict-item]
+    params["seeds"] = [1]
+    params["losses"] = {"ce": {"kind": "ce"}}
+    write_params(tmp_path, params)
+    for command in (["validate"], ["prepare"], ["train", "ce", "1"]):
+        result = lossbench(tmp_path, *command)
+        assert result.returncode == 0, result.stderr
+    numbers = json.loads((tmp_path / "data/runs/ce/seed1/metrics.json").read_text())["per_seed"]["seed1"]
+
+    # The same fractions, computed here from the saved network and the prepared data.
+    data = load_prepared(tmp_path / "data" / "prepared")
+    assert data.train_true_labels is not None
+    flipped = np.flatnonzero(data.train_labels != data.train_true_labels)
+    assert len(flipped) == round(0.4 * 300)
+    network = ProtocolNet(len(data.classes), 32, 32)
+    network.load_state_dict(torch.load(tmp_path / "data/runs/ce/seed1/model.pt", weights_only=True))
+    with torch.inference_mode():
+        images = Normalizer(CPU)(torch.from_numpy(data.train_images[flipped]))
+        predicted = network.eval()(images).argmax(dim=1).numpy()
+    assert numbers["flipped_train_acc_noisy"] == pytest.approx(
+        np.mean(predicted == data.train_labels[flipped])
+    )
+    assert numbers["flipped_train_acc_true"] == pytest.approx(
+        np.mean(predicted == data.train_true_labels[flipped])
+    )
+    assert numbers["flipped_train_acc_noisy"] + numbers["flipped_train_acc_true"] <= 1
+
+    # Clean labels: no true labels kept, no gauge.
+    params["data"]["label_noise"] = 0.0  # type: ignore[index]
+    write_params(tmp_path, params)
+    assert lossbench(tmp_path, "prepare").returncode == 0
+    assert not (tmp_path / "data/prepared/train_true_labels.npy").exists()

@@ -42,7 +42,7 @@ from lossbench.errors import (
     TrainingInterrupted,
 )
 from lossbench.evaluation import Curves, evaluate_probabilities, seed_metrics
-from lossbench.inference import loss_and_accuracy, test_probabilities
+from lossbench.inference import flipped_label_fit, loss_and_accuracy, test_probabilities
 from lossbench.losses import PerSampleLoss, is_kind_module, make_loss
 from lossbench.model import ProtocolNet
 from lossbench.numerics import numerics_in_force
@@ -359,6 +359,7 @@ def evaluate_seed(job: SeedJob, data: PreparedData, device: torch.device, consol
         "per_seed": {
             f"seed{job.seed}": seed_metrics(curves, evaluation)
             | {"per_class_recall": evaluation.per_class_recall}
+            | flipped_label_fit(network, data, device, job.params.train.test_batch_size)
         },
         "train_samples": len(data.train_labels),
         "test_samples": len(data.test_labels),
