@@ -4,7 +4,8 @@ DVC deletes a stage's outputs before it runs the stage's command, so a bad
 value found by a later stage would already have cost the user that stage's
 files. Here all of params.yaml is checked (and what can be checked of the
 data against it) before any other stage runs. The stamp it writes never
-changes, so passing validation reruns nothing downstream by itself.
+changes, so passing validation reruns nothing downstream by itself; nor do the
+digests of the losses' kind modules (data/loss_code), unless a kind's code changed.
 
 `check_before_training` is every check; `lossbench check` runs it too.
 """
