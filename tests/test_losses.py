@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from conftest import TINY_PARAMS, commit, lossbench, make_project, run_in, write_params
 
 from lossbench.augment import Normalizer
-from lossbench.errors import ParamsError
+from lossbench.errors import DamagedInput, ParamsError
 from lossbench.losses import make_loss
 from lossbench.losses.ce import CeLoss
 from lossbench.losses.flsd import FlsdLoss
@@ -21,7 +21,7 @@ from lossbench.losses.ls_ce import LsCeLoss
 from lossbench.losses.mae import MaeLoss, mae_loss
 from lossbench.losses.sce import SceLoss
 from lossbench.model import ProtocolNet
-from lossbench.storage import load_prepared
+from lossbench.storage import PreparedData, load_prepared, save_prepared
 
 CPU = torch.device("cpu")
 
@@ -303,3 +303,20 @@ def test_a_run_with_flipped_labels_reports_how_many_of_them_it_learnt(tmp_path: 
     write_params(tmp_path, params)
     assert lossbench(tmp_path, "prepare").returncode == 0
     assert not (tmp_path / "data/prepared/train_true_labels.npy").exists()
+
+
+def test_damaged_true_labels_are_named(tmp_path: Path) -> None:
+    images = np.zeros((4, 3, 32, 32), dtype=np.uint8)
+    labels = np.array([0, 1, 0, 1], dtype=np.int64)
+    data = PreparedData(images, labels, images, labels, ("a", "b"), train_true_labels=labels[::-1].copy())
+    save_prepared(data, tmp_path / "prepared")
+    loaded = load_prepared(tmp_path / "prepared")
+    assert loaded.train_true_labels is not None and list(loaded.train_true_labels) == [1, 0, 1, 0]
+    np.save(tmp_path / "prepared" / "train_true_labels.npy", np.array([0, 99, 0, 1], dtype=np.int64))
+    with pytest.raises(DamagedInput, match=r"train_true_labels.npy: labels must be 0..1"):
+        load_prepared(tmp_path / "prepared")
+    np.save(tmp_path / "prepared" / "train_true_labels.npy", np.array([0, 1], dtype=np.int64))
+    with pytest.raises(
+        DamagedInput, match=r"train_true_labels.npy: expected 4 int64 labels, found int64 \(2,\)"
+    ):
+        load_prepared(tmp_path / "prepared")
