@@ -297,6 +297,10 @@ def test_a_run_with_flipped_labels_reports_how_many_of_them_it_learnt(tmp_path: 
         np.mean(predicted == data.train_true_labels[flipped])
     )
     assert numbers["flipped_train_acc_noisy"] + numbers["flipped_train_acc_true"] <= 1
+    # publish carries them to the loss's details, where variants-report reads them.
+    assert lossbench(tmp_path, "publish", "ce").returncode == 0
+    details = json.loads((tmp_path / "metrics/details/ce.json").read_text())["per_seed"]["seed1"]
+    assert {key: details[key] for key in numbers} == numbers
 
     # Clean labels: no true labels kept, no gauge.
     params["data"]["label_noise"] = 0.0  # type: ignore[index]
