@@ -1,10 +1,11 @@
 """dvc.yaml against the code: every stage depends on all the lossbench code its command runs."""
 
 import ast
+import shutil
 from pathlib import Path
 
 import yaml
-from conftest import PROJECT
+from conftest import PROJECT, run_in
 
 PACKAGE = PROJECT / "src" / "lossbench"
 # The CLI only parses arguments and hands over to a stage's module; a change to
@@ -115,3 +116,23 @@ def test_every_study_runs_the_projects_pipeline() -> None:
         }
         for folder in ("data/raw/imagefolder", "data/raw/cifar10"):
             assert (path.parent / folder / "README.md").is_file(), folder
+
+
+def test_a_folder_of_code_is_its_source_not_pythons_caches(tmp_path: Path) -> None:
+    """validate and report depend on the folder src/lossbench/losses: Python's bytecode
+    caches in it (which appear on first import) must not make them stale."""
+    run_in(tmp_path, "git", "init", "-q")
+    run_in(tmp_path, "dvc", "init", "-q")
+    shutil.copy(PROJECT / ".dvcignore", tmp_path / ".dvcignore")
+    (tmp_path / "code" / "__pycache__").mkdir(parents=True)
+    (tmp_path / "code" / "kind.py").write_text("x = 1\n")
+    (tmp_path / "code" / "__pycache__" / "kind.cpython-311.pyc").write_bytes(b"one")
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  s:\n    cmd: echo done > out.txt\n    deps: [code]\n    outs: [out.txt]\n"
+    )
+    run_in(tmp_path, "dvc", "repro")
+    (tmp_path / "code" / "__pycache__" / "kind.cpython-311.pyc").write_bytes(b"two")
+    (tmp_path / "code" / "__pycache__" / "kind.cpython-312.pyc").write_bytes(b"three")
+    assert run_in(tmp_path, "dvc", "status", "--json").stdout.strip() == "{}"
+    (tmp_path / "code" / "kind.py").write_text("x = 2\n")
+    assert "s" in run_in(tmp_path, "dvc", "status", "--json").stdout
