@@ -361,5 +361,6 @@ def variants_report(
     console.print(
         f"[bold]variants-report[/]: claim 5 imbalance half {imbalance.verdict()[0]}, noise half "
         f"{noise.verdict()[0]}; wrote {VARIANTS_REPORT}, {IMBALANCE_TABLE}, {NOISE_TABLE}"
+        + (f", {MEMORIZATION_TABLE}" if len(memorization) else "")
         + (f" and {VARIANTS_FIGURE}" if panels else "")
     )
