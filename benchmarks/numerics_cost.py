@@ -30,7 +30,8 @@ if sys.argv[1] == "native":
 import torch
 from lossbench.augment import TrainingSet
 from lossbench.losses import make_loss
-from lossbench.params import CeLoss, TrainParams
+from lossbench.losses.ce import CeLoss
+from lossbench.params import TrainParams
 from lossbench.storage import PreparedData
 from lossbench.synthetic import CLASSES, generate
 from lossbench.train import new_state, train_epoch

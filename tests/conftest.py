@@ -180,7 +180,7 @@ def make_project(root: Path, params: dict[str, object] = TINY_PARAMS) -> Path:
     root.mkdir(parents=True)
     shutil.copytree(PROJECT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copytree(PROJECT / "data" / "raw", root / "data" / "raw", ignore=_only_readmes)
-    for name in ("dvc.yaml", ".gitignore"):
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(PROJECT / name, root / name)
     write_params(root, params)
     run_in(root, "git", "init", "-q")

@@ -1,10 +1,11 @@
 """dvc.yaml against the code: every stage depends on all the lossbench code its command runs."""
 
 import ast
+import shutil
 from pathlib import Path
 
 import yaml
-from conftest import PROJECT
+from conftest import PROJECT, run_in
 
 PACKAGE = PROJECT / "src" / "lossbench"
 # The CLI only parses arguments and hands over to a stage's module; a change to
@@ -13,7 +14,10 @@ DISPATCH = {"lossbench.cli", "lossbench.__main__"}
 
 
 def _source(module: str) -> Path:
-    return PACKAGE / ("__init__.py" if module == "lossbench" else f"{module.removeprefix('lossbench.')}.py")
+    relative = module.removeprefix("lossbench").removeprefix(".").replace(".", "/")
+    if (PACKAGE / relative / "__init__.py").is_file():
+        return PACKAGE / relative / "__init__.py"
+    return PACKAGE / f"{relative}.py"
 
 
 def imports_of(module: str) -> set[str]:
@@ -36,6 +40,27 @@ def imports_of(module: str) -> set[str]:
     return seen - DISPATCH
 
 
+def _relative(path: Path) -> str:
+    return str(path.relative_to(PROJECT))
+
+
+# The loss kinds' modules, which params.py imports by file name (not seen by `imports_of`).
+KIND_MODULES = {_relative(path) for path in (PACKAGE / "losses").glob("*.py") if path.name != "__init__.py"}
+
+
+def declared_code(stage: dict[str, object]) -> set[str]:
+    """The lossbench files a stage's deps name; a folder stands for every module in it."""
+    declared: set[str] = set()
+    for dep in stage["deps"]:  # type: ignore[attr-defined]
+        if not dep.startswith("${code}/"):
+            continue
+        path = PROJECT / dep.replace("${code}", "src/lossbench")
+        declared |= (
+            {_relative(module) for module in path.rglob("*.py")} if path.is_dir() else {_relative(path)}
+        )
+    return declared
+
+
 def test_every_stage_depends_on_the_code_its_command_imports() -> None:
     stages = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]
     assert stages, "no stages"
@@ -45,12 +70,27 @@ def test_every_stage_depends_on_the_code_its_command_imports() -> None:
         assert command[0] == "lossbench" and len(command) == 2, f"{name}: {stage['cmd']}"
         # Importing any lossbench module runs the package's __init__ first (it pins the kernels).
         modules = imports_of(f"lossbench.{command[1]}") | imports_of("lossbench")
-        needed = {str(_source(module).relative_to(PROJECT)) for module in modules}
-        declared = {
-            dep.replace("${code}", "src/lossbench") for dep in stage["deps"] if dep.startswith("${code}/")
-        }
+        needed = {_relative(_source(module)) for module in modules}
+        declared = declared_code(stage)
         assert needed <= declared, f"{name} lacks {sorted(needed - declared)}"
-        assert declared <= needed, f"{name} depends on code it does not run: {sorted(declared - needed)}"
+        # Every stage reads every kind's module to parse params.yaml; it may depend on them.
+        extra = declared - needed - KIND_MODULES
+        assert not extra, f"{name} depends on code it does not run: {sorted(extra)}"
+
+
+def test_a_train_stage_depends_on_its_own_loss_kind_only() -> None:
+    """train@NAME-SEED depends on no kind's module directly, but on data/loss_code/NAME.txt,
+    which validate (depending on every kind) writes from NAME's kind's module."""
+    stages = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]
+    train = stages["train"]
+    assert not declared_code(train) & KIND_MODULES, "train depends on every loss kind's module"
+    assert "data/loss_code/${item.loss}.txt" in train["deps"]
+    assert declared_code(stages["validate"]) >= KIND_MODULES
+    assert {"data/loss_code": {"cache": False, "persist": True}} in stages["validate"]["outs"]
+    # A kind's module imports no other kind's: its digest is all of its own code.
+    for module in KIND_MODULES:
+        imported = {_relative(_source(name)) for name in imports_of(f"lossbench.losses.{Path(module).stem}")}
+        assert imported & KIND_MODULES == {module}, f"{module} imports {sorted(imported & KIND_MODULES)}"
 
 
 def test_no_command_holds_a_value_from_params() -> None:
@@ -87,3 +127,23 @@ def test_no_stage_tracks_the_analysis_params() -> None:
         for name, stage in stages.items():
             tracked = [str(p) for p in (stage.get("do") or stage).get("params", [])]
             assert not any(p.startswith("analysis") for p in tracked), (pipeline, name)
+
+
+def test_a_folder_of_code_is_its_source_not_pythons_caches(tmp_path: Path) -> None:
+    """validate and report depend on the folder src/lossbench/losses: Python's bytecode
+    caches in it (which appear on first import) must not make them stale."""
+    run_in(tmp_path, "git", "init", "-q")
+    run_in(tmp_path, "dvc", "init", "-q")
+    shutil.copy(PROJECT / ".dvcignore", tmp_path / ".dvcignore")
+    (tmp_path / "code" / "__pycache__").mkdir(parents=True)
+    (tmp_path / "code" / "kind.py").write_text("x = 1\n")
+    (tmp_path / "code" / "__pycache__" / "kind.cpython-311.pyc").write_bytes(b"one")
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  s:\n    cmd: echo done > out.txt\n    deps: [code]\n    outs: [out.txt]\n"
+    )
+    run_in(tmp_path, "dvc", "repro")
+    (tmp_path / "code" / "__pycache__" / "kind.cpython-311.pyc").write_bytes(b"two")
+    (tmp_path / "code" / "__pycache__" / "kind.cpython-312.pyc").write_bytes(b"three")
+    assert run_in(tmp_path, "dvc", "status", "--json").stdout.strip() == "{}"
+    (tmp_path / "code" / "kind.py").write_text("x = 2\n")
+    assert "s" in run_in(tmp_path, "dvc", "status", "--json").stdout

@@ -10,6 +10,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +123,10 @@ def test_a_run_whose_last_worker_leaves_is_given_up_on_naming_the_tasks_left(
             assert runner.stdout is not None
             first = runner.stdout.readline()
             assert "training stage(s)" in first, first
+            # The count is printed before connecting: the worker goes once the tasks are in.
+            deadline = time.monotonic() + 120
+            while not scheduler.scheduler.tasks and time.monotonic() < deadline:
+                time.sleep(0.2)
         finally:
             os.killpg(worker.pid, signal.SIGKILL)  # the worker, its nanny and its task's commands
             worker.wait()

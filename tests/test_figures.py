@@ -16,7 +16,10 @@ from matplotlib.colors import to_hex
 
 from lossbench import figures
 from lossbench.figures import FIXED_COLOURS, OTHER_COLOURS, colour_of, loss_colours
-from lossbench.params import CeLoss, FocalLoss, LossParams, MaeLoss, loss_label
+from lossbench.losses.ce import CeLoss
+from lossbench.losses.focal import FocalLoss
+from lossbench.losses.mae import MaeLoss
+from lossbench.params import LossParams, loss_label
 from lossbench.report import overlay_table
 from lossbench.results import LossResult
 

@@ -17,7 +17,53 @@ DELETE = object()
 
 # (key path, new value or DELETE, message the user must see)
 BAD_PARAMS = [
-    ("losses.ce.kind", "hinge", "losses.ce.kind: unknown loss kind; allowed: mae, ce, focal"),
+    (
+        "losses.ce.kind",
+        "hinge",
+        "losses.ce.kind: unknown loss kind; allowed: ce, flsd, focal, gce, ls_ce, mae, sce",
+    ),
+    # The kinds beyond mae, ce and focal: strict types and bounds, one line each.
+    ("losses.ce", {"kind": "gce", "q": 0.0}, "losses.ce.q: Input should be greater than 0"),
+    ("losses.ce", {"kind": "gce", "q": 1.5}, "losses.ce.q: Input should be less than or equal to 1"),
+    (
+        "losses.ce",
+        {"kind": "gce", "q": "0.7"},
+        "losses.ce.q: Input should be a valid number, not a quoted string",
+    ),
+    (
+        "losses.ce",
+        {"kind": "sce", "alpha": -0.1},
+        "losses.ce.alpha: Input should be greater than or equal to 0",
+    ),
+    (
+        "losses.ce",
+        {"kind": "sce", "beta": True},
+        "losses.ce.beta: Input should be a valid number, not a boolean",
+    ),
+    (
+        "losses.ce",
+        {"kind": "sce", "alpha": 0.0, "beta": 0.0},
+        "losses.ce: Value error, alpha and beta are both 0, which leaves no loss; give one > 0",
+    ),
+    ("losses.ce", {"kind": "sce", "A": -4}, "losses.ce.A: unknown key (check its spelling)"),
+    (
+        "losses.ce",
+        {"kind": "ls_ce", "label_smoothing": 1.0},
+        "losses.ce.label_smoothing: Input should be less than 1",
+    ),
+    (
+        "losses.ce",
+        {"kind": "ls_ce", "label_smoothing": 0.0},
+        "losses.ce.label_smoothing: Input should be greater than 0",
+    ),
+    ("losses.ce", {"kind": "ce", "label_smoothing": 0.1}, "losses.ce.label_smoothing: unknown key"),
+    ("losses.ce", {"kind": "flsd", "threshold": 1.0}, "losses.ce.threshold: Input should be less than 1"),
+    (
+        "losses.ce",
+        {"kind": "flsd", "gamma_hard": -1.0},
+        "losses.ce.gamma_hard: Input should be greater than or equal to 0",
+    ),
+    ("losses.ce", {"kind": "flsd", "gamma": 5.0}, "losses.ce.gamma: unknown key (check its spelling)"),
     ("losses.focal_low.gamma", -0.5, "losses.focal_low.gamma: Input should be greater than or equal to 0"),
     ("losses.focal_low.gamma", DELETE, "losses.focal_low.gamma: required key is missing"),
     ("losses.focal_low.gamma", float("nan"), "losses.focal_low.gamma: Input should be a finite number"),

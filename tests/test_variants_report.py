@@ -14,6 +14,7 @@ from lossbench.claims import ClaimHalf, Evidence, noise_half
 from lossbench.errors import DamagedInput
 from lossbench.params import AnalysisParams
 from lossbench.results import Field, LossResult, VariantRun
+from lossbench.variants import memorization_table
 from lossbench.verdicts import ClaimVerdict, Margin
 
 
@@ -57,6 +58,15 @@ def test_variants_are_paired_by_seed_with_the_clean_run(reproduced: Path, tmp_pa
     report = (project / "plots" / "variants.md").read_text()
     assert "CE's drop − Focal (γ=2)'s" in report and "tail recall, Focal (γ=0.5) − CE" in report
     assert (project / "plots" / "variants.png").stat().st_size > 0
+
+    # The memorization gauge: each loss's seed mean of what its seeds recorded on the flipped labels.
+    memorization = pd.read_csv(project / "plots" / "memorization.csv")
+    assert list(memorization["label_noise"]) == [0.3] * 4
+    fitted = [noisy_ce[s]["flipped_train_acc_noisy"] for s in noisy_ce]
+    assert memorization.loc[memorization["loss"] == "CE", "flipped_train_acc_noisy_mean"].item() == round(
+        sum(fitted) / len(fitted), 4
+    )
+    assert "Memorization: the flipped training labels" in report
 
 
 def test_a_clean_run_of_another_protocol_is_refused_and_nothing_is_written(
@@ -168,3 +178,62 @@ def test_a_details_file_without_a_seed_is_named() -> None:
         match=r"^ce.json: per_seed has no seed3 \(seeds there: seed1, seed2\)$",
     ):
         _result("ce", CE, {1: 0.5, 2: 0.6}, [1, 2, 3])
+
+
+def _with_flipped(name: str, spec: dict[str, object], fits: dict[int, tuple[object, object]]) -> LossResult:
+    """A noisy run's result whose seeds record (accuracy on flipped labels, on true labels)."""
+    details = {
+        "loss": name,
+        "per_seed": {
+            f"seed{seed}": {
+                "final_test_acc": 0.5,
+                "macro_f1": 0.5,
+                "flipped_train_acc_noisy": noisy,
+                "flipped_train_acc_true": true,
+            }
+            for seed, (noisy, true) in fits.items()
+        },
+        "settings": spec,
+    }
+    return LossResult.from_details(Field(details, f"{name}.json"), list(fits), ("final_test_acc", "macro_f1"))
+
+
+def test_the_memorization_gauge_is_each_losss_seed_mean_and_sd() -> None:
+    noisy = VariantRun(
+        experiment="noisy",
+        imbalance_ratio=1.0,
+        label_noise=0.4,
+        results={
+            # CE fits 60%, 70%, 80% of the flipped labels; MAE 10%, 10%, 10%.
+            "ce": _with_flipped("ce", CE, {1: (0.6, 0.2), 2: (0.7, 0.1), 3: (0.8, 0.1)}),
+            "mae": _with_flipped("mae", {"kind": "mae"}, {1: (0.1, 0.7), 2: (0.1, 0.8), 3: (0.1, 0.9)}),
+            "focal": _result("focal", FOCAL, {1: 0.5, 2: 0.5, 3: 0.5}, [1, 2, 3]),  # trained before the gauge
+        },
+        class_counts={},
+    )
+    table = memorization_table([noisy]).round(4)
+    assert table.to_dict("records") == [
+        {
+            "label_noise": 0.4,
+            "loss": "CE",
+            "seeds": 3,
+            "flipped_train_acc_noisy_mean": 0.7,
+            "flipped_train_acc_noisy_std": 0.1,
+            "flipped_train_acc_true_mean": 0.1333,
+            "flipped_train_acc_true_std": 0.0577,
+        },
+        {
+            "label_noise": 0.4,
+            "loss": "MAE (L1)",
+            "seeds": 3,
+            "flipped_train_acc_noisy_mean": 0.1,
+            "flipped_train_acc_noisy_std": 0.0,
+            "flipped_train_acc_true_mean": 0.8,
+            "flipped_train_acc_true_std": 0.1,
+        },
+    ]
+    damaged = VariantRun("noisy", 1.0, 0.4, {"ce": _with_flipped("ce", CE, {1: (0.6, "0.2")})}, {})
+    with pytest.raises(
+        DamagedInput, match=r"^metrics/details/ce.json of noisy: per_seed flipped_train_acc_true "
+    ):
+        memorization_table([damaged])

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from lossbench.losses import kind_source
 from lossbench.optimizer import StepDecaySGD
 from lossbench.params import Params
 from lossbench.storage import CHECKPOINT_DIR, write_with
@@ -42,13 +43,15 @@ def inputs_digest(prepared_dir: Path, code: list[ModuleType]) -> bytes:
 
 def run_fingerprint(params: Params, name: str, seed: int, inputs: bytes) -> str:
     """What a checkpoint must match to be resumed: the training params, this
-    loss's entry, the seed, and the data and code (`inputs_digest`)."""
+    loss's entry, the seed, the data and code (`inputs_digest`) and the code of
+    this loss's kind (no other kind's, as in dvc.yaml)."""
     settings = {
         "train": params.train.model_dump(mode="json", exclude={"seeds"}),
         "loss": params.losses[name].model_dump(mode="json"),
         "seed": seed,
     }
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode() + inputs).hexdigest()
+    kind = hashlib.sha256(kind_source(params.losses[name])).digest()
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode() + inputs + kind).hexdigest()
 
 
 @dataclass

@@ -19,7 +19,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lossbench.params import AnalysisParams, CeLoss, FocalLoss, MaeLoss
+from lossbench.losses.ce import CeLoss
+from lossbench.losses.focal import FocalLoss
+from lossbench.losses.mae import MaeLoss
+from lossbench.params import AnalysisParams
 from lossbench.results import LossResult, VariantRun, md
 from lossbench.stats import friedman_p, holm, paired_comparison, summarize
 from lossbench.verdicts import (

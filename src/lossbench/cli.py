@@ -247,7 +247,7 @@ def check(params: ParamsOption = Path("params.yaml"), root: RootOption = Path(".
 
 @app.command(rich_help_panel=STAGES_PANEL)
 def validate(params: ParamsOption = Path("params.yaml"), root: RootOption = Path(".")) -> None:
-    """Stage validate, the pipeline's first: the checks of `check`, then its stamp data/validated.txt, which later stages depend on."""
+    """Stage validate, the pipeline's first: the checks of `check`, then its stamp data/validated.txt, which later stages depend on, and data/loss_code/NAME.txt, the digest of each loss's kind module, which that loss's train stages depend on."""
     _run_stage(params, "validate", root)
 
 

@@ -1,12 +1,15 @@
 """What a network does on a whole, unaugmented image set: mean loss and
-accuracy (after every epoch), and softmax probabilities (after the last)."""
+accuracy (after every epoch), softmax probabilities (after the last), and how
+many flipped training labels it learnt (after the last, with label noise)."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from lossbench.augment import Normalizer
 from lossbench.losses import PerSampleLoss
+from lossbench.storage import PreparedData
 
 
 @torch.inference_mode()
@@ -38,3 +41,24 @@ def test_probabilities(network: torch.nn.Module, images: torch.Tensor, batch_siz
         for start in range(0, len(images), batch_size)
     ]
     return torch.cat(chunks).cpu().numpy()
+
+
+def flipped_label_fit(
+    network: torch.nn.Module, data: PreparedData, device: torch.device, batch_size: int
+) -> dict[str, float]:
+    """How far the finished network memorised flipped labels (data.label_noise): on the
+    training images whose label was flipped, unaugmented, its accuracy against the
+    flipped labels it was trained on and against their true labels. Empty without flips."""
+    if data.train_true_labels is None:
+        return {}
+    flipped = np.flatnonzero(data.train_labels != data.train_true_labels)
+    if not len(flipped):
+        return {}
+    images = Normalizer(device)(torch.from_numpy(data.train_images[flipped]).to(device))
+    predicted = test_probabilities(
+        network, images.contiguous(memory_format=torch.channels_last), batch_size
+    ).argmax(axis=1)
+    return {
+        "flipped_train_acc_noisy": float(np.mean(predicted == data.train_labels[flipped])),
+        "flipped_train_acc_true": float(np.mean(predicted == data.train_true_labels[flipped])),
+    }

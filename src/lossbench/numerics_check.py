@@ -19,8 +19,11 @@ from rich.console import Console
 from lossbench.augment import TestSet, TrainingSet
 from lossbench.inference import test_probabilities
 from lossbench.losses import make_loss
+from lossbench.losses.ce import CeLoss
+from lossbench.losses.focal import FocalLoss
+from lossbench.losses.mae import MaeLoss
 from lossbench.numerics import numerics_in_force
-from lossbench.params import CeLoss, FocalLoss, LossParams, MaeLoss, TrainParams
+from lossbench.params import LossParams, TrainParams
 from lossbench.storage import PreparedData
 from lossbench.synthetic import CLASSES, generate
 from lossbench.train import new_state, train_epoch

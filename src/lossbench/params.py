@@ -16,15 +16,17 @@ import os
 import re
 import stat
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from ruamel.yaml import YAML
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import YAMLError
 
 from lossbench.crop import padded
 from lossbench.errors import ParamsError, file_kind, read_utf8, shown, shown_repr
+from lossbench.losses import LossKind, kinds
+from lossbench.strict import FLOAT32_MAX, Strict
 
 # A loss name becomes a DVC stage name (train@NAME), a parameter path
 # (losses.NAME), and file names (data/runs/NAME, metrics/NAME.json). So it is a
@@ -39,20 +41,10 @@ MAX_SEED = 2**63 - 1
 # Each seed is a training stage per loss: 1,000 seeds of 4 losses are 4,000 stages.
 MAX_SEEDS = 1_000
 MAX_THREADS = 1024
-# The network trains in float32: a larger learning rate, decay or weight cannot even be applied.
-FLOAT32_MAX = 3.4028234663852886e38
 
 # Where each dataset's raw files live, relative to the project root. The
 # prepare stage depends on data/raw/<dataset>, so DVC sees any change there.
 RAW_DIR = PurePosixPath("data/raw")
-
-
-class Strict(BaseModel):
-    # Unknown keys are errors: a mistyped `epohcs` must not be silently ignored.
-    # inf and nan are never meaningful here (`.inf` is valid YAML for a float).
-    # strict: `true` is not the seed 1, "2" is not the integer 2, 1.5 is not an epoch
-    # count (an integer is still a valid float).
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
 
 class SyntheticParams(Strict):
@@ -169,44 +161,19 @@ class TrainParams(Strict):
         return values
 
 
-class MaeLoss(Strict):
-    kind: Literal["mae"]
-    # probs: L1 between softmax probabilities and the one-hot target (the study's
-    # form); logits: L1 on raw logits, which does not learn (kept as an option).
-    input: Literal["probs", "logits"] = "probs"
+# Each loss kind's settings are defined beside its formula, in lossbench/losses/KIND.py
+# (adding a kind there changes no file another kind's training depends on); they
+# are parsed here, with the rest of params.yaml, as one union told apart by `kind`.
+LOSS_KINDS = kinds()
+if TYPE_CHECKING:
+    LossParams = LossKind
+else:
+    LossParams = Annotated[Union[tuple(LOSS_KINDS.values())], Field(discriminator="kind")]  # noqa: UP007
 
 
-class CeLoss(Strict):
-    kind: Literal["ce"]
-
-
-class FocalLoss(Strict):
-    kind: Literal["focal"]
-    gamma: float = Field(ge=0.0, le=100.0)
-    # None: no weighting. A number scales every sample; a list gives one weight
-    # per class (its length is checked against the dataset's classes).
-    alpha: float | list[Annotated[float, Field(gt=0.0, le=FLOAT32_MAX)]] | None = None
-
-    @field_validator("alpha")
-    @classmethod
-    def _alpha_positive(cls, value: float | list[float] | None) -> float | list[float] | None:
-        if isinstance(value, float | int) and not 0 < value <= FLOAT32_MAX:
-            raise ValueError(
-                "alpha must be > 0 (and fit a float32), a list of per-class weights > 0, or null"
-            )
-        return value
-
-
-LossParams = Annotated[MaeLoss | CeLoss | FocalLoss, Field(discriminator="kind")]
-
-
-def check_alpha(name: str, loss: LossParams, num_classes: int) -> None:
-    """A per-class alpha needs one weight per class of the dataset."""
-    if isinstance(loss, FocalLoss) and isinstance(loss.alpha, list) and len(loss.alpha) != num_classes:
-        raise ParamsError(
-            f"losses.{name}.alpha: {len(loss.alpha)} weights given but the dataset has "
-            f"{num_classes} classes; give one weight per class, a single number, or null"
-        )
+def check_classes(name: str, loss: LossKind, num_classes: int) -> None:
+    """A loss's per-class settings (focal's alpha list) must fit the dataset's classes."""
+    loss.check_classes(name, num_classes)
 
 
 def check_loss_name(name: str) -> None:
@@ -294,18 +261,9 @@ def require_loss(params: Params, name: str) -> LossParams:
     return params.losses[name]
 
 
-def loss_label(loss: LossParams) -> str:
+def loss_label(loss: LossKind) -> str:
     """Human label of a loss's settings, e.g. 'Focal (γ=0.5)' (the report passes what a run was trained with)."""
-    if isinstance(loss, MaeLoss):
-        return "MAE (L1)" if loss.input == "probs" else "MAE (L1, logits)"
-    if isinstance(loss, CeLoss):
-        return "CE"
-    label = f"Focal (γ={loss.gamma:g}"
-    if isinstance(loss.alpha, float | int):
-        label += f", α={loss.alpha:g}"
-    elif loss.alpha is not None:
-        label += ", α per class"
-    return label + ")"
+    return loss.label()
 
 
 BOUNDS = {
@@ -342,7 +300,7 @@ def _format_validation_error(error: ValidationError, source: str) -> str:
         parts = [str(part) for part in item["loc"]]
         # Pydantic puts the loss kind after the loss name (losses.NAME.focal.gamma);
         # drop it so the path reads as in params.yaml.
-        if parts[:1] == ["losses"] and len(parts) >= 3 and parts[2] in ("mae", "ce", "focal"):
+        if parts[:1] == ["losses"] and len(parts) >= 3 and parts[2] in LOSS_KINDS:
             del parts[2]
         if item["type"] in ("union_tag_invalid", "union_tag_not_found"):
             parts.append("kind")
@@ -352,9 +310,9 @@ def _format_validation_error(error: ValidationError, source: str) -> str:
         elif item["type"] == "missing":
             message = "required key is missing"
         elif item["type"] == "union_tag_invalid":
-            message = "unknown loss kind; allowed: mae, ce, focal"
+            message = f"unknown loss kind; allowed: {', '.join(LOSS_KINDS)}"
         elif item["type"] == "union_tag_not_found":
-            message = "missing 'kind'; allowed: mae, ce, focal"
+            message = f"missing 'kind'; allowed: {', '.join(LOSS_KINDS)}"
         elif item["type"] in STRICT_TYPES and isinstance(item["input"], bool | str):
             # Strict types: say why `true` or "2" is not taken (the value itself may be long).
             message += f", not {_strict_input(item['input'], item['type'])}"

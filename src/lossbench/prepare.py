@@ -146,7 +146,8 @@ def prepare(params: Params, root: Path, console: Console) -> PreparedData:
     if data_params.label_noise > 0:
         noisy = flip_labels(data.train_labels, num_classes, data_params.label_noise, noise_rng)
         flipped = int((noisy != data.train_labels).sum())
-        data = replace(data, train_labels=noisy)
+        # The true labels are kept for the memorization gauge (train: how many flipped labels were learnt).
+        data = replace(data, train_labels=noisy, train_true_labels=data.train_labels)
 
     counts = data.class_counts()
     figure = samples_figure(data)

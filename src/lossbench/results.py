@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from lossbench.errors import DamagedInput, MissingInput, printable_lines, read_utf8, shown
 from lossbench.evaluation import SEED_METRICS
 from lossbench.numerics import PINNED_KERNELS
-from lossbench.params import CeLoss, FocalLoss, LossParams, MaeLoss, Params, loss_label
+from lossbench.params import LOSS_KINDS, LossParams, Params, loss_label
 from lossbench.restore import another_runs_files
 from lossbench.storage import RUNS_DIR, PublishedFiles, SeedRunFiles
 
@@ -235,7 +235,6 @@ def read_class_counts(path: Path) -> dict[str, Any]:
 
 # --- one loss's run --------------------------------------------------------------------------------
 
-LOSS_KINDS: dict[str, type[MaeLoss | CeLoss | FocalLoss]] = {"mae": MaeLoss, "ce": CeLoss, "focal": FocalLoss}
 HISTORY_COLUMNS = ("seed", "epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "wall_time_s")
 CALIBRATION_COLUMNS = ("seed", "bin", "lower", "upper", "count", "confidence", "accuracy")
 PROTOCOL_SETTINGS = ("epochs", "batch_size", "lr", "momentum", "lr_decay_factor", "lr_step_epochs")

@@ -255,7 +255,8 @@ def output_set() -> Iterator[OutputSet]:
 class PreparedData:
     """What every dataset reader returns and the prepare stage saves: uint8
     images (N, 3, H, W), int64 labels, class names (and, not saved, the input
-    files that could not be read)."""
+    files that could not be read). With data.label_noise, train_labels are the
+    flipped ones that training sees and train_true_labels the labels before."""
 
     train_images: np.ndarray
     train_labels: np.ndarray
@@ -263,6 +264,7 @@ class PreparedData:
     test_labels: np.ndarray
     classes: tuple[str, ...]
     skipped: tuple[str, ...] = ()
+    train_true_labels: np.ndarray | None = None  # saved only when labels were flipped
 
     def class_counts(self) -> dict[str, dict[str, int]]:
         def counts(labels: np.ndarray) -> dict[str, int]:
@@ -273,6 +275,7 @@ class PreparedData:
 
 
 _ARRAYS = ("train_images", "train_labels", "test_images", "test_labels")
+TRUE_LABELS = "train_true_labels"
 
 
 def save_prepared(data: PreparedData, folder: Path) -> None:
@@ -285,9 +288,10 @@ def save_prepared(data: PreparedData, folder: Path) -> None:
             if leftover.exists():
                 shutil.rmtree(leftover)
         building.mkdir(parents=True)
-        for name in _ARRAYS:
-            with (building / f"{name}.npy").open("wb") as handle:
-                np.save(handle, getattr(data, name))
+        for name in (*_ARRAYS, TRUE_LABELS):
+            if getattr(data, name) is not None:
+                with (building / f"{name}.npy").open("wb") as handle:
+                    np.save(handle, getattr(data, name))
         (building / "classes.json").write_text(json.dumps(list(data.classes)) + "\n", encoding="utf-8")
         if folder.exists():
             folder.rename(replaced)
@@ -338,12 +342,24 @@ def load_prepared(folder: Path) -> PreparedData:
                 f"labels must be 0..{len(classes) - 1} "
                 f"(one per class in classes.json), found {labels.min()}..{labels.max()}",
             )
+    true_labels = None
+    if (folder / f"{TRUE_LABELS}.npy").is_file():
+        true_labels = _load_array(folder / f"{TRUE_LABELS}.npy")
+        train_labels = arrays["train_labels"]
+        if true_labels.dtype != np.int64 or true_labels.shape != train_labels.shape:
+            raise _damaged(
+                folder / f"{TRUE_LABELS}.npy",
+                f"expected {len(train_labels)} int64 labels, found {true_labels.dtype} {true_labels.shape}",
+            )
+        if len(true_labels) and (true_labels.min() < 0 or true_labels.max() >= len(classes)):
+            raise _damaged(folder / f"{TRUE_LABELS}.npy", f"labels must be 0..{len(classes) - 1}")
     return PreparedData(
         arrays["train_images"],
         arrays["train_labels"],
         arrays["test_images"],
         arrays["test_labels"],
         tuple(classes),
+        train_true_labels=true_labels,
     )
 
 

@@ -32,7 +32,8 @@ from lossbench.experiments import (
     run_name,
     study_prefix,
 )
-from lossbench.params import FocalLoss, Params
+from lossbench.losses.focal import FocalLoss
+from lossbench.params import Params
 from lossbench.results import (
     Field,
     LossResult,

@@ -42,8 +42,8 @@ from lossbench.errors import (
     TrainingInterrupted,
 )
 from lossbench.evaluation import Curves, evaluate_probabilities, seed_metrics
-from lossbench.inference import loss_and_accuracy, test_probabilities
-from lossbench.losses import PerSampleLoss, make_loss
+from lossbench.inference import flipped_label_fit, loss_and_accuracy, test_probabilities
+from lossbench.losses import PerSampleLoss, is_kind_module, make_loss
 from lossbench.model import ProtocolNet
 from lossbench.numerics import numerics_in_force
 from lossbench.optimizer import StepDecaySGD
@@ -359,6 +359,7 @@ def evaluate_seed(job: SeedJob, data: PreparedData, device: torch.device, consol
         "per_seed": {
             f"seed{job.seed}": seed_metrics(curves, evaluation)
             | {"per_class_recall": evaluation.per_class_recall}
+            | flipped_label_fit(network, data, device, job.params.train.test_batch_size)
         },
         "train_samples": len(data.train_labels),
         "test_samples": len(data.test_labels),
@@ -392,11 +393,14 @@ def write_seed_run(files: SeedRunFiles, run: SeedRun, fingerprint: str) -> None:
 
 
 def training_code() -> list[ModuleType]:
-    """The lossbench modules loaded for training (this one and what it imports)."""
+    """The lossbench modules loaded for training (this one and what it imports), but the
+    loss kinds' modules: params.py loads every kind, a run's fingerprint has its own kind's."""
     return [
         module
         for name, module in sorted(sys.modules.items())
-        if name.startswith("lossbench.") and name not in ("lossbench.cli", "lossbench.__main__")
+        if name.startswith("lossbench.")
+        and name not in ("lossbench.cli", "lossbench.__main__")
+        and not is_kind_module(name)
     ]
 
 

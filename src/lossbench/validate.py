@@ -4,25 +4,32 @@ DVC deletes a stage's outputs before it runs the stage's command, so a bad
 value found by a later stage would already have cost the user that stage's
 files. Here all of params.yaml is checked (and what can be checked of the
 data against it) before any other stage runs. The stamp it writes never
-changes, so passing validation reruns nothing downstream by itself.
+changes, so passing validation reruns nothing downstream by itself; nor do the
+digests of the losses' kind modules (data/loss_code), unless a kind's code changed.
 
 `check_before_training` is every check; `lossbench check` runs it too.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
 from rich.console import Console
 
 from lossbench import imagefolder, synthetic
-from lossbench.errors import DatasetUnavailable, ParamsError
-from lossbench.params import RAW_DIR, Params, check_alpha, check_fits_in_memory
-from lossbench.storage import write_text
+from lossbench.errors import DatasetUnavailable, OutputWriteError, ParamsError
+from lossbench.losses import LossKind, kind_source
+from lossbench.params import RAW_DIR, Params, check_classes, check_fits_in_memory
+from lossbench.storage import output_set, write_text
 
 STAMP_FILE = Path("data/validated.txt")
 STAMP = "params.yaml passed `lossbench validate`\n"
+# One file per loss naming its kind's module and that module's digest: train@NAME-SEED
+# depends on data/loss_code/NAME.txt, because dvc.yaml cannot look up a loss's kind to
+# name its module (DVC's templates do not nest). A kind's change reruns its losses only.
+LOSS_CODE_DIR = Path("data/loss_code")
 CIFAR10_CLASSES = 10
 # cifar10.BATCH_FOLDER and ARCHIVE_NAME, named here so that `check` does not load torchvision.
 CIFAR10_FILES = ("cifar-10-batches-py", "cifar-10-python.tar.gz")
@@ -136,12 +143,37 @@ def check_before_training(params: Params, root: Path) -> int:
             f"data.imagefolder: {num_classes} class folder found; a classifier needs at least 2"
         )
     for name, loss in params.losses.items():
-        check_alpha(name, loss, num_classes)
+        check_classes(name, loss, num_classes)
     return num_classes
+
+
+def loss_code_stamp(name: str, loss: LossKind) -> str:
+    """What data/loss_code/NAME.txt holds: the kind's module and its digest."""
+    return (
+        f"losses.{name}: kind {loss.kind}, lossbench/losses/{loss.kind}.py "
+        f"sha256 {hashlib.sha256(kind_source(loss)).hexdigest()}\n"
+    )
+
+
+def write_loss_code(params: Params, folder: Path) -> None:
+    """Every loss's stamp (only the changed ones are rewritten, so DVC sees the others unchanged),
+    and no stamp of a loss params.yaml no longer has."""
+    stamps = {folder / f"{name}.txt": loss_code_stamp(name, loss) for name, loss in params.losses.items()}
+    with output_set() as files:
+        for path, text in stamps.items():
+            if not path.is_file() or path.read_bytes() != text.encode():
+                files.write_text(path, text)
+    for path in folder.glob("*.txt"):
+        if path not in stamps:
+            try:
+                path.unlink()
+            except OSError as error:
+                raise OutputWriteError(f"could not remove {path}: {error.strerror or error}") from None
 
 
 def validate(params: Params, root: Path, console: Console) -> None:
     num_classes = check_before_training(params, root)
+    write_loss_code(params, root / LOSS_CODE_DIR)
     write_text(root / STAMP_FILE, STAMP)
     console.print(
         f"[bold]validate[/]: params.yaml is valid: {params.data.dataset} data ({num_classes} classes), "

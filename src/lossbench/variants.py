@@ -6,13 +6,15 @@ follow this study's protocol exactly but for its seeds.
 
 Run it in the study's folder after its experiments ran (or were pulled):
 it reads `dvc exp show --json` and each run's committed details, and writes
-plots/variants.md, plots/imbalance.csv, plots/noise.csv and plots/variants.png.
+plots/variants.md, plots/imbalance.csv, plots/noise.csv, plots/memorization.csv
+and plots/variants.png.
 This module finds the runs and writes the report; claims.py measures the claim
 (`imbalance_half`, `noise_half`) and figures.py draws it.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +26,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from lossbench import claims, figures
-from lossbench.errors import MissingInput, ParamsError
+from lossbench.errors import DamagedInput, MissingInput, ParamsError
 from lossbench.experiments import (
     exp_show,
     experiment_records,
@@ -36,7 +38,9 @@ from lossbench.experiments import (
     run_name,
     study_prefix,
 )
-from lossbench.params import CeLoss, FocalLoss, MachineParams, Params, load_params, loss_label
+from lossbench.losses.ce import CeLoss
+from lossbench.losses.focal import FocalLoss
+from lossbench.params import MachineParams, Params, load_params, loss_label
 from lossbench.results import (
     CLEAN_DATA,
     Field,
@@ -60,6 +64,12 @@ VARIANTS_REPORT = PLOTS_DIR / "variants.md"
 VARIANTS_FIGURE = PLOTS_DIR / "variants.png"
 IMBALANCE_TABLE = PLOTS_DIR / "imbalance.csv"
 NOISE_TABLE = PLOTS_DIR / "noise.csv"
+MEMORIZATION_TABLE = PLOTS_DIR / "memorization.csv"
+# Recorded by train for each seed with flipped labels (inference.flipped_label_fit).
+FLIPPED_KEYS = {
+    "flipped_train_acc_noisy": "fits the flipped label",
+    "flipped_train_acc_true": "the true label",
+}
 SEED_KEYS = ("final_test_acc", "macro_f1", "per_class_recall")  # what this report reads of a seed
 
 
@@ -219,6 +229,52 @@ def _noise_markdown(table: pd.DataFrame) -> str:
     return shown.to_markdown(index=False)
 
 
+def memorization_table(runs: list[VariantRun]) -> pd.DataFrame:
+    """Per noise level and loss, seed mean and sd of the finished networks' accuracy on
+    the flipped training images against their flipped and their true labels: how far
+    each loss memorised the noise. Runs trained before the gauge was recorded are left out."""
+    rows = []
+    for run in (run for run in runs if run.label_noise > 0 and run.imbalance_ratio == 1):
+        for name, result in run.results.items():
+            seeds = result.per_seed
+            if not all(key in numbers for numbers in seeds.values() for key in FLIPPED_KEYS):
+                continue
+            row: dict[str, object] = {
+                "label_noise": run.label_noise,
+                "loss": result.label,
+                "seeds": len(seeds),
+            }
+            for key in FLIPPED_KEYS:
+                values = [numbers[key] for numbers in seeds.values()]
+                if not all(
+                    isinstance(v, float | int) and not isinstance(v, bool) and math.isfinite(v)
+                    for v in values
+                ):
+                    raise DamagedInput(
+                        f"{DETAILS_DIR}/{name}.json of {run.experiment}: per_seed {key} is not a number in every seed"
+                    )
+                row[f"{key}_mean"] = float(pd.Series(values).mean())
+                row[f"{key}_std"] = float(pd.Series(values).std(ddof=1)) if len(values) > 1 else float("nan")
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _memorization_section(table: pd.DataFrame) -> list[str]:
+    if not len(table):
+        return []
+    shown = markdown_names(table[["label_noise", "loss", "seeds"]], ["loss"])
+    for key, name in FLIPPED_KEYS.items():
+        shown[name] = _plus_minus_cells(table, key)
+    return [
+        "### Memorization: the flipped training labels\n",
+        "Of the training images whose label was flipped, the share the finished network (unaugmented "
+        "images) classes as the flipped label it was trained on, and as the true label; seed mean ± sd. "
+        "A loss that fits the flipped labels learnt the noise.\n",
+        shown.to_markdown(index=False),
+        "",
+    ]
+
+
 def _half_section(
     half: claims.ClaimHalf, heading: str, markdown: Callable[[pd.DataFrame], str], verdict_line: str
 ) -> list[str]:
@@ -264,6 +320,7 @@ def variants_report(
 
     imbalance = claims.imbalance_half(runs, params.analysis)
     noise = claims.noise_half(runs, clean, params.analysis)
+    memorization = memorization_table(runs)
     panels = _figure_panels(runs)
 
     figure = figures.draw_variants(runs, clean, panels) if panels else None
@@ -292,6 +349,7 @@ def variants_report(
             _noise_markdown,
             "Second half, CE is more sensitive to label noise (CE's drop from clean − focal's)",
         ),
+        *_memorization_section(memorization),
     ]
     # Every number, text and figure is made before the first file is written; the files are one set.
     with figures.closing(*([figure] if figure else [])), output_set() as files:
@@ -299,6 +357,10 @@ def variants_report(
             root / IMBALANCE_TABLE, lambda path: imbalance.table.round(4).to_csv(path, index=False)
         )
         files.write_with(root / NOISE_TABLE, lambda path: noise.table.round(4).to_csv(path, index=False))
+        if len(memorization):
+            files.write_with(
+                root / MEMORIZATION_TABLE, lambda path: memorization.round(4).to_csv(path, index=False)
+            )
         if figure is not None:
             figures.save_figure(files, figure, root / VARIANTS_FIGURE)
         files.write_text(root / VARIANTS_REPORT, "\n".join(sections))
@@ -306,5 +368,6 @@ def variants_report(
     console.print(
         f"[bold]variants-report[/]: claim 5 imbalance half {imbalance.verdict()[0].value}, noise half "
         f"{noise.verdict()[0].value}; wrote {VARIANTS_REPORT}, {IMBALANCE_TABLE}, {NOISE_TABLE}"
+        + (f", {MEMORIZATION_TABLE}" if len(memorization) else "")
         + (f" and {VARIANTS_FIGURE}" if panels else "")
     )
