@@ -95,7 +95,6 @@ def results_table(results: list[LossResult], ranking: list[str]) -> pd.DataFrame
                 "ECE": f"{r.mean('ece'):.3f}",
                 "NLL": f"{r.mean('nll'):.3f}",
                 "converged (epoch)": f"{r.mean('convergence_epoch'):.1f}",
-                "wall time per seed (s)": f"{r.history.groupby('seed')['wall_time_s'].last().mean():.1f}",
             }
         )
     return pd.DataFrame(rows).sort_values("rank")
