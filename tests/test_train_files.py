@@ -18,6 +18,7 @@ from rich.console import Console
 from lossbench.augment import TestSet, TrainingSet
 from lossbench.checkpoint import run_fingerprint
 from lossbench.errors import TrainingInterrupted
+from lossbench.lookahead import forces_every_stage
 from lossbench.losses import make_loss
 from lossbench.params import Params
 from lossbench.prepare import samples_figure
@@ -97,3 +98,24 @@ def test_the_sample_grids_labels_keep_clear_of_the_images() -> None:
         if row:
             above = min(axis.get_window_extent(renderer).y0 for axis in axes[row - 1] if axis.images)
             assert extent.y1 <= above - gap, f"{name}: the label touches the images above"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "forced"),
+    [
+        (["repro", "-f"], True),
+        (["repro", "--force"], True),
+        (["repro", "-fs"], True),
+        (["repro", "-q", "--force", "--no-run-cache"], True),
+        (["repro"], False),
+        (["repro", "-s"], False),
+        (["repro", "-f", "train@ce-1"], False),  # only the target and its upstream stages rerun
+        (["repro", "-f", "--unknown"], False),
+        (["exp", "run", "-f"], False),
+        ([], False),
+    ],
+)
+def test_a_forced_repro_of_the_whole_pipeline_is_told_from_its_command_line(
+    arguments: list[str], forced: bool
+) -> None:
+    assert forces_every_stage(arguments) is forced

@@ -93,10 +93,10 @@ class Run:
         if found is None:
             return cls(forced=False, started=0.0)
         arguments, started = found
-        return cls(_forces_every_stage(arguments), started)
+        return cls(forces_every_stage(arguments), started)
 
 
-def _forces_every_stage(arguments: list[str]) -> bool:
+def forces_every_stage(arguments: list[str]) -> bool:
     """True for `dvc repro -f` (or --force) with no target: every stage of the
     pipeline reruns. With targets only theirs and their upstream stages do, and a
     command other than plain options (`dvc exp run`, an unknown option) is not
