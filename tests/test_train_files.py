@@ -18,7 +18,7 @@ from rich.console import Console
 from lossbench.augment import TestSet, TrainingSet
 from lossbench.checkpoint import run_fingerprint
 from lossbench.errors import TrainingInterrupted
-from lossbench.lookahead import forces_every_stage
+from lossbench.lookahead import WORKERS_VARIABLE, forces_every_stage, worker_count
 from lossbench.losses import make_loss
 from lossbench.params import Params
 from lossbench.prepare import samples_figure
@@ -119,3 +119,22 @@ def test_a_forced_repro_of_the_whole_pipeline_is_told_from_its_command_line(
     arguments: list[str], forced: bool
 ) -> None:
     assert forces_every_stage(arguments) is forced
+
+
+@pytest.mark.parametrize(
+    ("workers", "train_size", "epochs", "expected"),
+    [
+        (0, 12_000, 30, 2),  # the default's size: a worker per core
+        (0, 300, 2, 1),  # tiny: starting a worker costs more than the seed's training
+        (0, 5_000, 10, 2),  # 50,000 image-epochs: worth it
+        (3, 300, 2, 3),  # asked for: always
+    ],
+)
+def test_automatic_workers_train_ahead_only_seeds_worth_a_process(
+    workers: int, train_size: int, epochs: int, expected: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(WORKERS_VARIABLE, raising=False)
+    params = Params.model_validate(
+        TINY_PARAMS | {"machine": {"workers": workers}, "train": TINY_PARAMS["train"] | {"epochs": epochs}}  # type: ignore[operator]
+    )
+    assert worker_count(params, cores=2, train_images=train_size) == expected

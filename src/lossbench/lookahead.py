@@ -34,16 +34,28 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def worker_count(params: Params, cores: int) -> int:
+# Training images x epochs of one seed below which a seed is not trained ahead
+# unless machine.workers asks for it. Training ahead starts a forkserver, which
+# imports torch once more (about 2 s of a core); a seed of fewer image-epochs
+# trains in less than that (an epoch of 12,000 images: 0.45 s on one Zen 4 core,
+# benchmarks/results.md), so a tiny pipeline runs faster without.
+AHEAD_FROM_IMAGE_EPOCHS = 50_000
+
+
+def worker_count(params: Params, cores: int, train_images: int) -> int:
     """Seeds trained at once: $LOSSBENCH_WORKERS, machine.workers, or as many
-    as the cores hold at train.threads each."""
+    as the cores hold at train.threads each (one for a tiny seed)."""
     variable = os.environ.get(WORKERS_VARIABLE, "")
     if variable:
         if not variable.isdigit() or int(variable) < 1:
             raise ParamsError(f"{WORKERS_VARIABLE}: {variable!r} is not a whole number of at least 1")
         return int(variable)
+    if params.machine.workers:
+        return params.machine.workers
+    if train_images * params.train.epochs < AHEAD_FROM_IMAGE_EPOCHS:
+        return 1
     threads = params.train.threads or cores  # 0: torch's default, every core
-    return params.machine.workers or max(1, cores // threads)
+    return max(1, cores // threads)
 
 
 # `dvc repro`'s options, all flags; any other word is a target.

@@ -70,7 +70,7 @@ def _train(
 
     inputs = training_inputs(root, device)
     job = SeedJob(params, name, seed, root, run_fingerprint(params, name, seed, inputs))
-    workers = worker_count(params, available_cores())
+    workers = worker_count(params, available_cores(), len(data.train_labels))
     # Ahead only while this seed trains too: a stage that finds its seed
     # already trained ahead just evaluates it, and the next stale one trains
     # ahead in turn (2 cores, 4 seeds: 1+2, -, 3+4, -).
