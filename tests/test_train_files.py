@@ -4,6 +4,7 @@ an interruption as training starts, and the sample grid's labels."""
 import csv
 import io
 import math
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -11,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY_PARAMS
+from conftest import TINY_PARAMS, prepared_in, run_in, write_params
 from matplotlib.text import Text
 from rich.console import Console
 
@@ -138,3 +139,24 @@ def test_automatic_workers_train_ahead_only_seeds_worth_a_process(
         TINY_PARAMS | {"machine": {"workers": workers}, "train": TINY_PARAMS["train"] | {"epochs": epochs}}  # type: ignore[operator]
     )
     assert worker_count(params, cores=2, train_images=train_size) == expected
+
+
+def test_a_training_stage_checks_its_data_before_it_imports_torch(tmp_path: Path) -> None:
+    write_params(tmp_path, TINY_PARAMS)
+    result = run_in(
+        tmp_path, sys.executable, "-X", "importtime", "-m", "lossbench", "train", "ce", "1", check=False
+    )
+    assert result.returncode == 1 and "prepared data incomplete" in result.stderr, result.stderr
+    imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line]
+    assert "lossbench.params" in imported and "torch" not in imported
+
+
+def test_a_training_stage_imports_no_compiler(tmp_path: Path) -> None:
+    """torch._dynamo (about a second; torch.optim's classes import it) is not what training needs."""
+    root = prepared_in(tmp_path, TINY_PARAMS | {"seeds": [1]})
+    result = run_in(
+        root, sys.executable, "-X", "importtime", "-m", "lossbench", "train", "ce", "1", check=False
+    )
+    assert result.returncode == 0, result.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert "torch" in imported and "torch._dynamo" not in imported
