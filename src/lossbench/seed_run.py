@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from types import ModuleType
@@ -29,10 +29,7 @@ from lossbench.model import ProtocolNet
 from lossbench.numerics import numerics_in_force
 from lossbench.params import loss_label
 from lossbench.storage import PREPARED_DIR, TIMINGS_DIR, PreparedData, SeedRunFiles, output_set, write_csv
-from lossbench.train import EpochRecord, SeedJob
-
-# history.csv's columns: every field of an epoch's record but its wall time.
-HISTORY_FIELDS = tuple(field.name for field in fields(EpochRecord) if field.name != "wall_time_s")
+from lossbench.train import HISTORY_FIELDS, EpochRecord, SeedJob, numbers_of
 
 # Modules loaded in a training stage that decide nothing it writes: how it is
 # scheduled, shown, watched and put back after a failure. Neither the stage's
@@ -136,7 +133,7 @@ def write_seed_run(files: SeedRunFiles, run: SeedRun, fingerprint: str) -> None:
     """data/runs/NAME/seedN as one set of files."""
     with output_set() as out:
         out.write_with(files.model, partial(_save_network, run.network))
-        out.write_csv(files.history, [_numbers(record) for record in run.history], HISTORY_FIELDS)
+        out.write_csv(files.history, [numbers_of(asdict(record)) for record in run.history], HISTORY_FIELDS)
         out.write_csv(files.calibration, run.reliability)
         out.write_csv(files.predictions, run.predictions, ("actual", "predicted"))
         out.write_json(files.metrics, run.metrics)
@@ -148,11 +145,6 @@ def _save_network(network: dict[str, Any], path: Path) -> None:
     # after the file, here a random temporary name, and no two runs' bytes agree.
     with path.open("wb") as file:
         torch.save(network, file)
-
-
-def _numbers(record: EpochRecord) -> dict[str, Any]:
-    every = asdict(record)
-    return {name: every[name] for name in HISTORY_FIELDS}
 
 
 def timings_path(root: Path, name: str, seed: int) -> Path:

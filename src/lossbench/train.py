@@ -42,6 +42,15 @@ class EpochRecord:
     wall_time_s: float
 
 
+# A history's columns (data/live and data/runs): every field of the record but its wall time.
+HISTORY_FIELDS = tuple(name for name in EpochRecord.__dataclass_fields__ if name != "wall_time_s")
+
+
+def numbers_of(record: dict[str, Any]) -> dict[str, Any]:
+    """An epoch's record as a history row: its numbers, not its wall time."""
+    return {name: record[name] for name in HISTORY_FIELDS}
+
+
 @dataclass(frozen=True)
 class SeedJob:
     """Everything a worker process needs to train one seed (picklable)."""
@@ -152,7 +161,7 @@ class LiveHistory:
     def __call__(self, history: list[dict[str, Any]]) -> None:
         try:
             if history:
-                write_csv(self.path, history)
+                write_csv(self.path, [numbers_of(record) for record in history], HISTORY_FIELDS)
             else:
                 self.path.unlink(missing_ok=True)
         except OutputWriteError as error:
