@@ -39,9 +39,9 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).parent))
 from seed_style import train_seed_style
 
+from lossbench.lookahead import available_cores
 from lossbench.params import load_params
 from lossbench.prepare import READERS
-from lossbench.train import available_cores
 
 PROJECT = Path(__file__).resolve().parents[1]
 BIN = str(Path(sys.executable).parent)  # dvc and lossbench of this environment

@@ -32,7 +32,7 @@ def test_repro_caching_gamma_change_metrics_diff_plots_and_a_fifth_loss(
         details = json.loads((project / "metrics" / "details" / f"{name}.json").read_text())
         assert details["train_samples"] == 300 and details["test_samples"] == 100
         history = (project / "plots" / "history" / f"{name}.csv").read_text().splitlines()
-        assert history[0] == "seed,epoch,lr,train_loss,train_acc,test_loss,test_acc,wall_time_s"
+        assert history[0] == "seed,epoch,lr,train_loss,train_acc,test_loss,test_acc"
         assert len(history) == 1 + 2 * 2  # two seeds, two epochs
         assert sorted(details["per_seed"]) == ["seed1", "seed2"] and details["final_test_acc"]["n"] == 2
         # The declared metrics: a few numbers, the seed means of the details.

@@ -11,7 +11,7 @@ from lossbench.prepare import long_tail_counts, prepare
 from lossbench.publish import publish
 from lossbench.report import report
 from lossbench.storage import CLASS_COUNTS_FILE, PREPARED_DIR, load_prepared
-from lossbench.train import train
+from lossbench.train_stage import train
 
 QUIET = Console(quiet=True)
 

@@ -154,7 +154,7 @@ def _prepare() -> StageEntry:
 
 
 def _train() -> StageEntry:
-    from lossbench.train import train
+    from lossbench.train_stage import train
 
     return train
 

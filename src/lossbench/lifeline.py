@@ -41,12 +41,21 @@ def _parent(pid: int) -> int:
     return int(fields[1]) if fields else 0
 
 
-def _is_dvc(pid: int) -> bool:
+def _dvc_arguments(pid: int) -> list[str] | None:
+    """What follows `dvc` in the process's command line (`dvc repro -f`,
+    `python -m dvc repro -f`: ['repro', '-f']); None if it is not dvc."""
     try:
-        argv = (PROC / str(pid) / "cmdline").read_bytes().split(b"\0")
+        argv = [os.fsdecode(arg) for arg in (PROC / str(pid) / "cmdline").read_bytes().split(b"\0")]
     except OSError:
-        return False
-    return any(Path(os.fsdecode(arg)).name == "dvc" for arg in argv[:3])
+        return None
+    for position, arg in enumerate(argv[:3]):
+        if Path(arg).name == "dvc":
+            return [arg for arg in argv[position + 1 :] if arg]
+    return None
+
+
+def _is_dvc(pid: int) -> bool:
+    return _dvc_arguments(pid) is not None
 
 
 def watched_ancestors() -> list[tuple[int, str]]:
@@ -63,6 +72,27 @@ def watched_ancestors() -> list[tuple[int, str]]:
             break
         pid = _parent(pid)
     return chain
+
+
+def dvc_process() -> tuple[list[str], float] | None:
+    """The dvc process that runs this stage: its arguments after `dvc`, and when
+    it started (seconds since the epoch). None outside DVC."""
+    chain = watched_ancestors()
+    if "DVC_STAGE" not in os.environ or not chain:
+        return None
+    pid, start_ticks = chain[-1]
+    arguments = _dvc_arguments(pid)
+    if arguments is None:
+        return None
+    try:
+        boot = next(
+            float(line.split()[1])
+            for line in (PROC / "stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+    except (OSError, StopIteration, ValueError):
+        return None
+    return arguments, boot + int(start_ticks) / os.sysconf("SC_CLK_TCK")
 
 
 def stop_when_ancestors_die(interval_s: float = 1.0) -> None:

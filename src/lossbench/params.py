@@ -194,7 +194,8 @@ def check_loss_name(name: str) -> None:
 
 class MachineParams(Strict):
     # Seeds a training stage trains at once, one process each (0 = as many as
-    # the cores hold at train.threads each). Results never depend on it, so no
+    # the cores hold at train.threads each; 1 for a tiny seed, lookahead.py).
+    # Results never depend on it, so no
     # stage tracks it: changing it reruns nothing and keeps the run-cache.
     workers: int = Field(default=0, ge=0, le=MAX_THREADS)
 

@@ -43,7 +43,7 @@ def samples_figure(data: PreparedData) -> Figure:
     figure, axes = plt.subplots(
         len(drawn),
         SAMPLES_PER_CLASS,
-        figsize=(SAMPLES_PER_CLASS * 0.9, len(drawn) * 0.95 + footer),
+        figsize=(SAMPLES_PER_CLASS * 0.9, len(drawn) * 1.05 + footer),
         squeeze=False,
     )
     for row, name in enumerate(drawn):
@@ -63,9 +63,9 @@ def samples_figure(data: PreparedData) -> Figure:
             fontsize=8,
             parse_math=False,
         )
-        figure.tight_layout(pad=0.3, rect=(0, footer / figure.get_figheight(), 1, 1))
+        figure.tight_layout(pad=0.3, h_pad=1.0, rect=(0, footer / figure.get_figheight(), 1, 1))
     else:
-        figure.tight_layout(pad=0.3)
+        figure.tight_layout(pad=0.3, h_pad=1.0)  # h_pad: a row's label clear of the row above
     return figure
 
 

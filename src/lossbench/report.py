@@ -107,7 +107,6 @@ def results_table(results: list[LossResult], ranking: list[str]) -> pd.DataFrame
                 "NLL": f"{r.mean('nll'):.3f}",
                 "converged (epoch)": f"{r.mean('convergence_epoch'):.1f}",
                 f"{100 * RISE_FRACTION:.0f}% of rise (epoch)": f"{np.mean(rise_epochs(r)):.1f}",
-                "wall time per seed (s)": f"{r.history.groupby('seed')['wall_time_s'].last().mean():.1f}",
             }
         )
     return pd.DataFrame(rows).sort_values("rank")

@@ -235,7 +235,7 @@ def read_class_counts(path: Path) -> dict[str, Any]:
 
 # --- one loss's run --------------------------------------------------------------------------------
 
-HISTORY_COLUMNS = ("seed", "epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "wall_time_s")
+HISTORY_COLUMNS = ("seed", "epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc")
 CALIBRATION_COLUMNS = ("seed", "bin", "lower", "upper", "count", "confidence", "accuracy")
 PROTOCOL_SETTINGS = ("epochs", "batch_size", "lr", "momentum", "lr_decay_factor", "lr_step_epochs")
 # Calibration bins no test image fell into have no confidence or accuracy.

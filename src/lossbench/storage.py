@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import secrets
 import shutil
@@ -30,6 +31,9 @@ CHECKPOINT_DIR = Path("data/checkpoints")  # per-epoch training state; not a DVC
 # The epochs so far of every seed in training, for `dvc plots show data/live`
 # mid-run; a seed's file goes when its stage has written the seed. Not a DVC output.
 LIVE_DIR = Path("data/live")
+# Each seed's training time after every epoch (data/timings/NAME/seedN.csv),
+# kept out of the DVC outputs so that they are the same on every rerun. Not a DVC output.
+TIMINGS_DIR = Path("data/timings")
 # publish@NAME copies each loss's run files here, for git and `dvc metrics/plots`.
 METRICS_DIR = Path("metrics")  # the headline numbers per loss: DVC metrics
 DETAILS_DIR = METRICS_DIR / "details"  # everything else, committed but not declared as metrics
@@ -166,16 +170,25 @@ def write_json(target: Path, payload: Any) -> None:
     write_text(target, _json_text(payload))
 
 
-def _write_csv_file(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    """`rows` under a header of the first row's keys; None is an empty cell."""
+def _write_csv_file(path: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None) -> None:
+    """`rows` under a header of `columns` (default: the first row's keys).
+    None and NaN are an empty cell, as pandas writes and reads a missing number."""
+    if columns is None:
+        if not rows:
+            raise ValueError(f"{path}: no rows, so the columns must be given")
+        columns = list(rows[0])
     with path.open("w", encoding="utf-8", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(rows[0]), lineterminator="\n")
+        writer = csv.DictWriter(file, fieldnames=list(columns), lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({key: _cell(value) for key, value in row.items()} for row in rows)
 
 
-def write_csv(target: Path, rows: Sequence[Mapping[str, Any]]) -> None:
-    write_with(target, partial(_write_csv_file, rows=rows))
+def _cell(value: Any) -> Any:
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def write_csv(target: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> None:
+    write_with(target, partial(_write_csv_file, rows=rows, columns=columns))
 
 
 def write_with(target: Path, writer: Callable[[Path], object]) -> None:
@@ -204,8 +217,10 @@ class OutputSet:
     def write_json(self, target: Path, payload: Any) -> None:
         self.write_text(target, _json_text(payload))
 
-    def write_csv(self, target: Path, rows: Sequence[Mapping[str, Any]]) -> None:
-        self.write_with(target, partial(_write_csv_file, rows=rows))
+    def write_csv(
+        self, target: Path, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None
+    ) -> None:
+        self.write_with(target, partial(_write_csv_file, rows=rows, columns=columns))
 
     def _discard(self) -> None:
         for temporary, _ in self._written:

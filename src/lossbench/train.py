@@ -1,68 +1,30 @@
-"""Stage train@NAME-SEED: train the protocol network with one loss and one seed.
+"""The training loop of one seed: a fresh or resumed state, epoch after
+epoch, a checkpoint after each (checkpoint.py), until the seed is trained.
 
-One seed of one loss is the unit DVC runs and caches (dvc.yaml's matrix), so
-adding a seed trains only that seed, and the run-cache carries each seed to
-another machine. DVC runs one stage at a time; so that every core still
-works, the stage also trains the next stale seeds of the pipeline "ahead",
-one worker process per core, leaving their finished checkpoints for their own
-stages, which then only evaluate and write (`seeds_ahead`). A seed's run
-depends only on its seed and the params, never on which process trains it or
-how many run at once, so the metrics are the same on any machine (tested).
-After every epoch a seed's full training state goes to a checkpoint, and
-its epochs so far to data/live/NAME/seedN.csv (`dvc plots show data/live`
-draws them mid-run); an interrupted stage (Ctrl-C, SIGTERM, SIGKILL, its
-dvc process killed) resumes from there.
+The stage around it (what it loads, trains ahead, shows, writes and puts
+back) is train_stage.py; what it writes, seed_run.py.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from functools import partial
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import torch
 from rich.console import Console
 
-from lossbench import lifeline
 from lossbench.augment import TestSet, TrainingSet
-from lossbench.checkpoint import TrainingState, checkpoint_path, inputs_digest, load_saved, run_fingerprint
-from lossbench.errors import (
-    LossbenchError,
-    OutputWriteError,
-    ParamsError,
-    TrainingDiverged,
-    TrainingInterrupted,
-)
-from lossbench.evaluation import Curves, evaluate_probabilities, seed_metrics
-from lossbench.inference import flipped_label_fit, loss_and_accuracy, test_probabilities
-from lossbench.losses import PerSampleLoss, is_kind_module, make_loss
+from lossbench.checkpoint import TrainingState, checkpoint_path, load_saved
+from lossbench.errors import OutputWriteError, ParamsError, TrainingDiverged, TrainingInterrupted
+from lossbench.inference import loss_and_accuracy
+from lossbench.losses import PerSampleLoss, make_loss
 from lossbench.model import ProtocolNet
-from lossbench.numerics import numerics_in_force
 from lossbench.optimizer import StepDecaySGD
-from lossbench.params import Params, TrainParams, loss_label, require_loss
-from lossbench.progress import TrainingProgress
-from lossbench.restore import restore_previous_run
-from lossbench.seed_workers import run_in_workers
-from lossbench.storage import (
-    LIVE_DIR,
-    PREPARED_DIR,
-    PreparedData,
-    SeedRunFiles,
-    load_prepared,
-    output_set,
-    write_csv,
-)
-
-# Set by `lossbench run` for its tasks: each task has one core, so trains no seed ahead.
-WORKERS_VARIABLE = "LOSSBENCH_WORKERS"
+from lossbench.params import Params, TrainParams, loss_label
+from lossbench.storage import LIVE_DIR, PREPARED_DIR, load_prepared, write_csv
 
 
 @dataclass(frozen=True)
@@ -75,9 +37,18 @@ class EpochRecord:
     test_loss: float
     test_acc: float
     # Training time of this seed so far (data loading included), summed over
-    # interruptions. Kept out of metrics/NAME.json so that a rerun with the
-    # same params gives identical metrics.
+    # interruptions. Only in the checkpoint and the log data/timings: every
+    # declared output is the same on a rerun with the same params.
     wall_time_s: float
+
+
+# A history's columns (data/live and data/runs): every field of the record but its wall time.
+HISTORY_FIELDS = tuple(name for name in EpochRecord.__dataclass_fields__ if name != "wall_time_s")
+
+
+def numbers_of(record: dict[str, Any]) -> dict[str, Any]:
+    """An epoch's record as a history row: its numbers, not its wall time."""
+    return {name: record[name] for name in HISTORY_FIELDS}
 
 
 @dataclass(frozen=True)
@@ -107,22 +78,6 @@ def resolve_device(choice: str) -> torch.device:
     if choice == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(choice)
-
-
-def available_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def worker_count(params: Params, cores: int) -> int:
-    """Seeds trained at once: $LOSSBENCH_WORKERS, machine.workers, or as many
-    as the cores hold at train.threads each."""
-    variable = os.environ.get(WORKERS_VARIABLE, "")
-    if variable:
-        if not variable.isdigit() or int(variable) < 1:
-            raise ParamsError(f"{WORKERS_VARIABLE}: {variable!r} is not a whole number of at least 1")
-        return int(variable)
-    threads = params.train.threads or cores  # 0: torch's default, every core
-    return params.machine.workers or max(1, cores // threads)
 
 
 def new_state(config: TrainParams, seed: int, training: TrainingSet, device: torch.device) -> TrainingState:
@@ -206,13 +161,18 @@ class LiveHistory:
     def __call__(self, history: list[dict[str, Any]]) -> None:
         try:
             if history:
-                write_csv(self.path, history)
+                write_csv(self.path, [numbers_of(record) for record in history], HISTORY_FIELDS)
             else:
                 self.path.unlink(missing_ok=True)
-        except (OSError, OutputWriteError) as error:
-            if not self.failed:
-                self.console.print(f"  note: the live history is not updated: {error}", markup=False)
-            self.failed = True
+        except OutputWriteError as error:
+            self._say_once(str(error))
+        except OSError as error:
+            self._say_once(f"could not remove {self.path}: {error.strerror or error.__class__.__name__}")
+
+    def _say_once(self, reason: str) -> None:
+        if not self.failed:
+            self.console.print(f"  note: the live history is not updated: {reason}", markup=False)
+        self.failed = True
 
 
 def train_seed(
@@ -236,10 +196,9 @@ def train_seed(
     if 0 < len(state.history) < config.epochs:
         console.print(f"  {name} seed {seed}: resuming after epoch {len(state.history)}", highlight=False)
     show_live = LiveHistory(job.live_history, console)
-    show_live(state.history)  # a fresh run clears an older run's file
-
     epoch = len(state.history) + 1
     try:
+        show_live(state.history)  # a fresh run clears an older run's file
         for epoch in range(len(state.history) + 1, config.epochs + 1):
             lr = optimizer.lr
             loss_sum, correct = train_epoch(
@@ -303,210 +262,14 @@ class DeviceData:
         )
 
 
-def _use_threads(params: Params) -> None:
+def use_threads(params: Params) -> None:
     if params.train.threads:
         torch.set_num_threads(params.train.threads)
 
 
 def train_job(job: SeedJob, on_epoch: OnEpoch) -> None:
     """One seed in a worker process (seed_workers): its data on the device, then training."""
-    _use_threads(job.params)
+    use_threads(job.params)
     device_data = DeviceData.load(job.params, job.name, job.root)
     console = Console(soft_wrap=True, highlight=False)
     train_seed(job, device_data.training, device_data.test, device_data.loss_fn, console, on_epoch)
-
-
-@dataclass(frozen=True)
-class SeedRun:
-    """One finished seed, evaluated: what data/runs/NAME/seedN holds."""
-
-    network: dict[str, Any]  # state dict
-    history: list[EpochRecord]
-    metrics: dict[str, Any]  # a run of one seed, the form results.check_run reads
-    reliability: list[dict[str, Any]]  # one row per confidence bin
-    predictions: list[dict[str, str]]  # actual and predicted class of every test image
-
-
-def evaluate_seed(job: SeedJob, data: PreparedData, device: torch.device, console: Console) -> SeedRun:
-    """The seed's finished network, from its checkpoint, on the test set."""
-    saved = load_saved(job.checkpoint, job.fingerprint, console)
-    if saved is None:
-        raise LossbenchError(
-            f"train@{job.name}-{job.seed}: the finished run is missing from {job.checkpoint}"
-        )
-    network = ProtocolNet(len(data.classes), *data.test_images.shape[2:]).to(device)
-    network.load_state_dict(saved["model"])
-    history = [EpochRecord(**record) for record in saved["history"]]
-    test = TestSet.from_prepared(data, device)
-    evaluation = evaluate_probabilities(
-        test_probabilities(
-            network.to(memory_format=torch.channels_last), test.images, job.params.train.test_batch_size
-        ),
-        data.test_labels,
-    )
-    curves = Curves(
-        train_loss=[r.train_loss for r in history],
-        train_acc=[r.train_acc for r in history],
-        test_loss=[r.test_loss for r in history],
-        test_acc=[r.test_acc for r in history],
-    )
-    spec, config = job.params.losses[job.name], job.params.train
-    metrics = {
-        "loss": job.name,
-        "label": loss_label(spec),
-        "seeds": [job.seed],
-        "classes": list(data.classes),
-        "per_seed": {
-            f"seed{job.seed}": seed_metrics(curves, evaluation)
-            | {"per_class_recall": evaluation.per_class_recall}
-            | flipped_label_fit(network, data, device, job.params.train.test_batch_size)
-        },
-        "train_samples": len(data.train_labels),
-        "test_samples": len(data.test_labels),
-        "settings": spec.model_dump(exclude_none=True)
-        | config.model_dump(exclude={"device", "threads", "seeds"})
-        | {"device": device.type, "threads": torch.get_num_threads(), "dataset": job.params.data.dataset}
-        | {"numerics": numerics_in_force(device.type)},
-    }
-    predictions = [
-        {"actual": data.classes[actual], "predicted": data.classes[predicted]}
-        for actual, predicted in zip(data.test_labels, evaluation.predictions, strict=True)
-    ]
-    console.print(
-        f"train@{job.name}-{job.seed}: test acc {history[-1].test_acc:.4f}, macro-F1 "
-        f"{evaluation.macro_f1:.4f}, ECE {evaluation.ece:.4f} ({history[-1].wall_time_s:.1f}s of training)",
-        highlight=False,
-    )
-    reliability = [{"seed": job.seed} | row for row in evaluation.reliability]
-    return SeedRun(network.state_dict(), history, metrics, reliability, predictions)
-
-
-def write_seed_run(files: SeedRunFiles, run: SeedRun, fingerprint: str) -> None:
-    """data/runs/NAME/seedN as one set of files."""
-    with output_set() as out:
-        out.write_with(files.model, partial(torch.save, run.network))
-        out.write_csv(files.history, [asdict(r) for r in run.history])
-        out.write_csv(files.calibration, run.reliability)
-        out.write_csv(files.predictions, run.predictions)
-        out.write_json(files.metrics, run.metrics)
-        out.write_text(files.fingerprint, fingerprint + "\n")
-
-
-def training_code() -> list[ModuleType]:
-    """The lossbench modules loaded for training (this one and what it imports), but the
-    loss kinds' modules: params.py loads every kind, a run's fingerprint has its own kind's."""
-    return [
-        module
-        for name, module in sorted(sys.modules.items())
-        if name.startswith("lossbench.")
-        and name not in ("lossbench.cli", "lossbench.__main__")
-        and not is_kind_module(name)
-    ]
-
-
-def _is_stale(job: SeedJob) -> bool:
-    """True if the seed's stage has no output made from these inputs, and no
-    finished checkpoint waits for it."""
-    written = SeedRunFiles.of(job.root, job.name, job.seed).fingerprint
-    if written.is_file() and written.read_text(encoding="utf-8").strip() == job.fingerprint:
-        return False
-    saved = load_saved(job.checkpoint, job.fingerprint, Console(quiet=True))
-    return saved is None or len(saved["history"]) < job.params.train.epochs
-
-
-def seeds_ahead(params: Params, job: SeedJob, inputs: bytes, count: int) -> list[SeedJob]:
-    """Up to `count` seeds whose stages will have to train: first this loss's
-    other seeds (DVC runs a loss's seed stages in an order of its own, and a
-    targeted `dvc repro train@ce-2 train@ce-1` wants ce 1 next), then the
-    seeds after this one in the pipeline's order (dvc.yaml's matrix: loss by
-    loss, seed by seed)."""
-    order = [(name, seed) for name in params.losses for seed in params.seeds]
-    position = order.index((job.name, job.seed)) if (job.name, job.seed) in order else len(order)
-    same_loss = [(job.name, seed) for seed in params.seeds if seed != job.seed]
-    later = [(name, seed) for name, seed in order[position + 1 :] if name != job.name]
-    ahead: list[SeedJob] = []
-    for name, seed in same_loss + later:
-        if len(ahead) == count:
-            break
-        candidate = SeedJob(params, name, seed, job.root, run_fingerprint(params, name, seed, inputs))
-        if _is_stale(candidate):
-            ahead.append(candidate)
-    return ahead
-
-
-def train(params: Params, name: str, seed: int, root: Path, console: Console) -> dict[str, Any]:
-    """Train loss `name` of params.losses with `seed`; write its weights,
-    metrics, history, calibration bins and test predictions. If it fails, the
-    previous run that DVC removed before the stage comes back."""
-    try:
-        return _train(params, name, seed, root, console)
-    except BaseException:
-        note = restore_previous_run(root, name, seed)
-        if note:
-            console.print(note, markup=False, highlight=False)
-        raise
-
-
-def _train(params: Params, name: str, seed: int, root: Path, console: Console) -> dict[str, Any]:
-    spec, config = require_loss(params, name), params.train
-    device = resolve_device(config.device)
-    _use_threads(params)
-    lifeline.stop_when_ancestors_die()
-
-    data = load_prepared(root / PREPARED_DIR)
-    # A checkpoint made under other kernels or another torch build is not resumed.
-    numerics = numerics_in_force(device.type)
-    inputs = (
-        inputs_digest(root / PREPARED_DIR, training_code()) + json.dumps(numerics, sort_keys=True).encode()
-    )
-    job = SeedJob(params, name, seed, root, run_fingerprint(params, name, seed, inputs))
-    workers = worker_count(params, available_cores())
-    # Ahead only while this seed trains too: a stage that finds its seed
-    # already trained ahead just evaluates it, and the next stale one trains
-    # ahead in turn (2 cores, 4 seeds: 1+2, -, 3+4, -).
-    train_here = _is_stale(job)
-    ahead = seeds_ahead(params, job, inputs, workers - 1) if train_here and device.type == "cpu" else []
-    console.print(
-        f"[bold]train@{name}-{seed}[/]: {loss_label(spec)}, seed {seed}, {len(data.train_labels)} train / "
-        f"{len(data.test_labels)} test images, {config.epochs} epochs on {device.type}, "
-        f"{torch.get_num_threads()} thread(s)"
-        + (
-            f"; training ahead on idle cores: {', '.join(f'{j.name} seed {j.seed}' for j in ahead)}"
-            if ahead
-            else ""
-        ),
-        highlight=False,
-    )
-    with TrainingProgress(console, config.epochs) as progress:
-        if ahead:
-            jobs = [job, *ahead]
-            for each in jobs:
-                progress.add(each.name, each.seed)
-            failed_ahead = run_in_workers(
-                jobs,
-                len(jobs),
-                train_job,
-                lambda each, record: progress.epoch(each.name, record),
-                optional=lambda each: each is not job,  # its own stage will meet the failure again
-            )
-            for message in failed_ahead:
-                console.print(f"  note (a seed trained ahead): {message}", markup=False, highlight=False)
-        else:
-            device_data = DeviceData.load(params, name, root)
-            progress.add(name, seed)
-            train_seed(
-                job,
-                device_data.training,
-                device_data.test,
-                device_data.loss_fn,
-                console,
-                partial(progress.epoch, name),
-            )
-            del device_data  # the training pixels are not needed to evaluate
-
-    run = evaluate_seed(job, data, device, console)
-    write_seed_run(SeedRunFiles.of(root, name, seed), run, job.fingerprint)
-    job.checkpoint.unlink(missing_ok=True)
-    with contextlib.suppress(OSError):  # only a view; its training said any failure
-        job.live_history.unlink(missing_ok=True)
-    return run.metrics

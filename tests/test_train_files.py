@@ -1,0 +1,162 @@
+"""The files around training, in process: CSV cells, the live history's notes,
+an interruption as training starts, and the sample grid's labels."""
+
+import csv
+import io
+import math
+import sys
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import TINY_PARAMS, prepared_in, run_in, write_params
+from matplotlib.text import Text
+from rich.console import Console
+
+from lossbench.augment import TestSet, TrainingSet
+from lossbench.checkpoint import run_fingerprint
+from lossbench.errors import TrainingInterrupted
+from lossbench.lookahead import WORKERS_VARIABLE, forces_every_stage, worker_count
+from lossbench.losses import make_loss
+from lossbench.params import Params
+from lossbench.prepare import samples_figure
+from lossbench.storage import PreparedData, write_csv
+from lossbench.synthetic import CLASSES, generate
+from lossbench.train import LiveHistory, SeedJob, train_seed
+
+matplotlib.use("Agg")
+
+
+def test_a_missing_number_is_an_empty_cell_as_pandas_writes_it(tmp_path: Path) -> None:
+    path = tmp_path / "table.csv"
+    write_csv(
+        path,
+        [
+            {"bin": 1, "confidence": math.nan, "accuracy": None},
+            {"bin": 2, "confidence": 0.5, "accuracy": 1.0},
+        ],
+    )
+    assert path.read_text().splitlines() == ["bin,confidence,accuracy", "1,,", "2,0.5,1.0"]
+    assert path.read_text() == pd.read_csv(path).to_csv(index=False)
+
+
+def test_no_rows_write_the_header_of_the_columns_given(tmp_path: Path) -> None:
+    path = tmp_path / "table.csv"
+    write_csv(path, [], ("actual", "predicted"))
+    assert path.read_text() == "actual,predicted\n"
+    assert list(csv.reader(path.open())) == [["actual", "predicted"]]
+
+
+def test_a_live_history_that_cannot_be_removed_is_said_in_words(tmp_path: Path) -> None:
+    path = tmp_path / "seed1.csv"
+    (path / "taken").mkdir(parents=True)  # a folder in the file's place
+    shown = io.StringIO()
+    LiveHistory(path, Console(file=shown, width=500))([])
+    assert (
+        shown.getvalue()
+        == f"  note: the live history is not updated: could not remove {path}: Is a directory\n"
+    )
+
+
+class _StoppedTerminal(io.StringIO):
+    """A terminal where Ctrl-C is pressed as soon as anything is printed."""
+
+    def write(self, text: str) -> int:
+        raise KeyboardInterrupt
+
+
+def _tiny() -> PreparedData:
+    return PreparedData(*generate("train", 40, 0, 0.2), *generate("test", 20, 0, 0.2), classes=CLASSES)
+
+
+def test_ctrl_c_during_the_first_live_write_is_an_interruption_of_the_stage(tmp_path: Path) -> None:
+    params = Params.model_validate(TINY_PARAMS)
+    job = SeedJob(params, "ce", 1, tmp_path, run_fingerprint(params, "ce", 1, b"data and code"))
+    (job.live_history / "taken").mkdir(parents=True)  # so the first write prints a note
+    data, device = _tiny(), torch.device("cpu")
+    loss = make_loss("ce", params.losses["ce"], len(CLASSES), device)
+    console = Console(file=_StoppedTerminal())
+    with pytest.raises(TrainingInterrupted, match="train@ce-1: interrupted in epoch 1"):
+        train_seed(
+            job, TrainingSet.from_prepared(data, device), TestSet.from_prepared(data, device), loss, console
+        )
+
+
+def test_the_sample_grids_labels_keep_clear_of_the_images() -> None:
+    figure = samples_figure(_tiny())
+    figure.canvas.draw()  # the layout as saved: images at their final aspect
+    renderer = figure.canvas.get_renderer()  # type: ignore[attr-defined]
+    axes = np.array(figure.axes).reshape(len(CLASSES), -1)
+    gap = 4.0  # pixels at the figure's 100 dpi: about 3 points
+    for row, name in enumerate(CLASSES):
+        label = next(text for text in figure.findobj(Text) if text.get_text() == name)
+        extent = label.get_window_extent(renderer)
+        own = max(axis.get_window_extent(renderer).y1 for axis in axes[row] if axis.images)
+        assert extent.y0 >= own + gap, f"{name}: the label touches its own images"
+        if row:
+            above = min(axis.get_window_extent(renderer).y0 for axis in axes[row - 1] if axis.images)
+            assert extent.y1 <= above - gap, f"{name}: the label touches the images above"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "forced"),
+    [
+        (["repro", "-f"], True),
+        (["repro", "--force"], True),
+        (["repro", "-fs"], True),
+        (["repro", "-q", "--force", "--no-run-cache"], True),
+        (["repro"], False),
+        (["repro", "-s"], False),
+        (["repro", "-f", "train@ce-1"], False),  # only the target and its upstream stages rerun
+        (["repro", "-f", "--unknown"], False),
+        (["exp", "run", "-f"], False),
+        ([], False),
+    ],
+)
+def test_a_forced_repro_of_the_whole_pipeline_is_told_from_its_command_line(
+    arguments: list[str], forced: bool
+) -> None:
+    assert forces_every_stage(arguments) is forced
+
+
+@pytest.mark.parametrize(
+    ("workers", "train_size", "epochs", "expected"),
+    [
+        (0, 12_000, 30, 2),  # the default's size: a worker per core
+        (0, 300, 2, 1),  # tiny: starting a worker costs more than the seed's training
+        (0, 5_000, 10, 2),  # 50,000 image-epochs: worth it
+        (3, 300, 2, 3),  # asked for: always
+    ],
+)
+def test_automatic_workers_train_ahead_only_seeds_worth_a_process(
+    workers: int, train_size: int, epochs: int, expected: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(WORKERS_VARIABLE, raising=False)
+    params = Params.model_validate(
+        TINY_PARAMS | {"machine": {"workers": workers}, "train": TINY_PARAMS["train"] | {"epochs": epochs}}  # type: ignore[operator]
+    )
+    assert worker_count(params, cores=2, train_images=train_size) == expected
+
+
+def test_a_training_stage_checks_its_data_before_it_imports_torch(tmp_path: Path) -> None:
+    write_params(tmp_path, TINY_PARAMS)
+    result = run_in(
+        tmp_path, sys.executable, "-X", "importtime", "-m", "lossbench", "train", "ce", "1", check=False
+    )
+    assert result.returncode == 1 and "prepared data incomplete" in result.stderr, result.stderr
+    imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line]
+    assert "lossbench.params" in imported and "torch" not in imported
+
+
+def test_a_training_stage_imports_no_compiler(tmp_path: Path) -> None:
+    """torch._dynamo (about a second; torch.optim's classes import it) is not what training needs."""
+    root = prepared_in(tmp_path, TINY_PARAMS | {"seeds": [1]})
+    result = run_in(
+        root, sys.executable, "-X", "importtime", "-m", "lossbench", "train", "ce", "1", check=False
+    )
+    assert result.returncode == 0, result.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert "torch" in imported and "torch._dynamo" not in imported
