@@ -342,10 +342,13 @@ RUN_HERE = {
     "lossbench check",
     "lossbench compare",
     "lossbench numerics",
+    "lossbench plan",
+    "lossbench plan --loss ce --loss focal_low --loss focal_high",
 }
 # They write: run, in this order, in a fresh clone of the committed repository.
 RUN_IN_A_CLONE = [
     "dvc pull --run-cache --allow-missing dvc.yaml",
+    "git checkout -- dvc-remote",
     "dvc status dvc.yaml",
     "dvc plots show",
     "dvc plots show 'dvc.yaml::' plots/history plots/confusion",
@@ -385,6 +388,9 @@ PARSED_ONLY = {
     "python benchmarks/seed_unit.py",
     "python benchmarks/engine.py",
     "python benchmarks/numerics_cost.py",
+    "python benchmarks/numerics_cost.py --rounds 7 --variant MKL_CBWR=AVX2,STRICT",
+    "python benchmarks/stage_cost.py",
+    "dvc repro -f report",
     "python benchmarks/suite_profile.py",
     "python benchmarks/linear_baseline.py",
 }

@@ -13,7 +13,7 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.weightstats import ttost_paired
 
 from lossbench.claims import rise_epochs
-from lossbench.params import CeLoss
+from lossbench.losses.ce import CeLoss
 from lossbench.results import LossResult
 from lossbench.stats import above_p, holm, paired_comparison, sign_flip_p, tost_p
 from lossbench.verdicts import (
