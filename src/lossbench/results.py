@@ -547,7 +547,11 @@ def numerics_of(settings: Any) -> str:
     elif isinstance(kernels, dict) and set(kernels.values()) == {"native"}:
         choice = "native"
     else:
-        choice = f"set as {kernels}"
+        choice = "set as " + (
+            ", ".join(f"{name}={value}" for name, value in kernels.items())
+            if isinstance(kernels, dict)
+            else str(kernels)
+        )
     return (
         f"torch {recorded.get('torch')}, {recorded.get('cpu_capability')} kernels ({choice}), "
         f"{recorded.get('device')}"
