@@ -123,7 +123,8 @@ def test_a_sweep_split_across_two_machines_is_drawn_whole_on_a_third(project: Pa
     compared = run_in(study, "lossbench", "compare", env={"COLUMNS": "200"}).stdout  # the table's own width
     lines = compared.splitlines()
     assert max(len(line) for line in lines) <= 120, compared
-    rows = [line for line in lines if "±" in line and "seed mean" not in line]  # a run each: γ, focal's numbers
+    # A run each: γ, and focal's numbers (the title holds a ± too).
+    rows = [line for line in lines if "±" in line and "seed mean" not in line]
     assert "focal.gamma" in compared and len(rows) == 3 and all(row.count("±") == 1 for row in rows), compared
 
     result = run_in(study, "lossbench", "sweep-report", "--loss", "focal")
