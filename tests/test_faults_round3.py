@@ -256,10 +256,12 @@ def test_a_run_cache_record_of_another_seeds_files_is_named_with_how_to_replace_
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.strip() == (
         "error: data/runs/focal_high/seed1/metrics.json: seeds is [2], not [1]: another run's files (copied, "
-        "or restored from a DVC run-cache record that points at them): `dvc repro -f train@focal_high-1` "
-        "trains the seed again and records it anew (a plain `dvc repro` would restore the same record)"
+        "or restored from a DVC run-cache record that points at them): `rm -rf .dvc/cache/runs` drops DVC's "
+        "run-cache records (not the runs), then `dvc repro -f train@focal_high-1` trains the seed again and "
+        "records it anew (a plain `dvc repro` would restore the same record)"
     )
-    run_in(reproduced, "dvc", "repro", "-f", "train@focal_high-1")  # the advice
+    shutil.rmtree(reproduced / ".dvc" / "cache" / "runs")  # the advice
+    run_in(reproduced, "dvc", "repro", "-f", "train@focal_high-1")
     retrained = _lock_dir_hash(reproduced, "train@focal_high-1")
     assert retrained != other
     assert lossbench(reproduced, "publish", "focal_high").returncode == 0

@@ -75,11 +75,13 @@ def _copy_from_cache(root: Path, dir_hash: str, folder: Path) -> bool:
 def another_runs_files(name: str, seed: int) -> str:
     """What to do when train@NAME-SEED's folder holds another run's files: such
     a folder comes from a copy, or from a DVC run-cache record that points at
-    them, which a plain `dvc repro` would restore again; `-f` skips the
-    run-cache, trains, and records the new run, which DVC then restores first
-    (it takes a stage's newest record)."""
+    them, which a plain `dvc repro` would restore again. `-f` trains anew, but
+    its record can land on the bad record's own name (training is byte for byte
+    repeatable, and DVC names a record by its content) and leave it in place, so
+    the records go first; the runs themselves stay in DVC's cache."""
     return (
         f"another run's files (copied, or restored from a DVC run-cache record that points at them): "
+        f"`rm -rf .dvc/cache/runs` drops DVC's run-cache records (not the runs), then "
         f"`dvc repro -f train@{name}-{seed}` trains the seed again and records it anew "
         "(a plain `dvc repro` would restore the same record)"
     )
