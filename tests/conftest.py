@@ -198,6 +198,20 @@ def commit(root: Path, message: str = "commit") -> None:
     run_in(root, "git", "commit", "-qm", message)
 
 
+def committed_project(root: Path, params: dict[str, object]) -> Path:
+    """A tiny project made and committed at `root`: a test module's template."""
+    make_project(root, params)
+    commit(root, "tiny pipeline")
+    return root
+
+
+def copy_of(template: Path, tmp_path: Path) -> Path:
+    """A test's own copy of its module's committed template project."""
+    root = tmp_path / "project"
+    shutil.copytree(template, root, symlinks=True)
+    return root
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A fresh git + DVC repository holding this project's pipeline, with tiny params."""

@@ -13,7 +13,16 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-from conftest import TINY_PARAMS, commit, lossbench, make_project, run_in, start_in, write_params
+from conftest import (
+    TINY_PARAMS,
+    commit,
+    committed_project,
+    copy_of,
+    lossbench,
+    run_in,
+    start_in,
+    write_params,
+)
 from distributed import LocalCluster
 
 from lossbench.engine import jobqueue_cluster, load_cluster_spec
@@ -38,16 +47,12 @@ TIMED = re.compile(r"^(data/runs/|plots/history|plots/report\.md$)")
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = make_project(tmp_path_factory.mktemp("engine") / "project", PARAMS)
-    commit(root, "tiny pipeline")
-    return root
+    return committed_project(tmp_path_factory.mktemp("engine") / "project", PARAMS)
 
 
 @pytest.fixture
 def project(template: Path, tmp_path: Path) -> Path:
-    root = tmp_path / "project"
-    shutil.copytree(template, root, symlinks=True)
-    return root
+    return copy_of(template, tmp_path)
 
 
 @pytest.fixture(scope="module")

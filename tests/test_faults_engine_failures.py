@@ -5,7 +5,6 @@ stand-in `sbatch` that queues jobs which never start."""
 
 import copy
 import os
-import shutil
 import signal
 import stat
 import subprocess
@@ -16,7 +15,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import BIN, TINY_PARAMS, commit, lossbench, make_project, run_in, start_in, write_params
+from conftest import (
+    BIN,
+    TINY_PARAMS,
+    commit,
+    committed_project,
+    copy_of,
+    lossbench,
+    run_in,
+    start_in,
+    write_params,
+)
 from distributed import LocalCluster
 from PIL import Image
 
@@ -29,16 +38,12 @@ WAIT = ("--wait-for-workers", "0.05")
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = make_project(tmp_path_factory.mktemp("engine-failures") / "project", PARAMS)
-    commit(root, "tiny pipeline")
-    return root
+    return committed_project(tmp_path_factory.mktemp("engine-failures") / "project", PARAMS)
 
 
 @pytest.fixture
 def project(template: Path, tmp_path: Path) -> Path:
-    root = tmp_path / "project"
-    shutil.copytree(template, root, symlinks=True)
-    return root
+    return copy_of(template, tmp_path)
 
 
 def _untouched(root: Path) -> None:

@@ -6,7 +6,6 @@ starts nothing (`scancel` does nothing)."""
 
 import copy
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, TINY_PARAMS, commit, make_project, run_in, write_params
+from conftest import BIN, TINY_PARAMS, commit, committed_project, copy_of, run_in, write_params
 
 from lossbench.engine import _restore_workspace
 
@@ -33,16 +32,12 @@ CLUSTER = {"kind": "slurm", "jobs": 1, "cores": 1, "memory": "1GB", "interface":
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = make_project(tmp_path_factory.mktemp("lifecycle") / "project", PARAMS)
-    commit(root, "tiny pipeline")
-    return root
+    return committed_project(tmp_path_factory.mktemp("lifecycle") / "project", PARAMS)
 
 
 @pytest.fixture
 def project(template: Path, tmp_path: Path) -> Path:
-    root = tmp_path / "project"
-    shutil.copytree(template, root, symlinks=True)
-    return root
+    return copy_of(template, tmp_path)
 
 
 @pytest.fixture
