@@ -211,6 +211,14 @@ class AnalysisParams(Strict):
     epoch_margin: float = Field(default=2.0, gt=0, le=1000)
 
 
+class CalibrationParams(Strict):
+    # Temperature scaling without a peek at the scored images (the calibrate
+    # stage): T is fitted on one class-stratified half of the test set and
+    # scored on the other, then the halves swap. This seed draws the halves
+    # and seeds the simulated floor of the calibration error.
+    split_seed: int = Field(default=0, ge=0, le=MAX_SEED)
+
+
 class Params(Strict):
     data: DataParams = DataParams()
     train: TrainParams = TrainParams()
@@ -220,6 +228,7 @@ class Params(Strict):
     seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(min_length=1, max_length=MAX_SEEDS)
     machine: MachineParams = MachineParams()
     analysis: AnalysisParams = AnalysisParams()
+    calibration: CalibrationParams = CalibrationParams()
     losses: dict[str, LossParams]
 
     @field_validator("seeds")
