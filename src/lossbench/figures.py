@@ -286,6 +286,18 @@ def draw_sweep(points: pd.DataFrame, table: pd.DataFrame, loss: str) -> Figure:
         axis.set_xlabel(f"γ of losses.{loss}")
         axis.set_title(title)
         axis.grid(alpha=0.3)
+    if table["ece_scaled_mean"].notna().any():
+        scaled = points.dropna(subset=["ece_scaled"])
+        axes[1].scatter(scaled["gamma"], scaled["ece_scaled"], s=12, color="tab:blue", alpha=0.5, zorder=2)
+        axes[1].plot(
+            table["gamma"],
+            table["ece_scaled_mean"],
+            "s--",
+            color="tab:blue",
+            zorder=3,
+            label="after temperature scaling (seed mean)",
+        )
+        axes[1].legend(fontsize=8)
     axes[0].legend(fontsize=8)
     figure.tight_layout()
     return figure

@@ -9,6 +9,7 @@ without an import pointing up.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,15 +73,24 @@ class LossCalibration(Strict):
         return [int(key.removeprefix("seed")) for key in self.per_seed]
 
 
-def read_calibration(path: Path) -> LossCalibration:
-    """A calibration file, checked; a damaged one is named with what is wrong."""
-    text = read_utf8(path, shown(str(path)), DamagedInput, "run `dvc repro` to rewrite it")
+def parsed_calibration(value: object, where: str) -> LossCalibration:
+    """A calibration file's parsed JSON, checked; a damaged one is named (`where`) with what is wrong."""
     try:
-        return LossCalibration.model_validate_json(text)
+        return LossCalibration.model_validate(value)
     except ValidationError as error:
         first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "the file"
+        field = ".".join(str(part) for part in first["loc"]) or "the file"
         raise DamagedInput(
-            f"{shown(str(path))}: not a calibration file ({where}: {first['msg']}); run "
-            "`dvc repro` to rewrite it"
+            f"{where}: not a calibration file ({field}: {first['msg']}); run `dvc repro` to rewrite it"
         ) from None
+
+
+def read_calibration(path: Path) -> LossCalibration:
+    """A calibration file, checked; a damaged one is named with what is wrong."""
+    where = shown(str(path))
+    text = read_utf8(path, where, DamagedInput, "run `dvc repro` to rewrite it")
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise DamagedInput(f"{where}: not JSON ({error}); run `dvc repro` to rewrite it") from None
+    return parsed_calibration(value, where)

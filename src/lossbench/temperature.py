@@ -37,10 +37,7 @@ class Scaled:
 
     def values(self, side: str, measure: str) -> list[float]:
         """One number per seed (`side`: 'before' or 'after')."""
-        return [
-            getattr(getattr(self.calibration.per_seed[f"seed{seed}"], side), measure)
-            for seed in self.result.seeds
-        ]
+        return seed_values(self.calibration, self.result.seeds, side, measure)
 
     def mean(self, side: str, measure: str) -> float:
         return float(np.mean(self.values(side, measure)))
@@ -76,39 +73,80 @@ def reference_of(scaled: list[Scaled]) -> Scaled | None:
 
 
 @dataclass(frozen=True)
+class EceCase:
+    """One paired comparison on ECE, before and after scaling: (first, second) per seed."""
+
+    what: str  # 'Focal (γ=2) − CE'
+    before: tuple[list[float], list[float]]
+    after: tuple[list[float], list[float]]
+
+
+@dataclass(frozen=True)
+class EceVerdicts:
+    """Cases judged on ECE before and after scaling: one Holm family per side."""
+
+    cases: list[EceCase]
+    before: list[Judged]
+    after: list[Judged]
+
+    def lines(self) -> list[str]:
+        return [
+            f"- **{case.what}**: before scaling {comparison_text(before)}; after scaling "
+            f"{comparison_text(after)} — *{after.verdict_text()}*."
+            for case, before, after in zip(self.cases, self.before, self.after, strict=True)
+        ]
+
+
+def judge_ece(cases: list[EceCase], margin: Margin) -> EceVerdicts:
+    return EceVerdicts(
+        cases,
+        judge_pairs([(case.what, *case.before) for case in cases], margin),
+        judge_pairs([(case.what, *case.after) for case in cases], margin),
+    )
+
+
+def seed_values(
+    calibration: LossCalibration, seeds: list[int], side: str, measure: str = "ece"
+) -> list[float]:
+    """One number per seed of `seeds` (`side`: 'before' or 'after' scaling)."""
+    return [getattr(getattr(calibration.per_seed[f"seed{seed}"], side), measure) for seed in seeds]
+
+
+def ece_case(what: str, first: LossCalibration, second: LossCalibration, seeds: list[int]) -> EceCase:
+    return EceCase(
+        what,
+        (seed_values(first, seeds, "before"), seed_values(second, seeds, "before")),
+        (seed_values(first, seeds, "after"), seed_values(second, seeds, "after")),
+    )
+
+
+@dataclass(frozen=True)
 class ScalingAnswer:
     """Each other loss − the reference on ECE, judged before and after scaling."""
 
     reference: Scaled | None
     others: list[Scaled]
-    before: list[Judged]
-    after: list[Judged]
+    judged: EceVerdicts
 
     def verdicts(self, side: str) -> dict[str, Verdict]:
-        judged = self.before if side == "before" else self.after
+        judged = self.judged.before if side == "before" else self.judged.after
         return {other.result.name: found.verdict for other, found in zip(self.others, judged, strict=True)}
 
 
 def answer(scaled: list[Scaled], margin: Margin) -> ScalingAnswer:
     reference = reference_of(scaled)
-    if reference is None:
-        return ScalingAnswer(None, [], [], [])
-    others = [s for s in scaled if s is not reference]
-
-    def judged(side: str) -> list[Judged]:
-        return judge_pairs(
-            [
-                (
-                    f"{o.result.label} − {reference.result.label}",
-                    o.values(side, "ece"),
-                    reference.values(side, "ece"),
-                )
-                for o in others
-            ],
-            margin,
+    others = [] if reference is None else [s for s in scaled if s is not reference]
+    cases = [
+        ece_case(
+            f"{md(other.result.label)} − {md(reference.result.label)}",
+            other.calibration,
+            reference.calibration,
+            other.result.seeds,
         )
-
-    return ScalingAnswer(reference, others, judged("before"), judged("after"))
+        for other in others
+        if reference is not None
+    ]
+    return ScalingAnswer(reference, others, judge_ece(cases, margin))
 
 
 def _with_floor(s: Scaled, side: str, measure: str) -> str:
@@ -154,13 +192,7 @@ def answer_lines(found: ScalingAnswer) -> list[str]:
         return ["Not testable here: no loss of kind `ce` to compare with."]
     if not found.others:
         return ["Not testable here: no other loss beside cross-entropy."]
-    lines = []
-    for other, before, after in zip(found.others, found.before, found.after, strict=True):
-        lines += [
-            f"- **{md(other.result.label)} − {md(found.reference.result.label)}**: before scaling "
-            f"{comparison_text(before)}; after scaling {comparison_text(after)} — *{after.verdict_text()}*.",
-        ]
-    return lines
+    return found.judged.lines()
 
 
 def summary_of(found: ScalingAnswer, scaled: list[Scaled]) -> dict[str, object]:
