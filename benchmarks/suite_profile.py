@@ -96,4 +96,7 @@ def main(pytest_arguments: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(__doc__.strip())  # every other argument goes to pytest
+        raise SystemExit(0)
     main(sys.argv[1:])

@@ -36,7 +36,7 @@ def test_the_holm_column_matches_statsmodels(tmp_path: Path) -> None:
     result = lossbench(root, "report")
     assert result.returncode == 0, result.stderr
     table = pd.read_csv(root / "plots" / "significance.csv")
-    names = ["mae", "ce", "focal_low", "focal_high"]  # params.yaml's order: the table's pairs
+    names = list(YAML(typ="safe").load((root / "params.yaml").read_text())["losses"])  # the table's pairs
     raw = [stats.ttest_rel(_accuracy(root, a), _accuracy(root, b)).pvalue for a, b in combinations(names, 2)]
     assert list(table["p (paired t)"]) == pytest.approx(raw, abs=5e-5)
     assert list(table["p (Holm)"]) == pytest.approx(list(multipletests(raw, method="holm")[1]), abs=5e-5)
@@ -60,6 +60,8 @@ def test_two_losses_with_the_same_settings_get_distinct_labels(tmp_path: Path) -
         yaml.dump(params, file)
     for folder, suffix in (
         ("metrics/details", "json"),
+        ("metrics/calibration", "json"),
+        ("plots/calibration_scaled", "csv"),
         ("metrics", "json"),
         ("plots/history", "csv"),
         ("plots/calibration", "csv"),
@@ -67,7 +69,7 @@ def test_two_losses_with_the_same_settings_get_distinct_labels(tmp_path: Path) -
     ):
         source = root / folder / f"ce.{suffix}"
         text = source.read_text()
-        if folder == "metrics/details":
+        if folder in ("metrics/details", "metrics/calibration"):
             details = json.loads(text)
             details["loss"] = "ce2"
             text = json.dumps(details)
@@ -79,4 +81,4 @@ def test_two_losses_with_the_same_settings_get_distinct_labels(tmp_path: Path) -
     assert {"ce", "ce2"} <= labels and "CE" not in labels
     recall = (root / "plots" / "report.md").read_text().split("## Per-class recall")[1].split("##")[0]
     rows = [line.split("|")[1].strip() for line in recall.splitlines() if line.startswith("| ")][1:]
-    assert len(rows) == len(set(rows)) == 5
+    assert len(rows) == len(set(rows)) == len(params["losses"])
