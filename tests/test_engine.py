@@ -261,9 +261,64 @@ def test_a_slurm_job_script_from_a_cluster_file(tmp_path: Path) -> None:
     assert "tcp://127.0.0.1:" in worker and "--interface lo" in worker, worker
 
 
+def test_print_job_script_prints_the_prologue_and_log_folder_and_submits_nothing(
+    project: Path, tmp_path: Path
+) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    prologue = ["module load python/3.12", 'export OMP_NUM_THREADS=1 && echo "$HOSTNAME"']
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump(CLUSTER | {"job_script_prologue": prologue, "log_directory": str(logs)}))
+    assert shutil.which("sbatch") is None  # dask-jobqueue writes a Slurm script without Slurm
+    result = lossbench(project, "run", "--cluster", str(path), "--print-job-script")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "#!/usr/bin/env bash", result.stdout
+    for line in (
+        f"#SBATCH -e {logs}/dask-worker-%J.err",
+        f"#SBATCH -o {logs}/dask-worker-%J.out",
+        "#SBATCH -p short",
+    ):
+        assert line in lines, result.stdout
+    # The prologue's lines as written, in order, right before the worker starts; the worker
+    # is this environment's Python, so its lossbench is the one the tasks run.
+    worker = next(number for number, line in enumerate(lines) if "distributed.cli.dask_worker" in line)
+    assert lines[worker - 2 : worker] == prologue, result.stdout
+    assert lines[worker].startswith(f"{sys.executable} -m distributed.cli.dask_worker tcp://127.0.0.1:")
+    assert lines[worker + 1 :] == [], result.stdout
+    # Nothing ran: no file in the project, the log folder or the remote.
+    assert run_in(project, "git", "status", "--porcelain", "--untracked-files=all").stdout == ""
+    assert list(logs.iterdir()) == [] and _remote_listing(project) == []
+
+
+def test_print_job_script_without_a_cluster_file_is_one_line(project: Path) -> None:
+    result = lossbench(project, "run", "--print-job-script")
+    assert result.returncode == 1 and result.stdout == ""
+    assert (
+        result.stderr.strip()
+        == "error: --print-job-script: give --cluster FILE (and no --scheduler); it prints its job script"
+    )
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
+        (
+            {"job_script_prologue": ["module load python", "source env/bin/activate\nrm -rf ~"]},
+            "cluster.yaml: job_script_prologue: Value error, line 2 holds a line break or control character",
+        ),
+        (
+            {"job_script_prologue": "module load python"},
+            "cluster.yaml: job_script_prologue: Input should be a valid list",
+        ),
+        (
+            {"log_directory": "/tmp/logs $(id)"},
+            "cluster.yaml: log_directory: Value error, '/tmp/logs $(id)': give",
+        ),
+        (
+            {"log_directory": "/no/such/logs"},
+            "cluster.yaml: log_directory: Value error, '/no/such/logs' is not a folder; create it first",
+        ),
         ({"cpus": 4}, "cluster.yaml: cpus: unknown key"),
         ({"cores": "4"}, "cluster.yaml: cores: Input should be a valid integer"),
         ({"kind": "lsf"}, "cluster.yaml: kind: Input should be 'slurm', 'pbs' or 'sge'"),
@@ -279,6 +334,8 @@ def test_a_bad_cluster_file_is_one_line_naming_the_key(
 ) -> None:
     path = project.parent / "cluster.yaml"
     path.write_text(yaml.safe_dump(CLUSTER | change))
-    result = lossbench(project, "run", "--cluster", str(path))
-    assert result.returncode == 1
-    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr, result.stderr
+    for print_only in ([], ["--print-job-script"]):
+        result = lossbench(project, "run", "--cluster", str(path), *print_only)
+        assert result.returncode == 1 and result.stdout == ""
+        assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr, result.stderr
+    assert not Path("/no").exists()

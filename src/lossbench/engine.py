@@ -64,6 +64,12 @@ MAX_RETRIES = 10
 MAX_GRID_POINTS = 100
 # Held (an OS lock, gone with the process) while a run uses the repository's workspace.
 RUN_LOCK = Path(".dvc") / "tmp" / "lossbench-run.lock"
+# The results remote without --remote, when the repository's default remote is inside it
+# (the shipped one): in .dvc/tmp, which DVC's own .gitignore keeps out of git.
+LOCAL_RESULTS = Path(".dvc") / "tmp" / "lossbench-results"
+# A cluster file's job_script_prologue: at most this many lines of at most this many characters.
+MAX_PROLOGUE_LINES = 100
+MAX_PROLOGUE_LINE = 1000
 # How long the finish's `dvc` gets to stop after an interruption before it is killed.
 STOP_GRACE_S = 60
 # The pipeline's inputs: an uncommitted change here would make the local finish train.
@@ -130,6 +136,13 @@ class ClusterSpec(BaseModel):
     account: str | None = Field(default=None, pattern=r"^[\w.@+-]+$")  # -A (Slurm, PBS) or -P (SGE)
     job_extra_directives: list[str] = []  # e.g. --gres=gpu:1, each its own #SBATCH / #PBS / #$ line
     interface: str | None = Field(default=None, pattern=r"^[\w.:-]+$")  # network interface, e.g. ib0
+    # Shell lines the job runs before its workers start (module loads, activating the
+    # environment): shell by design, as in a job script the user writes; one line each.
+    job_script_prologue: list[str] = Field(default=[], max_length=MAX_PROLOGUE_LINES)
+    # An existing folder where the batch system writes each job's output and errors; it lands
+    # in a directive line, which the batch system reads without a shell: a plain path, made
+    # absolute here.
+    log_directory: str | None = Field(default=None, max_length=1000)
 
     @field_validator("memory")
     @classmethod
@@ -177,6 +190,33 @@ class ClusterSpec(BaseModel):
             raise ValueError("a directive holds a line break or control character")
         return values
 
+    @field_validator("job_script_prologue")
+    @classmethod
+    def _shell_lines(cls, values: list[str]) -> list[str]:
+        # One entry, one line of the script, as written: what the file shows is what runs.
+        for number, value in enumerate(values, 1):
+            if re.search(r"[\x00-\x08\x0a-\x1f\x7f]", value):
+                raise ValueError(f"line {number} holds a line break or control character; give one line each")
+            if len(value) > MAX_PROLOGUE_LINE:
+                raise ValueError(f"line {number} is longer than {MAX_PROLOGUE_LINE} characters")
+        return values
+
+    @field_validator("log_directory")
+    @classmethod
+    def _existing_folder(cls, value: str | None) -> str | None:
+        # An existing one: dask-jobqueue would create a missing one (and its parents) even
+        # for --print-job-script, and a typo would leave folders behind.
+        if value is not None and not re.fullmatch(r"[\w./+@,-]+", value):
+            raise ValueError(
+                f"{shown_repr(value)}: give a folder's path of letters, digits and . _ - / + @ , only "
+                "(no spaces, ~ or $: a job script's directive lines are not read by a shell)"
+            )
+        if value is not None and not Path(value).is_dir():
+            raise ValueError(
+                f"{shown_repr(value)} is not a folder; create it first (every job writes its output there)"
+            )
+        return None if value is None else str(Path(value).resolve())
+
 
 def load_cluster_spec(path: Path) -> ClusterSpec:
     try:
@@ -204,11 +244,22 @@ def jobqueue_cluster(spec: ClusterSpec) -> Any:
         "project" if spec.kind == "sge" else "account": spec.account,
         "job_extra_directives": spec.job_extra_directives,
         "interface": spec.interface,
+        "job_script_prologue": spec.job_script_prologue or None,  # none: Dask's configuration's
+        "log_directory": spec.log_directory,
         "worker_extra_args": ["--resources", f"{TRAIN_SLOT}=1"],
         # Any free port for the scheduler's web server: Dask warns when 8787 is taken.
         "scheduler_options": {"dashboard_address": ":0"},
     }
     return kinds[spec.kind](**{key: value for key, value in options.items() if value is not None})
+
+
+def job_script(cluster_file: Path) -> str:
+    """The job script `lossbench run --cluster cluster_file` would submit; nothing is
+    submitted. It names a scheduler that dask-jobqueue starts here (and closes again), so
+    its address and port differ from run to run."""
+    spec = load_cluster_spec(cluster_file)
+    with _without_cancelled_tracebacks(), jobqueue_cluster(spec) as cluster:
+        return str(cluster.job_script())
 
 
 def grid_points(settings: Sequence[str]) -> list[tuple[str, ...]]:
@@ -595,6 +646,17 @@ def _commit(root: Path) -> str:
     return commit
 
 
+def default_results_remote(root: Path) -> str:
+    """Where the tasks push without --remote: the repository's default DVC remote when it
+    lies outside the repository (a team's folder, s3://...); otherwise LOCAL_RESULTS, which
+    git ignores. The shipped remote (dvc-remote/) is in the repository and tracked by git:
+    it is read, never written by a run."""
+    url = _default_remote(root)
+    if url is not None and ("://" in url or not Path(url).resolve().is_relative_to(root)):
+        return url
+    return str(root / LOCAL_RESULTS)
+
+
 def _default_remote(root: Path) -> str | None:
     """The URL of the repository's default DVC remote, a folder made absolute."""
     from dvc.config import Config
@@ -758,9 +820,7 @@ def _run_locked(
 
     commit = _commit(root)
     repo = _checked_repo(repo, root, commit)
-    remote = remote or _default_remote(root)
-    if remote is None:
-        raise ParamsError("--remote: this repository has no default DVC remote; give a folder or URL")
+    remote = remote or default_results_remote(root)
     if "://" not in remote:
         remote = str(Path(remote).resolve())  # the same folder from every worker's clone
     points = grid_points(settings)
