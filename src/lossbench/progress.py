@@ -4,6 +4,7 @@ a log file) one plain line per seed and epoch."""
 
 from __future__ import annotations
 
+import re
 from types import TracebackType
 from typing import Any
 
@@ -17,6 +18,10 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+# The plain line of one epoch (printed where no bars are drawn), as `lossbench run`'s tasks
+# read it from their training's output: loss, seed, epoch, epochs.
+EPOCH_LINE = re.compile(r"^  (\S+) seed ([0-9]+) epoch +([0-9]+)/([0-9]+)  ")
 
 
 class TrainingProgress:
