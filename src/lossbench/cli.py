@@ -349,7 +349,10 @@ def run(
     remote: Annotated[
         str | None,
         typer.Option(
-            "--remote", help="DVC remote for the results (default: this repository's default remote)."
+            "--remote",
+            help="DVC remote the tasks push their results to. Default: this repository's default remote "
+            "if it lies outside the repository, else .dvc/tmp/lossbench-results, which git ignores (the "
+            "shipped dvc-remote/ is never written).",
         ),
     ] = None,
     repo: Annotated[
@@ -377,7 +380,7 @@ def run(
 ) -> None:
     """Train this commit's training stages, or a grid of experiments, as Dask tasks; then `dvc repro` here (`dvc exp run -S` per grid point) takes every one from the run-cache.
 
-    Each task trains one stage (train@NAME-SEED) in a clone of the commit and pushes it to --remote. Default: a cluster on this machine, one worker per core. --cluster FILE keys: kind (slurm, pbs, sge), cores and memory per job, jobs, and walltime, queue, account, job_extra_directives (a list), interface. --scheduler: start its workers with `--nthreads 1 --resources train=1`.
+    Each task trains one stage (train@NAME-SEED) in a clone of the commit and pushes it to --remote. Default: a cluster on this machine, one worker per core. --cluster FILE keys: kind (slurm, pbs, sge), cores and memory per job, jobs, and walltime, queue, account, job_extra_directives (a list), interface, job_script_prologue (a list of shell lines each job runs first), log_directory (an existing folder); --print-job-script shows the job script. --scheduler: start its workers with `--nthreads 1 --resources train=1`. Progress: a row per running stage and one for the whole run, a line per stage as it ends. docs/scale-out.md has the details.
     """
 
     def step(loaded: Params, console: Console) -> object:

@@ -219,7 +219,8 @@ class ClusterSpec(BaseModel):
             raise ValueError(
                 f"{shown_repr(value)} is not a folder; create it first (every job writes its output there)"
             )
-        return None if value is None else str(Path(value).resolve())
+        # Absolute, links kept: a login node and the compute nodes may resolve a link apart.
+        return None if value is None else os.path.abspath(value)
 
 
 def load_cluster_spec(path: Path) -> ClusterSpec:
@@ -692,7 +693,7 @@ def default_results_remote(root: Path) -> str:
     """Where the tasks push without --remote: the repository's default DVC remote when it
     lies outside the repository (a team's folder, s3://...); otherwise LOCAL_RESULTS, which
     git ignores. The shipped remote (dvc-remote/) is in the repository and tracked by git:
-    it is read, never written by a run."""
+    a run never writes there."""
     url = _default_remote(root)
     if url is not None and ("://" in url or not Path(url).resolve().is_relative_to(root)):
         return url
