@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -986,10 +987,10 @@ def _wait_for_tasks(
 def _progress_rows(tasks: dict[str, StageTask]) -> dict[str, tuple[str, int]]:
     """Each task's label and epochs: its stage's name, and its grid point where grid points
     give one stage name several tasks (train@focal-1 for two values of focal's γ)."""
-    names = [task.stage for task in tasks.values()]
+    names = Counter(task.stage for task in tasks.values())
     return {
         key: (
-            f"{task.stage} ({' '.join(task.overrides)})" if names.count(task.stage) > 1 else task.stage,
+            f"{task.stage} ({' '.join(task.overrides)})" if names[task.stage] > 1 else task.stage,
             task.epochs,
         )
         for key, task in tasks.items()
