@@ -351,7 +351,7 @@ def test_print_job_script_prints_the_prologue_and_log_folder_and_submits_nothing
     prologue = ["module load python/3.12", 'export OMP_NUM_THREADS=1 && echo "$HOSTNAME"']
     path = tmp_path / "cluster.yaml"
     path.write_text(yaml.safe_dump(CLUSTER | {"job_script_prologue": prologue, "log_directory": str(logs)}))
-    assert shutil.which("sbatch") is None  # dask-jobqueue writes a Slurm script without Slurm
+    # dask-jobqueue writes the script itself: no sbatch is called, none need be installed.
     result = lossbench(project, "run", "--cluster", str(path), "--print-job-script")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
