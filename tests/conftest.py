@@ -18,6 +18,8 @@ BIN = str(Path(sys.executable).parent)
 # `dvc init` runs before a test project has the shipped config (analytics off), and
 # would start a daemon process to send a report; every command here inherits this.
 os.environ["DVC_NO_ANALYTICS"] = "1"
+# What rich writes to move the cursor and colour text when it draws on a terminal.
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 TINY_PARAMS = {
     "data": {

@@ -2,6 +2,7 @@
 here from DVC's run-cache. Real git, DVC and Dask, on this machine (loopback only)."""
 
 import copy
+import io
 import json
 import re
 import shutil
@@ -14,6 +15,7 @@ import psutil
 import pytest
 import yaml
 from conftest import (
+    ANSI,
     TINY_PARAMS,
     commit,
     committed_project,
@@ -24,8 +26,11 @@ from conftest import (
     write_params,
 )
 from distributed import LocalCluster
+from rich.console import Console
 
 from lossbench.engine import jobqueue_cluster, load_cluster_spec
+from lossbench.progress import TrainingProgress
+from lossbench.run_progress import stage_event
 
 GAMMA = "losses.focal.gamma"
 # Two losses, one seed, one epoch: each stage trains in seconds; the grid varies focal's γ.
@@ -100,8 +105,82 @@ def _experiments(root: Path) -> dict[float, dict[str, object]]:
 
 
 def _remote_listing(root: Path) -> list[str]:
-    remote = root / "dvc-remote"  # the shipped remote (.dvc/config): lossbench run's default
+    remote = root / "dvc-remote"  # the shipped remote (.dvc/config): read, never written by a run
     return sorted(str(path.relative_to(remote)) for path in remote.rglob("*")) if remote.exists() else []
+
+
+@pytest.fixture(scope="module")
+def local_run(template: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """`lossbench run` of two epochs, with no --remote, on this machine's cluster, as a
+    terminal shows it: the project, and the lines written (each redrawing its own)."""
+    root = copy_of(template, tmp_path_factory.mktemp("local-run"))
+    write_params(root, PARAMS | {"train": PARAMS["train"] | {"epochs": 2}})
+    commit(root, "two epochs")
+    result = lossbench(root, "run", "--retries", "0", env={"TTY_COMPATIBLE": "1", "COLUMNS": "120"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    return root, ANSI.sub("", result.stdout).replace("\r", "\n").splitlines()
+
+
+@pytest.mark.slow
+def test_a_run_shows_each_stage_its_epochs_time_so_far_and_time_left(
+    local_run: tuple[Path, list[str]],
+) -> None:
+    _, lines = local_run
+    clock = r"[0-9]+:[0-9]{2}:[0-9]{2}"
+    for stage in ("train@ce-1", "train@focal-1"):
+        # While it runs: its row, with what it does, epochs done of all, time so far and time left.
+        assert any(
+            re.match(
+                rf"{stage} .*[0-2]/2 epochs +{clock} +({clock}|-:--:--) +(cloning|stage validate|stage prepare|"
+                "training|pushing)",
+                line,
+            )
+            for line in lines
+        ), "\n".join(lines)
+        # Once done: one line that stays.
+        assert any(
+            re.fullmatch(
+                rf"{stage}: trained 2 epochs in {clock}; (1/2 stages done in {clock}, about {clock} left|"
+                rf"2/2 stages done in {clock})",
+                line,
+            )
+            for line in lines
+        ), "\n".join(lines)
+    # The whole run's row, last drawn when every stage is done.
+    assert any(re.match(rf"all stages .* 2/2 stages +{clock} +0:00:00", line) for line in lines), lines
+    assert not any("% Completed" in line for line in lines)
+
+
+def test_a_tasks_progress_is_read_from_what_its_training_prints() -> None:
+    """The line a stage prints per epoch where it draws no bars (as in a task's clone) is
+    the line the task reads its progress from."""
+    printed = io.StringIO()
+    with TrainingProgress(Console(file=printed, width=200), epochs=30) as progress:
+        progress.add("focal_high", 7)
+        record = {"seed": 7, "epoch": 12, "lr": 0.1, "wall_time_s": 3.0}
+        progress.epoch(
+            "focal_high", record | dict.fromkeys(["train_loss", "train_acc", "test_loss", "test_acc"], 0.5)
+        )
+    assert stage_event(printed.getvalue(), "train@focal_high-7") == {"state": "training", "epoch": 12}
+    assert stage_event("Running stage 'prepare':\n", "train@ce-1") == {"state": "stage prepare"}
+    assert stage_event("Running stage 'train@ce-1':\n", "train@ce-1") == {"state": "training"}
+    cached = "Stage 'train@ce-1' is cached - skipping run, checking out outputs\n"
+    assert stage_event(cached, "train@ce-1") == {"state": "from the run-cache"}
+    assert stage_event("  ce seed 1: resuming after epoch 3\n", "train@ce-1") is None
+
+
+@pytest.mark.slow
+def test_a_run_without_remote_pushes_to_a_folder_git_ignores(local_run: tuple[Path, list[str]]) -> None:
+    root, lines = local_run
+    # The shipped remote (the repository's default) got nothing; git sees no new file in
+    # .dvc/ or dvc-remote/, only the pipeline's own outputs.
+    changed = run_in(root, "git", "status", "--porcelain", "--untracked-files=all").stdout.splitlines()
+    assert changed and not [line for line in changed if re.match(r"...(\.dvc|dvc-remote)/", line)], changed
+    assert _remote_listing(root) == []
+    results = root / ".dvc" / "tmp" / "lossbench-results"
+    assert any(line.endswith(f"; results pushed to {results}") for line in lines), lines
+    assert list((results / "runs").iterdir()) and list((results / "files").iterdir())
+    assert run_in(root, "dvc", "remote", "default").stdout.strip() == "shipped"
 
 
 @pytest.mark.slow
@@ -122,9 +201,10 @@ def test_a_grid_on_two_workers_gives_the_results_of_sequential_dvc_exp_runs(
     assert sorted(cached) == sorted(["train@ce-1", "train@focal-1", "train@focal-1"])
     assert not re.search(r"Running stage 'train@", result.stdout)
     assert _experiments(project) == sequential
-    # The results went to the default remote; the workspace's DVC config is as it was.
-    assert any(path.startswith("runs/") for path in _remote_listing(project))
-    assert not (project / ".dvc" / "config.local").exists()
+    # The results went to the git-ignored folder, not the shipped remote; the workspace's
+    # DVC config is as it was.
+    assert list((project / ".dvc" / "tmp" / "lossbench-results" / "runs").iterdir())
+    assert _remote_listing(project) == [] and not (project / ".dvc" / "config.local").exists()
 
 
 def _training(runner: psutil.Process, stage: str | None = None) -> psutil.Process:
@@ -170,6 +250,7 @@ def test_a_worker_killed_mid_task_has_its_task_retried_with_the_same_result(
     assert _training(psutil.Process(runner.pid), stage).pid != training.pid
     output, _ = runner.communicate(timeout=400)
     assert runner.returncode == 0, output
+    assert f"{stage}: try 2\n" in output, output  # the retry is shown
     assert "2 task(s) (0 already in the run-cache)" in output, output
     assert sorted(re.findall(r"Stage '(train@[^']+)' is cached - skipping run", output)) == [
         "train@ce-1",
@@ -261,9 +342,65 @@ def test_a_slurm_job_script_from_a_cluster_file(tmp_path: Path) -> None:
     assert "tcp://127.0.0.1:" in worker and "--interface lo" in worker, worker
 
 
+def test_print_job_script_prints_the_prologue_and_log_folder_and_submits_nothing(
+    project: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "cluster-logs").mkdir()
+    logs = tmp_path / "logs"  # a link, written as given: compute nodes may resolve it apart
+    logs.symlink_to(tmp_path / "cluster-logs")
+    prologue = ["module load python/3.12", 'export OMP_NUM_THREADS=1 && echo "$HOSTNAME"']
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump(CLUSTER | {"job_script_prologue": prologue, "log_directory": str(logs)}))
+    # dask-jobqueue writes the script itself: no sbatch is called, none need be installed.
+    result = lossbench(project, "run", "--cluster", str(path), "--print-job-script")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "#!/usr/bin/env bash", result.stdout
+    for line in (
+        f"#SBATCH -e {logs}/dask-worker-%J.err",
+        f"#SBATCH -o {logs}/dask-worker-%J.out",
+        "#SBATCH -p short",
+    ):
+        assert line in lines, result.stdout
+    # The prologue's lines as written, in order, right before the worker starts; the worker
+    # is this environment's Python, so its lossbench is the one the tasks run.
+    worker = next(number for number, line in enumerate(lines) if "distributed.cli.dask_worker" in line)
+    assert lines[worker - 2 : worker] == prologue, result.stdout
+    assert lines[worker].startswith(f"{sys.executable} -m distributed.cli.dask_worker tcp://127.0.0.1:")
+    assert lines[worker + 1 :] == [], result.stdout
+    # Nothing ran: no file in the project, the log folder or the remote.
+    assert run_in(project, "git", "status", "--porcelain", "--untracked-files=all").stdout == ""
+    assert list(logs.iterdir()) == [] and _remote_listing(project) == []
+
+
+def test_print_job_script_without_a_cluster_file_is_one_line(project: Path) -> None:
+    result = lossbench(project, "run", "--print-job-script")
+    assert result.returncode == 1 and result.stdout == ""
+    assert (
+        result.stderr.strip()
+        == "error: --print-job-script: give --cluster FILE (and no --scheduler); it prints its job script"
+    )
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
+        (
+            {"job_script_prologue": ["module load python", "source env/bin/activate\nrm -rf ~"]},
+            "cluster.yaml: job_script_prologue: Value error, line 2 holds a line break or control character",
+        ),
+        (
+            {"job_script_prologue": "module load python"},
+            "cluster.yaml: job_script_prologue: Input should be a valid list",
+        ),
+        (
+            {"log_directory": "/tmp/logs $(id)"},
+            "cluster.yaml: log_directory: Value error, '/tmp/logs $(id)': give",
+        ),
+        (
+            {"log_directory": "/no/such/logs"},
+            "cluster.yaml: log_directory: Value error, '/no/such/logs' is not a folder; create it first",
+        ),
         ({"cpus": 4}, "cluster.yaml: cpus: unknown key"),
         ({"cores": "4"}, "cluster.yaml: cores: Input should be a valid integer"),
         ({"kind": "lsf"}, "cluster.yaml: kind: Input should be 'slurm', 'pbs' or 'sge'"),
@@ -279,6 +416,8 @@ def test_a_bad_cluster_file_is_one_line_naming_the_key(
 ) -> None:
     path = project.parent / "cluster.yaml"
     path.write_text(yaml.safe_dump(CLUSTER | change))
-    result = lossbench(project, "run", "--cluster", str(path))
-    assert result.returncode == 1
-    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr, result.stderr
+    for print_only in ([], ["--print-job-script"]):
+        result = lossbench(project, "run", "--cluster", str(path), *print_only)
+        assert result.returncode == 1 and result.stdout == ""
+        assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr, result.stderr
+    assert not Path("/no").exists()

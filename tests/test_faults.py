@@ -17,6 +17,7 @@ import pytest
 import torch
 import yaml
 from conftest import (
+    ANSI,
     TINY_PARAMS,
     commit,
     lossbench,
@@ -245,6 +246,24 @@ def test_a_stage_trains_its_own_losss_seeds_ahead_first_and_shows_their_epochs_s
     assert lossbench(prepared, "train", "ce", "1").returncode == 0
     assert (prepared / "data" / "runs" / "ce" / "seed1" / "history.csv").read_text() == waiting
     assert list(live.iterdir()) == []
+
+
+def test_a_seed_trained_ahead_says_so_at_its_own_stage_instead_of_an_empty_bar(prepared: Path) -> None:
+    edit_params(prepared, lambda p: p["train"].update(epochs=2) or p.update(losses={"ce": {"kind": "ce"}}))
+    terminal = {"TTY_COMPATIBLE": "1", "COLUMNS": "120"}  # rich draws its bars, as in a terminal
+    first = lossbench(prepared, "train", "ce", "1", env=terminal)
+    assert first.returncode == 0, first.stderr
+    assert "training ahead on idle cores: ce seed 2\n" in first.stdout
+    # The bars show each seed's epochs done, the time since it started and the time left.
+    bars = ANSI.sub("", first.stdout)
+    assert re.search(r"ce seed 2 .* 2/2 epochs +\d:\d\d:\d\d +\d:\d\d:\d\d", bars), bars
+    second = lossbench(prepared, "train", "ce", "2", env=terminal)
+    assert second.returncode == 0, second.stderr
+    shown = ANSI.sub("", second.stdout)
+    assert (
+        "ce seed 2: already trained, 2/2 epochs in its checkpoint (trained ahead); evaluating it\n" in shown
+    ), shown
+    assert "0/2" not in shown and "-:--:--" not in shown, shown
 
 
 def test_a_diverging_loss_stops_with_the_loss_and_epoch_named(prepared: Path) -> None:

@@ -244,6 +244,9 @@ def test_every_yaml_example_is_valid(document: Path, tmp_path: Path) -> None:
         if "kind" in example and "cores" in example:  # a `lossbench run --cluster` file
             path = tmp_path / "cluster.yaml"
             path.write_text(block)
+            if "log_directory" in example:  # a cluster's folder: one that exists here instead
+                (tmp_path / "logs").mkdir(exist_ok=True)
+                path.write_text(yaml.safe_dump(example | {"log_directory": str(tmp_path / "logs")}))
             load_cluster_spec(path)
         else:  # a change to params.yaml
             assert set(example) <= set(params), block

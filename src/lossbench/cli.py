@@ -75,6 +75,11 @@ def _run(
     params_path: Path, step: Callable[[Params, Console], object], before: Callable[[], object] | None = None
 ) -> None:
     """Validate params_path (after `before`, a check that names a better cause), then run step."""
+    _guarded(lambda console: step(load_params(params_path), console), before)
+
+
+def _guarded(action: Callable[[Console], object], before: Callable[[], object] | None = None) -> None:
+    """Run action (after `before`): an error is one line and an exit code, not a traceback."""
     console = Console(soft_wrap=True)
     errors = Console(stderr=True, soft_wrap=True)
     signal.signal(signal.SIGTERM, _interrupt)
@@ -84,7 +89,7 @@ def _run(
     try:
         if before is not None:
             before()
-        step(load_params(params_path), console)
+        action(console)
     except TrainingInterrupted as error:
         errors.print(f"[bold yellow]interrupted:[/] {_plain(error)}", highlight=False)
         raise typer.Exit(130) from None
@@ -357,7 +362,10 @@ def run(
     remote: Annotated[
         str | None,
         typer.Option(
-            "--remote", help="DVC remote for the results (default: this repository's default remote)."
+            "--remote",
+            help="DVC remote the tasks push their results to. Default: this repository's default remote "
+            "if it lies outside the repository, else .dvc/tmp/lossbench-results, which git ignores (the "
+            "shipped dvc-remote/ is never written).",
         ),
     ] = None,
     repo: Annotated[
@@ -373,11 +381,19 @@ def run(
             "workers preempted).",
         ),
     ] = 30.0,
+    print_job_script: Annotated[
+        bool,
+        typer.Option(
+            "--print-job-script",
+            help="With --cluster: print the job script dask-jobqueue would submit, then exit; "
+            "nothing is submitted or trained.",
+        ),
+    ] = False,
     root: RootOption = Path("."),
 ) -> None:
     """Train this commit's training stages, or a grid of experiments, as Dask tasks; then `dvc repro` here (`dvc exp run -S` per grid point) takes every one from the run-cache.
 
-    Each task trains one stage (train@NAME-SEED) in a clone of the commit and pushes it to --remote. Default: a cluster on this machine, one worker per core. --cluster FILE keys: kind (slurm, pbs, sge), cores and memory per job, jobs, and walltime, queue, account, job_extra_directives (a list), interface. --scheduler: start its workers with `--nthreads 1 --resources train=1`.
+    Each task trains one stage (train@NAME-SEED) in a clone of the commit and pushes it to --remote. Default: a cluster on this machine, one worker per core. --cluster FILE keys: kind (slurm, pbs, sge), cores and memory per job, jobs, and walltime, queue, account, job_extra_directives (a list), interface, job_script_prologue (a list of shell lines each job runs first), log_directory (an existing folder); --print-job-script shows the job script. --scheduler: start its workers with `--nthreads 1 --resources train=1`. Progress: a row per running stage and one for the whole run, a line per stage as it ends. docs/scale-out.md has the details.
     """
 
     def step(loaded: Params, console: Console) -> object:
@@ -400,7 +416,19 @@ def run(
 
         check_root(root)  # a missing folder or commit, not "params.yaml: file not found"
 
-    _run(root / "params.yaml", step, root_first)
+    def show_job_script(console: Console) -> None:
+        from lossbench.engine import job_script
+
+        if cluster is None or scheduler is not None:
+            raise ParamsError(
+                "--print-job-script: give --cluster FILE (and no --scheduler); it prints its job script"
+            )
+        console.out(job_script(cluster), end="", highlight=False)
+
+    if print_job_script:
+        _guarded(show_job_script)
+    else:
+        _run(root / "params.yaml", step, root_first)
 
 
 # Help texts spell the claims out as claims.STATEMENTS states them (tested).

@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import queue
 import re
 import shlex
 import shutil
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,6 +38,7 @@ from rich.console import Console
 
 from lossbench.errors import LossbenchError, ParamsError, TrainingInterrupted, shown, shown_repr
 from lossbench.params import parse_params, read_yaml
+from lossbench.run_progress import CLONING, PROGRESS_TOPIC, PUSHING, RunProgress, stage_event
 
 # The name the results remote gets in each clone, and here while the run finishes.
 RESULTS_REMOTE = "lossbench-results"
@@ -64,6 +67,12 @@ MAX_RETRIES = 10
 MAX_GRID_POINTS = 100
 # Held (an OS lock, gone with the process) while a run uses the repository's workspace.
 RUN_LOCK = Path(".dvc") / "tmp" / "lossbench-run.lock"
+# The results remote without --remote, when the repository's default remote is inside it
+# (the shipped one): in .dvc/tmp, which DVC's own .gitignore keeps out of git.
+LOCAL_RESULTS = Path(".dvc") / "tmp" / "lossbench-results"
+# A cluster file's job_script_prologue: at most this many lines of at most this many characters.
+MAX_PROLOGUE_LINES = 100
+MAX_PROLOGUE_LINE = 1000
 # How long the finish's `dvc` gets to stop after an interruption before it is killed.
 STOP_GRACE_S = 60
 # The pipeline's inputs: an uncommitted change here would make the local finish train.
@@ -91,11 +100,13 @@ class TaskFailed(LossbenchError):
 class StageTask:
     """One train@NAME-SEED stage, trained in a clone of `repo` at `commit` with `overrides` applied."""
 
+    key: str  # its Dask task key
     stage: str
     repo: str
     commit: str
     remote: str
     overrides: tuple[str, ...]
+    epochs: int
 
 
 @dataclass(frozen=True)
@@ -130,6 +141,13 @@ class ClusterSpec(BaseModel):
     account: str | None = Field(default=None, pattern=r"^[\w.@+-]+$")  # -A (Slurm, PBS) or -P (SGE)
     job_extra_directives: list[str] = []  # e.g. --gres=gpu:1, each its own #SBATCH / #PBS / #$ line
     interface: str | None = Field(default=None, pattern=r"^[\w.:-]+$")  # network interface, e.g. ib0
+    # Shell lines the job runs before its workers start (module loads, activating the
+    # environment): shell by design, as in a job script the user writes; one line each.
+    job_script_prologue: list[str] = Field(default=[], max_length=MAX_PROLOGUE_LINES)
+    # An existing folder where the batch system writes each job's output and errors; it lands
+    # in a directive line, which the batch system reads without a shell: a plain path, made
+    # absolute here.
+    log_directory: str | None = Field(default=None, max_length=1000)
 
     @field_validator("memory")
     @classmethod
@@ -177,6 +195,34 @@ class ClusterSpec(BaseModel):
             raise ValueError("a directive holds a line break or control character")
         return values
 
+    @field_validator("job_script_prologue")
+    @classmethod
+    def _shell_lines(cls, values: list[str]) -> list[str]:
+        # One entry, one line of the script, as written: what the file shows is what runs.
+        for number, value in enumerate(values, 1):
+            if re.search(r"[\x00-\x08\x0a-\x1f\x7f]", value):
+                raise ValueError(f"line {number} holds a line break or control character; give one line each")
+            if len(value) > MAX_PROLOGUE_LINE:
+                raise ValueError(f"line {number} is longer than {MAX_PROLOGUE_LINE} characters")
+        return values
+
+    @field_validator("log_directory")
+    @classmethod
+    def _existing_folder(cls, value: str | None) -> str | None:
+        # An existing one: dask-jobqueue would create a missing one (and its parents) even
+        # for --print-job-script, and a typo would leave folders behind.
+        if value is not None and not re.fullmatch(r"[\w./+@,-]+", value):
+            raise ValueError(
+                f"{shown_repr(value)}: give a folder's path of letters, digits and . _ - / + @ , only "
+                "(no spaces, ~ or $: a job script's directive lines are not read by a shell)"
+            )
+        if value is not None and not Path(value).is_dir():
+            raise ValueError(
+                f"{shown_repr(value)} is not a folder; create it first (every job writes its output there)"
+            )
+        # Absolute, links kept: a login node and the compute nodes may resolve a link apart.
+        return None if value is None else os.path.abspath(value)
+
 
 def load_cluster_spec(path: Path) -> ClusterSpec:
     try:
@@ -204,11 +250,22 @@ def jobqueue_cluster(spec: ClusterSpec) -> Any:
         "project" if spec.kind == "sge" else "account": spec.account,
         "job_extra_directives": spec.job_extra_directives,
         "interface": spec.interface,
+        "job_script_prologue": spec.job_script_prologue or None,  # none: Dask's configuration's
+        "log_directory": spec.log_directory,
         "worker_extra_args": ["--resources", f"{TRAIN_SLOT}=1"],
         # Any free port for the scheduler's web server: Dask warns when 8787 is taken.
         "scheduler_options": {"dashboard_address": ":0"},
     }
     return kinds[spec.kind](**{key: value for key, value in options.items() if value is not None})
+
+
+def job_script(cluster_file: Path) -> str:
+    """The job script `lossbench run --cluster cluster_file` would submit; nothing is
+    submitted. It names a scheduler that dask-jobqueue starts here (and closes again), so
+    its address and port differ from run to run."""
+    spec = load_cluster_spec(cluster_file)
+    with _without_cancelled_tracebacks(), jobqueue_cluster(spec) as cluster:
+        return str(cluster.job_script())
 
 
 def grid_points(settings: Sequence[str]) -> list[tuple[str, ...]]:
@@ -299,8 +356,9 @@ def apply_point(params_file: Path, point: tuple[str, ...]) -> None:
         ) from None
 
 
-def _checked_params(template: Path, point: tuple[str, ...]) -> dict[str, Any]:
-    """The params of one grid point, validated like params.yaml; one line if bad."""
+def _checked_params(template: Path, point: tuple[str, ...]) -> tuple[dict[str, Any], int]:
+    """The params of one grid point, validated like params.yaml (one line if bad), and
+    the epochs each of its seeds trains."""
     with tempfile.TemporaryDirectory() as folder:
         params_file = Path(folder) / "params.yaml"
         shutil.copyfile(template, params_file)
@@ -314,13 +372,13 @@ def _checked_params(template: Path, point: tuple[str, ...]) -> dict[str, Any]:
                 "give the value another way (e.g. a list in block style in params.yaml)"
             ) from None
     try:
-        parse_params(raw)
+        params = parse_params(raw)
     except ParamsError as error:
         lines = str(error).splitlines()
         details = "; ".join(line.strip() for line in lines[1:] or lines)
         raise ParamsError(f"{shown(_shown_point(point), 200)}: {details}") from None
     assert isinstance(raw, dict)  # parse_params accepts nothing else
-    return raw
+    return raw, params.train.epochs
 
 
 def stage_tasks(
@@ -334,13 +392,14 @@ def stage_tasks(
     """
     tasks: dict[str, StageTask] = {}
     for point in points:
-        raw = _checked_params(template, point)
+        raw, epochs = _checked_params(template, point)
         for name, entry in raw["losses"].items():
             for seed in raw["seeds"]:
                 identity = json.dumps([name, entry, raw.get("data"), raw.get("train"), seed], sort_keys=True)
                 digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
                 stage = f"train@{name}-{seed}"
-                tasks.setdefault(f"{stage}-{digest}", StageTask(stage, repo, commit, remote, point))
+                key = f"{stage}-{digest}"
+                tasks.setdefault(key, StageTask(key, stage, repo, commit, remote, point, epochs))
     return tasks
 
 
@@ -355,13 +414,38 @@ def _call(command: list[str], cwd: Path, env: dict[str, str], what: str, lifelin
     output. With `lifeline`, the command gets SIGTERM when this process dies."""
     started = [sys.executable, "-c", WITH_LIFELINE, *command] if lifeline else command
     result = subprocess.run(started, cwd=cwd, env=env, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        name = " ".join(command[:3])
-        raise TaskFailed(
-            f"{what}: `{name}` exited with {result.returncode}:",
-            error_lines(result.stderr.strip() or result.stdout),
-        )
+    _check_exit(command, what, result.returncode, result.stderr, result.stdout)
     return result.stdout
+
+
+def _check_exit(command: list[str], what: str, returncode: int, stderr: str, stdout: str) -> None:
+    if returncode != 0:
+        name = " ".join(command[:3])
+        raise TaskFailed(f"{what}: `{name}` exited with {returncode}:", error_lines(stderr.strip() or stdout))
+
+
+def _streamed(command: list[str], cwd: Path, env: dict[str, str], what: str, on_line: Any) -> str:
+    """_call with a lifeline, each line of the command's output given to on_line as it comes."""
+    with (
+        tempfile.TemporaryFile("w+") as errors,  # a file: a full pipe would stall the command
+        subprocess.Popen(
+            [sys.executable, "-c", WITH_LIFELINE, *command],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            text=True,
+        ) as process,
+    ):
+        assert process.stdout is not None
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            on_line(line)
+        process.wait()
+        errors.seek(0)
+        _check_exit(command, what, process.returncode, errors.read(), "".join(lines))
+    return "".join(lines)
 
 
 def error_lines(output: str) -> list[str]:
@@ -390,7 +474,17 @@ def train_stage(task: StageTask) -> TaskResult:
     def dvc(*arguments: str) -> str:
         return _call(["dvc", *arguments], clone, env, task.stage, lifeline=True)
 
+    worker = get_worker()
+
+    def report(state: str, **more: int) -> None:  # to RunProgress, through Dask's event log
+        worker.log_event(PROGRESS_TOPIC, {"key": task.key, "state": state, **more})
+
+    def report_line(line: str) -> None:
+        if (event := stage_event(line, task.stage)) is not None:
+            report(**event)
+
     try:
+        report(CLONING)
         started = time.perf_counter()
         try:
             _call(
@@ -407,8 +501,9 @@ def train_stage(task: StageTask) -> TaskResult:
         apply_point(clone / "params.yaml", task.overrides)
         dvc("remote", "add", "--local", "--default", "--force", RESULTS_REMOTE, task.remote)
         cloned = time.perf_counter()
-        log = dvc("repro", "--pull", task.stage)
+        log = _streamed(["dvc", "repro", "--pull", task.stage], clone, env, task.stage, report_line)
         reproduced = time.perf_counter()
+        report(PUSHING, epoch=task.epochs)
         # Outputs first: DVC pushes run-cache records before outputs, and a record whose
         # outputs never arrived (a worker killed mid-push) would make the finish here retrain.
         dvc("push", task.stage)
@@ -595,6 +690,17 @@ def _commit(root: Path) -> str:
     return commit
 
 
+def default_results_remote(root: Path) -> str:
+    """Where the tasks push without --remote: the repository's default DVC remote when it
+    lies outside the repository (a team's folder, s3://...); otherwise LOCAL_RESULTS, which
+    git ignores. The shipped remote (dvc-remote/) is in the repository and tracked by git:
+    a run never writes there."""
+    url = _default_remote(root)
+    if url is not None and ("://" in url or not Path(url).resolve().is_relative_to(root)):
+        return url
+    return str(root / LOCAL_RESULTS)
+
+
 def _default_remote(root: Path) -> str | None:
     """The URL of the repository's default DVC remote, a folder made absolute."""
     from dvc.config import Config
@@ -758,9 +864,7 @@ def _run_locked(
 
     commit = _commit(root)
     repo = _checked_repo(repo, root, commit)
-    remote = remote or _default_remote(root)
-    if remote is None:
-        raise ParamsError("--remote: this repository has no default DVC remote; give a folder or URL")
+    remote = remote or default_results_remote(root)
     if "://" not in remote:
         remote = str(Path(remote).resolve())  # the same folder from every worker's clone
     points = grid_points(settings)
@@ -768,11 +872,15 @@ def _run_locked(
     tasks = stage_tasks(points, root / "params.yaml", repo, commit, remote)
     console.print(
         f"{len(tasks)} training stage(s) of {len(points)} grid point(s) to run as Dask tasks, "
-        f"each tried up to {retries + 1} time(s)"
+        f"each tried up to {retries + 1} time(s); results pushed to {remote}",
+        highlight=False,
+        markup=False,
     )
 
     started = time.perf_counter()
     with dask_client(scheduler, cluster_file) as client:
+        reports: queue.SimpleQueue[tuple[float, dict[str, Any]]] = queue.SimpleQueue()
+        client.subscribe_topic(PROGRESS_TOPIC, reports.put)
         futures = [
             client.submit(train_stage, task, key=key, retries=retries, resources={TRAIN_SLOT: 1})
             for key, task in tasks.items()
@@ -785,7 +893,7 @@ def _run_locked(
             start_workers = "the batch jobs have not started or have ended (they are cancelled now)"
         else:
             start_workers = "the workers on this machine did not start"
-        _wait_for_tasks(client, futures, tasks, wait_for_workers, start_workers, console)
+        _wait_for_tasks(client, futures, tasks, reports, wait_for_workers, start_workers, console)
         try:
             results: list[TaskResult] = client.gather(futures)
         except KilledWorker as error:
@@ -823,51 +931,70 @@ def _wait_for_tasks(
     client: Any,
     futures: list[Any],
     tasks: dict[str, StageTask],
+    reports: queue.SimpleQueue[tuple[float, dict[str, Any]]],
     wait_minutes: float,
     start_workers: str,
     console: Console,
 ) -> None:
-    """Draw a progress bar (as Dask's own does) until every task is done or one has
-    failed. Say so each minute no worker that trains is connected (preempted, batch jobs
-    still queued), and give up after `wait_minutes`, naming the tasks left."""
-    from dask.utils import format_time
-
-    started = checked = time.monotonic()
+    """Show each task's progress (its `reports`, and its end) until every task is done
+    or one has failed. Say so each minute no worker that trains is connected (preempted,
+    batch jobs still queued), and give up after `wait_minutes`, naming the tasks left."""
+    checked = time.monotonic()
     idle_since: float | None = None
     said = 0  # whole minutes without a worker already reported
-    while not all(future.done() for future in futures) and not any(f.status == "error" for f in futures):
-        done = sum(future.done() for future in futures) / len(futures)
-        bar = f"[{'#' * int(40 * done):<40}] | {int(100 * done)}% Completed | {format_time(time.monotonic() - started)}"
-        console.file.write(f"\r{bar}")
-        console.file.flush()
-        time.sleep(1)
-        if time.monotonic() < checked + WORKER_CHECK_S:
-            continue
-        checked = time.monotonic()
-        workers = client.scheduler_info()["workers"].values()
-        if any(TRAIN_SLOT in worker.get("resources", {}) for worker in workers):
-            idle_since, said = None, 0
-            continue
-        idle_since = idle_since or time.monotonic()
-        idle_minutes = (time.monotonic() - idle_since) / 60
-        if idle_minutes >= wait_minutes:
-            console.file.write("\n")
-            left = sorted({tasks[future.key].stage for future in futures if not future.done()})
-            named = ", ".join(left[:10]) + (f" and {len(left) - 10} more" if len(left) > 10 else "")
-            undone = sum(not future.done() for future in futures)
-            raise TaskFailed(
-                f"no Dask worker has been available for {wait_minutes:g} minutes (--wait-for-workers); "
-                f"gave up with {undone} of {len(futures)} task(s) not done: {named}; {start_workers}"
-            )
-        if int(idle_minutes) > said:
-            said = int(idle_minutes)
-            console.print(
-                f"\nnote: no Dask worker has been available for {said} minute(s); "
-                f"giving up after {wait_minutes:g} (--wait-for-workers)",
-                highlight=False,
-                markup=False,
-            )
-    console.file.write("\33[2K\r")  # the bar's line cleared, as Dask's bar leaves it
+    ended: set[str] = set()
+    with RunProgress(console, _progress_rows(tasks)) as progress:
+
+        def show_progress() -> None:
+            while not reports.empty():
+                progress.event(reports.get()[1])
+            for future in futures:
+                if future.status == "finished" and future.key not in ended:
+                    ended.add(future.key)
+                    progress.ended(future.key, future.result().cached)
+
+        while not all(future.done() for future in futures) and not any(f.status == "error" for f in futures):
+            show_progress()
+            time.sleep(1)
+            if time.monotonic() < checked + WORKER_CHECK_S:
+                continue
+            checked = time.monotonic()
+            workers = client.scheduler_info()["workers"].values()
+            if any(TRAIN_SLOT in worker.get("resources", {}) for worker in workers):
+                idle_since, said = None, 0
+                continue
+            idle_since = idle_since or time.monotonic()
+            idle_minutes = (time.monotonic() - idle_since) / 60
+            if idle_minutes >= wait_minutes:
+                left = sorted({tasks[future.key].stage for future in futures if not future.done()})
+                named = ", ".join(left[:10]) + (f" and {len(left) - 10} more" if len(left) > 10 else "")
+                undone = sum(not future.done() for future in futures)
+                raise TaskFailed(
+                    f"no Dask worker has been available for {wait_minutes:g} minutes (--wait-for-workers); "
+                    f"gave up with {undone} of {len(futures)} task(s) not done: {named}; {start_workers}"
+                )
+            if int(idle_minutes) > said:
+                said = int(idle_minutes)
+                console.print(
+                    f"note: no Dask worker has been available for {said} minute(s); "
+                    f"giving up after {wait_minutes:g} (--wait-for-workers)",
+                    highlight=False,
+                    markup=False,
+                )
+        show_progress()
+
+
+def _progress_rows(tasks: dict[str, StageTask]) -> dict[str, tuple[str, int]]:
+    """Each task's label and epochs: its stage's name, and its grid point where grid points
+    give one stage name several tasks (train@focal-1 for two values of focal's γ)."""
+    names = Counter(task.stage for task in tasks.values())
+    return {
+        key: (
+            f"{task.stage} ({' '.join(task.overrides)})" if names[task.stage] > 1 else task.stage,
+            task.epochs,
+        )
+        for key, task in tasks.items()
+    }
 
 
 def _print_summary(summary: RunSummary, console: Console) -> None:

@@ -142,10 +142,14 @@ def is_stale(job: SeedJob, run: Run) -> bool:
         )
     except (OSError, UnicodeDecodeError):
         current = False
-    if current:
-        return False
+    return not current and not trained_ahead(job)
+
+
+def trained_ahead(job: SeedJob) -> bool:
+    """True if the seed's finished checkpoint, made from these inputs, waits for its
+    stage (an earlier stage trained it ahead): the stage only evaluates it."""
     saved = load_saved(job.checkpoint, job.fingerprint, Console(quiet=True))
-    return saved is None or len(saved["history"]) < job.params.train.epochs
+    return saved is not None and len(saved["history"]) >= job.params.train.epochs
 
 
 def seeds_ahead(params: Params, job: SeedJob, inputs: bytes, count: int, run: Run) -> list[SeedJob]:

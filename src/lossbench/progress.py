@@ -1,14 +1,27 @@
 """What a training stage shows while it trains: on a terminal, one bar per seed
-(epochs done, the last epoch's numbers, time left); elsewhere (CI, `dvc queue`,
+(epochs done, time since it started, time left, the last epoch's numbers); elsewhere (CI, `dvc queue`,
 a log file) one plain line per seed and epoch."""
 
 from __future__ import annotations
 
+import re
 from types import TracebackType
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+# The plain line of one epoch (printed where no bars are drawn), as `lossbench run`'s tasks
+# read it from their training's output: loss, seed, epoch, epochs.
+EPOCH_LINE = re.compile(r"^  (\S+) seed ([0-9]+) epoch +([0-9]+)/([0-9]+)  ")
 
 
 class TrainingProgress:
@@ -22,8 +35,10 @@ class TrainingProgress:
                 TextColumn("{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("epochs  {task.fields[numbers]}"),
+                TextColumn("epochs"),
+                TimeElapsedColumn(),
                 TimeRemainingColumn(),
+                TextColumn("{task.fields[numbers]}"),
                 console=console,
             )
 

@@ -57,7 +57,7 @@ def _train(
 
     from lossbench import lifeline
     from lossbench.checkpoint import run_fingerprint
-    from lossbench.lookahead import Run, available_cores, is_stale, seeds_ahead, worker_count
+    from lossbench.lookahead import Run, available_cores, is_stale, seeds_ahead, trained_ahead, worker_count
     from lossbench.progress import TrainingProgress
     from lossbench.seed_run import evaluate_seed, training_inputs, write_seed_run, write_timings
     from lossbench.seed_workers import run_in_workers
@@ -88,32 +88,39 @@ def _train(
         ),
         highlight=False,
     )
-    with TrainingProgress(console, config.epochs) as progress:
-        if ahead:
-            jobs = [job, *ahead]
-            for each in jobs:
-                progress.add(each.name, each.seed)
-            failed_ahead = run_in_workers(
-                jobs,
-                len(jobs),
-                train_job,
-                lambda each, record: progress.epoch(each.name, record),
-                optional=lambda each: each is not job,  # its own stage will meet the failure again
-            )
-            for message in failed_ahead:
-                console.print(f"  note (a seed trained ahead): {message}", markup=False, highlight=False)
-        else:
-            device_data = DeviceData.load(params, name, root)
-            progress.add(name, seed)
-            train_seed(
-                job,
-                device_data.training,
-                device_data.test,
-                device_data.loss_fn,
-                console,
-                partial(progress.epoch, name),
-            )
-            del device_data  # the training pixels are not needed to evaluate
+    if not train_here and trained_ahead(job):  # no bar: it would stand at 0 epochs
+        console.print(
+            f"  {name} seed {seed}: already trained, {config.epochs}/{config.epochs} epochs in its "
+            "checkpoint (trained ahead); evaluating it",
+            highlight=False,
+        )
+    else:
+        with TrainingProgress(console, config.epochs) as progress:
+            if ahead:
+                jobs = [job, *ahead]
+                for each in jobs:
+                    progress.add(each.name, each.seed)
+                failed_ahead = run_in_workers(
+                    jobs,
+                    len(jobs),
+                    train_job,
+                    lambda each, record: progress.epoch(each.name, record),
+                    optional=lambda each: each is not job,  # its own stage will meet the failure again
+                )
+                for message in failed_ahead:
+                    console.print(f"  note (a seed trained ahead): {message}", markup=False, highlight=False)
+            else:
+                device_data = DeviceData.load(params, name, root)
+                progress.add(name, seed)
+                train_seed(
+                    job,
+                    device_data.training,
+                    device_data.test,
+                    device_data.loss_fn,
+                    console,
+                    partial(progress.epoch, name),
+                )
+                del device_data  # the training pixels are not needed to evaluate
 
     seed_run = evaluate_seed(job, data, device, console)
     write_seed_run(SeedRunFiles.of(root, name, seed), seed_run, job.fingerprint)
