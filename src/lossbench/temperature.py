@@ -59,9 +59,7 @@ def load_scaled(results: list[LossResult], root: Path) -> list[Scaled]:
         calibration = read_calibration(files.scores)
         missing = [seed for seed in result.seeds if f"seed{seed}" not in calibration.per_seed]
         if missing:
-            raise MissingInput(
-                f"{files.scores} has no seed {missing[0]}: run `dvc repro calibrate`"
-            )
+            raise MissingInput(f"{files.scores} has no seed {missing[0]}: run `dvc repro calibrate`")
         reliability = read_table(files.scaled_reliability, RELIABILITY_COLUMNS, result.seeds)
         found.append(Scaled(result, calibration, reliability))
     return found
