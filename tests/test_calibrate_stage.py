@@ -110,3 +110,14 @@ def test_a_damaged_calibration_file_is_one_clear_line(reproduced: Path) -> None:
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
     assert "metrics/calibration/ce.json: not a calibration file (per_seed.seed1.after.ece:" in result.stderr
     assert (reproduced / "plots" / "report.md").read_bytes() == before
+
+
+def test_damaged_test_predictions_are_one_clear_line(reproduced: Path) -> None:
+    predictions = reproduced / "data" / "runs" / "ce" / "seed1" / "predictions.csv"
+    for damaged in ("", "actual,guess\ncat,dog\n"):
+        predictions.unlink()
+        predictions.write_text(damaged)
+        result = lossbench(reproduced, "calibrate")
+        assert result.returncode == 1
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+        assert "data/runs/ce/seed1/predictions.csv: not the run's test predictions" in result.stderr

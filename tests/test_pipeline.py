@@ -14,7 +14,7 @@ LOSSES = ["mae", "ce", "focal_low", "focal_high"]
 SEEDS = [1, 2]
 TRAIN = [f"train@{n}-{s}" for n in LOSSES for s in SEEDS]
 PUBLISH = [f"publish@{n}" for n in LOSSES]
-STAGES = ["validate", "prepare", *TRAIN, *PUBLISH, "report"]
+STAGES = ["validate", "prepare", *TRAIN, *PUBLISH, "calibrate", "report"]
 
 
 def ran(output: str) -> list[str]:
@@ -89,13 +89,14 @@ def test_repro_caching_gamma_change_metrics_diff_plots_and_a_fifth_loss(
     params["losses"]["focal_high"]["gamma"] = 0.0
     write_params(project, params)
     status = json.loads(run_in(project, "dvc", "status", "--json").stdout)
-    assert sorted(status) == ["report", "train@focal_high-1", "train@focal_high-2", "validate"]
+    assert sorted(status) == ["calibrate", "report", "train@focal_high-1", "train@focal_high-2", "validate"]
     third = run_in(project, "dvc", "repro")
     assert ran(third.stdout) == [
         "validate",
         "train@focal_high-1",
         "train@focal_high-2",
         "publish@focal_high",
+        "calibrate",
         "report",
     ]
     assert "Focal (γ=0)" in (project / "plots" / "report.md").read_text()
@@ -170,7 +171,7 @@ def test_determinism_tampering_and_a_killed_repro(project: Path) -> None:
     assert not metrics_file.exists() or json.loads(metrics_file.read_text())  # complete or absent
     resumed = run_in(project, "dvc", "repro")
     assert (
-        ran(resumed.stdout) == ["train@ce-1", "publish@ce", "report"]
+        ran(resumed.stdout) == ["train@ce-1", "publish@ce", "calibrate", "report"]
         and "resuming after epoch" in resumed.stdout
     )
     assert run_in(project, "dvc", "status", "--json").stdout.strip() == "{}"
@@ -180,7 +181,7 @@ def test_determinism_tampering_and_a_killed_repro(project: Path) -> None:
     # Same params and seed, every stage run again from scratch: identical metrics (the
     # pipeline is deterministic, and a resumed run equals an uninterrupted one).
     forced = run_in(project, "dvc", "repro", "-f")
-    assert ran(forced.stdout) == ["validate", "prepare", "train@ce-1", "publish@ce", "report"]
+    assert ran(forced.stdout) == ["validate", "prepare", "train@ce-1", "publish@ce", "calibrate", "report"]
     assert "resuming" not in forced.stdout
     assert json.loads(run_in(project, "dvc", "metrics", "diff", "--json").stdout) == {}
 
@@ -193,13 +194,13 @@ def test_one_seed_is_the_unit_dvc_caches(reproduced: Path) -> None:
     params["seeds"] = [*SEEDS, 3]
     write_params(reproduced, params)
     added = run_in(reproduced, "dvc", "repro")
-    assert ran(added.stdout) == ["validate", *(f"train@{n}-3" for n in LOSSES), *PUBLISH, "report"]
+    assert ran(added.stdout) == ["validate", *(f"train@{n}-3" for n in LOSSES), *PUBLISH, "calibrate", "report"]
     details = json.loads((reproduced / "metrics" / "details" / "ce.json").read_text())
     assert sorted(details["per_seed"]) == ["seed1", "seed2", "seed3"]
 
     params["seeds"] = SEEDS
     write_params(reproduced, params)
     removed = run_in(reproduced, "dvc", "repro")
-    assert ran(removed.stdout) == ["validate", *PUBLISH, "report"]
+    assert ran(removed.stdout) == ["validate", *PUBLISH, "calibrate", "report"]
     assert {name: (reproduced / "metrics" / f"{name}.json").read_bytes() for name in LOSSES} == before
     assert run_in(reproduced, "git", "status", "--porcelain", "metrics", "plots").stdout == ""

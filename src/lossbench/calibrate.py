@@ -82,7 +82,13 @@ def _check_predictions(logits: np.ndarray, data: PreparedData, files: SeedRunFil
     import pandas as pd
 
     index = {name: number for number, name in enumerate(data.classes)}
-    recorded = pd.read_csv(files.predictions, dtype=str)["predicted"].map(index).to_numpy()
+    try:
+        recorded = pd.read_csv(files.predictions, dtype=str)["predicted"].map(index).to_numpy()
+    except (ValueError, KeyError) as error:  # empty, not CSV, no `predicted` column
+        raise DamagedInput(
+            f"{files.predictions}: not the run's test predictions ({str(error).splitlines()[0]}); "
+            "run `dvc repro` to retrain"
+        ) from None
     if len(recorded) != len(logits):
         raise DamagedInput(f"{files.predictions}: {len(recorded)} predictions for {len(logits)} test images")
     differing = float(np.mean(recorded != logits.argmax(axis=1)))

@@ -286,7 +286,7 @@ def draw_sweep(points: pd.DataFrame, table: pd.DataFrame, loss: str) -> Figure:
         axis.set_xlabel(f"γ of losses.{loss}")
         axis.set_title(title)
         axis.grid(alpha=0.3)
-    if table["ece_scaled_mean"].notna().any():
+    if "ece_scaled_mean" in table:
         scaled = points.dropna(subset=["ece_scaled"])
         axes[1].scatter(scaled["gamma"], scaled["ece_scaled"], s=12, color="tab:blue", alpha=0.5, zorder=2)
         axes[1].plot(

@@ -157,7 +157,7 @@ def sweep_points(
 
 def sweep_table(points: pd.DataFrame) -> pd.DataFrame:
     """One row per γ: its runs, and the seed mean and sd of accuracy and ECE."""
-    return (
+    table = (
         points.groupby("gamma")
         .agg(
             runs=("seed", "size"),
@@ -170,6 +170,9 @@ def sweep_table(points: pd.DataFrame) -> pd.DataFrame:
         )
         .reset_index()
     )
+    # Runs made before the calibrate stage have no ECE after scaling: no empty columns.
+    scaled = ["ece_scaled_mean", "ece_scaled_std"]
+    return table.drop(columns=scaled) if table["ece_scaled_mean"].isna().all() else table
 
 
 def gamma_pairs(accuracy: dict[float, dict[int, float]], margin: Margin) -> pd.DataFrame:

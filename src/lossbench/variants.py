@@ -330,8 +330,8 @@ def _calibration_section(params: Params, cases: list[temperature.EceCase], witho
         lines += [*temperature.judge_ece(cases, margin).lines(), ""]
     if without:
         lines.append(
-            f"No calibration files in {', '.join(md(name) for name in without)}: rerun "
-            "`dvc exp run` for them (training comes back from the run-cache).\n"
+            f"No calibration files in {', '.join(md(name) for name in without)}: rerun them "
+            "(`dvc exp run`, or `dvc repro` for the study's commit; training comes back from the run-cache).\n"
         )
     return lines
 
