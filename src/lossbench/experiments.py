@@ -22,7 +22,8 @@ from ruamel.yaml.error import YAMLError
 from lossbench import errors
 from lossbench.errors import DamagedInput, MissingInput, ParamsError, printable_lines, shown_repr
 from lossbench.params import MAX_VALUES, RAW_DIR, Params, _count_values, check_loss_name, parse_params
-from lossbench.results import Field, parse_json, plus_minus
+from lossbench.results import parse_json, plus_minus
+from lossbench.runfiles import Headline, parsed
 
 
 def study_prefix(root: Path) -> str:
@@ -366,8 +367,8 @@ def headline_of(record: dict[str, Any], name: str, prefix: str = "") -> tuple[fl
     numbers = (record.get("metrics") or {}).get(f"{prefix}metrics/{name}.json", {}).get("data")
     if not numbers:
         return None
-    headline = Field(numbers, f"metrics/{name}.json of run {run_name(record)}")
-    return headline.child("test_acc").number(), headline.child("test_sd").number()
+    headline = parsed(Headline, numbers, f"metrics/{name}.json of run {run_name(record)}")
+    return headline.test_acc, headline.test_sd
 
 
 def compare(root: Path, console: Console, all_commits: bool = False, rev: str | None = None) -> Table:

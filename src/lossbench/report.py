@@ -46,13 +46,12 @@ from lossbench.results import (
     load_results,
     markdown_names,
     md,
-    numerics_line,
-    numerics_of,
     plus_minus,
     read_class_counts,
-    trained_otherwise,
     without_chance_runs,
 )
+from lossbench.run_numerics import RunNumerics, numerics_of
+from lossbench.staleness import trained_otherwise
 from lossbench.stats import SIGNIFICANCE, summarize
 from lossbench.storage import CLASS_COUNTS_FILE, METRICS_DIR, PLOTS_DIR, PublishedFiles, output_set
 from lossbench.verdicts import Margin, pairwise_table, wilcoxon_note
@@ -191,7 +190,7 @@ class Findings:
     # The same without the dropped seeds, where enough seeds are left to pair.
     significance_without: pd.DataFrame | None
     claims_without: list[Claim] | None
-    numerics: str  # what the runs were made under, in a sentence
+    numerics: RunNumerics  # what the runs were made under
     scaled: list[temperature.Scaled]  # each loss's calibration before and after temperature scaling
     scaling: temperature.ScalingAnswer  # each loss against CE on ECE, before and after scaling
 
@@ -212,7 +211,7 @@ def find(
         claims=measure_claims(results, class_counts, params.analysis),
         significance_without=significance_table(cleaned, margin) if judged_without else None,
         claims_without=measure_claims(cleaned, class_counts, params.analysis) if judged_without else None,
-        numerics=numerics_line({r.name: numerics_of(r.run["settings"]) for r in results}),
+        numerics=RunNumerics.of({r.name: numerics_of(r.run["settings"]) for r in results}),
         scaled=scaled,
         scaling=temperature.answer(scaled, ece_margin(params.analysis)),
     )
@@ -291,7 +290,7 @@ def report_text(
         f"seeds {', '.join(map(str, seeds))} (the same initial weights, batch order and augmentation per seed). "
         "Ranked by mean final test accuracy; cells are mean ± std [95% CI of the mean].",
         "",
-        md(findings.numerics),
+        md(findings.numerics.text()),
         "",
         results_table(results, findings.ranking).to_markdown(index=False),
         "",
@@ -419,8 +418,8 @@ def read_results(params: Params, root: Path, console: Console) -> tuple[list[Los
 def report(params: Params, root: Path, console: Console) -> dict[str, Any]:
     results, class_counts = read_results(params, root, console)
     findings = find(params, results, class_counts, temperature.load_scaled(results, root))
-    if not findings.numerics.startswith("Numerics:"):
-        console.print(f"  note: {findings.numerics}", markup=False, highlight=False)
+    if not findings.numerics.consistent:
+        console.print(f"  note: {findings.numerics.text()}", markup=False, highlight=False)
     summary = summary_of(params, findings)
     overlay = overlay_table(results)
     text = report_text(params, results, class_counts, findings)

@@ -1,14 +1,14 @@
 """What the analysis side reads, read in one place: one seed's finished run
 (data/runs/NAME/seedN), a loss's published details as a `LossResult` (the
-report's, the γ sweep's and variants-report's alike), class counts, whether a
-result is stale (`changed_settings`), and the seed arithmetic every comparison
-shares; and how a name or a mean ± sd from the data is written into a report.
+report's, the γ sweep's and variants-report's alike), class counts, and the
+seed arithmetic every comparison shares; and how a name or a mean ± sd from
+the data is written into a report.
 
 Every JSON file goes through `parse_json`, which refuses NaN and infinities
-(Python's json reads `NaN` and `Infinity` as numbers), and every value is
-checked for its type where it is read (`Field`): a damaged file stops the
-command with one line naming the file and the key, never a traceback or a
-verdict computed from nonsense.
+(Python's json reads `NaN` and `Infinity` as numbers), and is checked
+against its model in runfiles (a params file of another run, `Field`): a
+damaged file stops the command with one line naming the file and the key,
+never a traceback or a verdict computed from nonsense.
 """
 
 from __future__ import annotations
@@ -23,14 +23,21 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import ValidationError
 
 from lossbench.errors import DamagedInput, MissingInput, printable_lines, read_utf8, shown
-from lossbench.evaluation import SEED_METRICS
-from lossbench.numerics import PINNED_KERNELS
-from lossbench.params import LOSS_KINDS, LossParams, Params, loss_label
+from lossbench.params import LossParams, Params, loss_label
 from lossbench.restore import another_runs_files
-from lossbench.storage import RUNS_DIR, PublishedFiles, SeedRunFiles
+from lossbench.runfiles import (
+    ClassCounts,
+    LossDetails,
+    SeedRunMetrics,
+    kind_of,
+    listed_seeds,
+    loss_of,
+    parsed,
+    seed_numbers,
+)
+from lossbench.storage import PublishedFiles, SeedRunFiles
 
 # --- JSON, checked -------------------------------------------------------------------------------
 
@@ -90,23 +97,6 @@ def read_json(path: Path, where: str | None = None) -> Any:
     return parse_json(text, where or str(path))
 
 
-def _kind(value: Any) -> str:
-    """What a JSON value is, for a message: 'null', "a string ('abc')", 'a list', ..."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f"a string ({shown(repr(value))})"
-    if isinstance(value, int | float):
-        return f"the number {shown(value)}"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
-
-
 @dataclass(frozen=True)
 class Field:
     """One value of a JSON file, with where it is (the file, the key path in it):
@@ -121,7 +111,7 @@ class Field:
         return DamagedInput(f"{self.where}: {shown(self.key) if self.key else 'the file'} {problem}")
 
     def _wrong(self, wanted: str) -> DamagedInput:
-        return self.damaged(f"is {_kind(self.value)}, not {wanted}")
+        return self.damaged(f"is {kind_of(self.value)}, not {wanted}")
 
     def mapping(self) -> dict[str, Any]:
         if not isinstance(self.value, dict):
@@ -165,66 +155,16 @@ class Field:
         return self.value
 
 
-# --- per-seed numbers: one reader for runs, details and every report -----------------------------
-
-# What the report reads of each seed of a run (evaluation.seed_metrics and train.py).
-RUN_SEED_KEYS = (*SEED_METRICS, "at_chance", "per_class_recall")
-
-
-def _seed_of(key: str, per_seed: Field) -> int:
-    number = key.removeprefix("seed")
-    if not key.startswith("seed") or not number.isdigit():
-        raise per_seed.damaged(f"has the entry {shown(repr(key))}; every entry is seed<N>")
-    return int(number)
-
-
-def per_seed_numbers(
-    per_seed: Field, keys: Sequence[str], seeds: Sequence[int] | None = None, classes: int | None = None
-) -> dict[int, dict[str, Any]]:
-    """A run's or details file's `per_seed` object: for each seed (those given,
-    in that order, or every one there) its numbers, with each of `keys`
-    checked: a finite number, except `at_chance` (text or null) and
-    `per_class_recall` (a list of numbers, `classes` of them when given)."""
-    entries = per_seed.mapping()
-    wanted = list(seeds) if seeds is not None else [_seed_of(key, per_seed) for key in entries]
-    found: dict[int, dict[str, Any]] = {}
-    for seed in wanted:
-        entry = per_seed.get(f"seed{seed}")
-        if entry is None:
-            raise per_seed.damaged(f"has no seed{seed} (seeds there: {', '.join(entries) or 'none'})")
-        numbers = entry.mapping()
-        for key in keys:
-            value = entry.child(key)
-            if key == "at_chance":
-                if value.value is not None:
-                    value.text()
-            elif key == "per_class_recall":
-                recall = [item.number() for item in value.items()]
-                if classes is not None and len(recall) != classes:
-                    raise value.damaged(f"has {len(recall)} values for {classes} classes")
-            else:
-                value.number()
-        found[seed] = numbers
-    return found
-
-
 # --- class counts ---------------------------------------------------------------------------------
 
 
-def checked_class_counts(value: Any, where: str) -> dict[str, Any]:
-    """data/class_counts.json's contents, checked: the dataset's name, the
-    training images per class, and the data variant if set."""
-    counts = Field(value, where)
-    counts.child("dataset").text()
-    train = counts.child("train")
-    if not train.mapping():
-        raise train.damaged("names no class")
-    for name in train.mapping():
-        train.child(name).integer()
-    for key in ("imbalance_ratio", "label_noise"):
-        if (field := counts.get(key)) is not None:
-            field.number()
-    return counts.mapping()
+def checked_class_counts(value: object, where: str) -> dict[str, Any]:
+    """data/class_counts.json's contents, checked (runfiles.ClassCounts), as written."""
+    counts = parsed(ClassCounts, value, where)
+    if not counts.train:
+        raise DamagedInput(f"{where}: train names no class")
+    assert isinstance(value, dict)  # a ClassCounts
+    return value
 
 
 def read_class_counts(path: Path) -> dict[str, Any]:
@@ -237,80 +177,27 @@ def read_class_counts(path: Path) -> dict[str, Any]:
 
 HISTORY_COLUMNS = ("seed", "epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc")
 CALIBRATION_COLUMNS = ("seed", "bin", "lower", "upper", "count", "confidence", "accuracy")
-PROTOCOL_SETTINGS = ("epochs", "batch_size", "lr", "momentum", "lr_decay_factor", "lr_step_epochs")
 # Calibration bins no test image fell into have no confidence or accuracy.
 MAY_BE_EMPTY = ("confidence", "accuracy")
 
 
-# A setting of the wrong type, read as its type: the same message as any other value of a file.
-_READ_AS = {"float_type": Field.number, "int_type": Field.integer, "string_type": Field.text}
-
-
-def trained_spec(settings: Field) -> LossParams:
-    """The loss a run was trained with, from its recorded settings."""
-    kind = settings.child("kind")
-    model = LOSS_KINDS.get(kind.text())
-    if model is None:
-        raise kind.damaged(f"is {shown(repr(kind.value))}, not one of {', '.join(LOSS_KINDS)}")
-    recorded = settings.mapping()
-    try:
-        return model.model_validate({key: recorded[key] for key in model.model_fields if key in recorded})
-    except ValidationError as error:
-        first = error.errors()[0]
-        key = ".".join(str(part) for part in first["loc"])
-        read = _READ_AS.get(first["type"])
-        if read is not None and len(first["loc"]) == 1:
-            read(settings.child(key))  # raises in the words of every other value: 'is null, not a number'
-        raise settings.damaged(
-            f"do not describe a {kind.value} loss ({shown(key)}: {first['msg']})"
-        ) from None
-
-
-def check_run(run: Field, seeds: Sequence[int] | None = None, stage: str | None = None) -> dict[str, Any]:
-    """A loss's run as publish@NAME writes it to metrics/details/NAME.json,
-    checked: every seed's numbers included (the seeds it lists, which must be
-    `seeds` when given)."""
-    listed = [item.integer() for item in run.child("seeds").items()]
-    name = run.child("loss").text()
-    if seeds is not None and listed != list(seeds):
-        raise MissingInput(
-            f"{run.where} holds seeds {listed}, params.yaml asks for {list(seeds)}: "
-            f"run `dvc repro {stage or f'publish@{name}'}` first"
-        )
-    run.child("label").text()
-    classes = [item.text() for item in run.child("classes").items()]
-    per_seed_numbers(run.child("per_seed"), RUN_SEED_KEYS, listed, len(classes))
-    _check_sizes_and_settings(run)
-    return run.mapping()
-
-
-def _check_sizes_and_settings(run: Field) -> None:
-    run.child("train_samples").integer()
-    run.child("test_samples").integer()
-    settings = run.child("settings")
-    trained_spec(settings)
-    for key in PROTOCOL_SETTINGS:  # what the report states of the protocol
-        settings.child(key).number()
-
-
-def read_run(path: Path, seeds: Sequence[int] | None = None) -> dict[str, Any]:
-    """metrics/details/NAME.json (or a run mapping of that form), checked: see `check_run`."""
-    return check_run(Field(read_json(path), str(path)), seeds)
-
-
 def read_seed_run(files: SeedRunFiles, name: str, seed: int) -> dict[str, Any]:
-    """data/runs/NAME/seedN/metrics.json, checked: what train@NAME-N wrote, a
-    run of the form `check_run` reads, with the one seed N."""
+    """data/runs/NAME/seedN/metrics.json, checked (runfiles.SeedRunMetrics):
+    what train@NAME-N wrote, with the one seed N; as written, for publish to gather."""
     for path in (files.metrics, files.history, files.calibration, files.predictions):
         if not path.is_file():
             raise MissingInput(f"{path} is missing: run `dvc repro train@{name}-{seed}` first")
-    run = Field(read_json(files.metrics), str(files.metrics))
-    if run.child("loss").text() != name:
-        raise run.child("loss").damaged(f"is not {shown(name)}: {another_runs_files(name, seed)}")
-    listed = [item.integer() for item in run.child("seeds").items()]
-    if listed != [seed]:
-        raise run.child("seeds").damaged(f"is {listed}, not [{seed}]: {another_runs_files(name, seed)}")
-    return check_run(run, [seed], f"train@{name}-{seed}")
+    where = str(files.metrics)
+    value = read_json(files.metrics)
+    run = parsed(SeedRunMetrics, value, where)
+    if run.loss != name:
+        raise DamagedInput(f"{where}: loss is not {shown(name)}: {another_runs_files(name, seed)}")
+    if run.seeds != [seed]:
+        raise DamagedInput(f"{where}: seeds is {run.seeds}, not [{seed}]: {another_runs_files(name, seed)}")
+    seed_numbers(run.per_seed, where, [seed], len(run.classes))
+    loss_of(run.settings, where)
+    assert isinstance(value, dict)  # a SeedRunMetrics
+    return value
 
 
 def read_table(path: Path, columns: Sequence[str], seeds: Sequence[int]) -> pd.DataFrame:
@@ -355,25 +242,24 @@ class LossResult:
     @classmethod
     def from_details(
         cls,
-        details: Field,
+        value: object,
+        where: str,
         seeds: Sequence[int] | None = None,
-        keys: Sequence[str] = RUN_SEED_KEYS,
         tables: tuple[pd.DataFrame, pd.DataFrame] | None = None,
     ) -> LossResult:
-        """A details file's result: its seeds (or `seeds`, in that order, so that
-        results pair by seed), each with `keys` checked (`per_seed_numbers`); the
-        loss as its settings record it; and its (history, calibration) tables
-        where the caller read them (a report across experiments has none)."""
-        name = details.child("loss").text()
-        per_seed = details.child("per_seed")
-        classes = details.get("classes")
-        numbers = per_seed_numbers(per_seed, keys, seeds, None if classes is None else len(classes.items()))
-        if not numbers:
-            raise per_seed.damaged("names no seed")
-        spec = trained_spec(details.child("settings"))
+        """A details file's result (`value`, its parsed JSON; `where`, the file),
+        checked (runfiles.LossDetails): its seeds (or `seeds`, in that order, so
+        that results pair by seed); the loss as its settings record it; and its
+        (history, calibration) tables where the caller read them (a report
+        across experiments has none)."""
+        details = parsed(LossDetails, value, where)
+        numbers = seed_numbers(details.per_seed, where, seeds, len(details.classes))
+        spec = loss_of(details.settings, where)
         history, calibration = tables or (pd.DataFrame(), pd.DataFrame())
-        rest = {key: value for key, value in details.mapping().items() if key != "per_seed"}
-        return cls(name, loss_label(spec), spec, numbers, history, calibration, rest)
+        assert isinstance(value, dict)  # a LossDetails
+        rest = {key: item for key, item in value.items() if key != "per_seed"}
+        per_seed = {seed: entry.model_dump(exclude_unset=True) for seed, entry in numbers.items()}
+        return cls(details.loss, loss_label(spec), spec, per_seed, history, calibration, rest)
 
     @property
     def seeds(self) -> list[int]:
@@ -423,12 +309,14 @@ def load_results(params: Params, root: Path) -> list[LossResult]:
         for path in (run.details, run.history, run.calibration, run.confusion):
             if not path.is_file():
                 raise MissingInput(f"{path} is missing: run `dvc repro publish@{name}` first")
-        details = Field(read_run(run.details, params.seeds), str(run.details))  # checked whole, seeds too
+        details = read_json(run.details)
+        listed = parsed(LossDetails, details, str(run.details)).seeds
+        listed_seeds(listed, params.seeds, str(run.details), f"publish@{name}")
         tables = (
             read_table(run.history, HISTORY_COLUMNS, params.seeds),
             read_table(run.calibration, CALIBRATION_COLUMNS, params.seeds),
         )
-        results.append(LossResult.from_details(details, params.seeds, tables=tables))
+        results.append(LossResult.from_details(details, str(run.details), params.seeds, tables))
     return with_unique_labels(results)
 
 
@@ -446,53 +334,6 @@ class VariantRun:
     label_noise: float
     results: dict[str, LossResult]  # by loss name, in params.yaml's order
     class_counts: dict[str, Any]
-
-
-# --- stale results: trained otherwise than the params beside them say --------------------------
-
-# Recorded as the machine resolved them ('auto' as the device used, 0 threads as
-# the count used), so never equal to params.yaml's: not compared.
-RESOLVED_SETTINGS = {"device", "threads"}
-
-
-def settings_now(params: Params, name: str) -> dict[str, Any]:
-    """What params.yaml gives loss `name` and its training, as a run records it."""
-    return params.losses[name].model_dump() | params.train.model_dump(exclude=RESOLVED_SETTINGS)
-
-
-def changed_settings(result: LossResult, now: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-    """(key, trained with, now) for each setting of `now`, and each setting of
-    the loss it was trained with, that differ: the one staleness check, which
-    the report notes and the reports across experiments refuse. A setting the
-    run did not record, or `now` does not give, counts as unset."""
-    trained = result.run["settings"] | result.spec.model_dump()
-    keys = dict.fromkeys([*result.spec.model_dump(), *now])
-    return [(key, trained.get(key), now.get(key)) for key in keys if trained.get(key) != now.get(key)]
-
-
-def _setting(value: Any) -> str:
-    if value is None:
-        return "unset"
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def trained_but(changed: list[tuple[str, Any, Any]]) -> str:
-    """'was trained with gamma 2 but params.yaml now says gamma 3' for `changed_settings`."""
-    return (
-        "was trained with "
-        + ", ".join(f"{key} {_setting(before)}" for key, before, _ in changed)
-        + " but params.yaml now says "
-        + ", ".join(f"{key} {_setting(now)}" for key, _, now in changed)
-    )
-
-
-def trained_otherwise(params: Params, result: LossResult) -> str | None:
-    """A note when a run was trained with other loss or training settings than
-    params.yaml now gives it (edited since, and not rerun), else None."""
-    changed = changed_settings(result, settings_now(params, result.name))
-    if not changed:
-        return None
-    return f"note: {RUNS_DIR / result.name} {trained_but(changed)}; labelled as trained — run `dvc repro`"
 
 
 def without_chance_runs(results: list[LossResult]) -> tuple[list[LossResult], list[int]]:
@@ -530,43 +371,4 @@ def markdown_names(table: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     """A copy of `table` whose named columns (names from the data) are `md`-escaped."""
     return table.assign(
         **{column: [md(value) for value in table[column]] for column in columns if column in table}
-    )
-
-
-# --- the numerics a run was made under -----------------------------------------------------------
-
-
-def numerics_of(settings: Any) -> str:
-    """The numerics a run was made under, from its recorded settings, in words."""
-    recorded = settings.get("numerics") if isinstance(settings, dict) else None
-    if not isinstance(recorded, dict):
-        return "not recorded (made before runs recorded their numerics)"
-    kernels = recorded.get("kernels")
-    if kernels == PINNED_KERNELS:
-        choice = "pinned"
-    elif isinstance(kernels, dict) and set(kernels.values()) == {"native"}:
-        choice = "native"
-    else:
-        choice = "set as " + (
-            ", ".join(f"{name}={value}" for name, value in kernels.items())
-            if isinstance(kernels, dict)
-            else str(kernels)
-        )
-    return (
-        f"torch {recorded.get('torch')}, {recorded.get('cpu_capability')} kernels ({choice}), "
-        f"{recorded.get('device')}"
-    )
-
-
-def numerics_line(made_under: dict[str, str]) -> str:
-    """One sentence: the numerics every run shares, or which runs were made
-    under which, so that results of unlike machines are never pooled unsaid."""
-    groups: dict[str, list[str]] = {}
-    for run, numerics in made_under.items():
-        groups.setdefault(numerics, []).append(run)
-    if len(groups) == 1:
-        return f"Numerics: {next(iter(groups))}."
-    return (
-        "Runs made under different numerics (their numbers are not bit-comparable, and are compared "
-        "anyway): " + "; ".join(f"{', '.join(runs)}: {numerics}" for numerics, runs in groups.items()) + "."
     )

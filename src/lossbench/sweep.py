@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pydantic import ValidationError
 from rich.console import Console
 
 from lossbench import figures, temperature
@@ -37,14 +38,12 @@ from lossbench.params import Params
 from lossbench.results import (
     Field,
     LossResult,
-    changed_settings,
     markdown_names,
     md,
-    numerics_line,
-    numerics_of,
-    trained_but,
 )
+from lossbench.run_numerics import RunNumerics, numerics_of
 from lossbench.runfiles import CALIBRATION_DIR, parsed_calibration
+from lossbench.staleness import stale_settings, trained_but
 from lossbench.storage import DETAILS_DIR, PLOTS_DIR, output_set
 from lossbench.verdicts import Margin, pairwise_table, wilcoxon_note
 
@@ -100,6 +99,18 @@ def sweep_records(
     ]
 
 
+def _run_params(record: dict[str, Any], prefix: str, left_out: list[str] | None) -> Params | None:
+    """A run's params.yaml, typed; None, named in `left_out`, where it is not this project's format."""
+    try:
+        return Params.model_validate(params_of(record, prefix))
+    except ValidationError as error:
+        first = error.errors()[0]
+        key = ".".join(str(part) for part in first["loc"]) or "the file"
+        if left_out is not None:
+            left_out.append(f"{prefix}params.yaml of run {run_name(record)}: {key}: {first['msg']}")
+        return None
+
+
 def scaled_ece(root: Path, record: dict[str, Any], loss: str, name: str) -> dict[int, float]:
     """Each seed's ECE after temperature scaling in a run (calibrate@NAME), none where it has no such file."""
     path = f"{CALIBRATION_DIR.as_posix()}/{loss}.json"
@@ -128,8 +139,11 @@ def sweep_points(
         if details is None or gamma is None:
             continue  # no results (a commit where it was not run); γ: every run of a sweep has one
         where = f"{path} of run {name}"
-        result = LossResult.from_details(Field(details, where), keys=("final_test_acc", "ece"))
-        changed = changed_settings(result, params_of(record, prefix)["losses"][loss])
+        run_params = _run_params(record, prefix, left_out)
+        if run_params is None:
+            continue
+        result = LossResult.from_details(details, where)
+        changed = stale_settings(run_params, loss, result)
         if changed:
             raise MissingInput(f"{where} {trained_but(changed)} (stale: rerun it, or `dvc exp remove` it)")
         scaled = scaled_ece(root, record, loss, name)
@@ -246,9 +260,9 @@ def sweep_report(
             + queue_command(params, root, f"losses.{loss}.gamma=0.0,0.5,1.0,2.0")
             + ", then wait for `dvc queue status` to show them done"
         )
-    numerics = numerics_line(dict(zip(points["experiment"], points["numerics"], strict=True)))
-    if not numerics.startswith("Numerics:"):
-        console.print(f"note: {numerics}", markup=False, highlight=False)
+    numerics = RunNumerics.of(dict(zip(points["experiment"], points["numerics"], strict=True)))
+    if not numerics.consistent:
+        console.print(f"note: {numerics.text()}", markup=False, highlight=False)
 
     accuracy: dict[float, dict[int, float]] = {}
     for row in points.to_dict("records"):
@@ -273,7 +287,7 @@ def sweep_report(
         + "\n\n"
         + scaling_section(points, ece_margin(params.analysis))
         + "\n"
-        + md(numerics)
+        + md(numerics.text())
         + "\n\nExperiments: "
         + ", ".join(
             " = ".join(md(name) for name in found.split(" = ")) for found in sorted(set(points["experiment"]))

@@ -43,21 +43,18 @@ from lossbench.losses.focal import FocalLoss
 from lossbench.params import MachineParams, Params, load_params, loss_label
 from lossbench.results import (
     CLEAN_DATA,
-    Field,
     LossResult,
     VariantRun,
-    changed_settings,
     checked_class_counts,
     markdown_names,
     md,
-    numerics_line,
-    numerics_of,
     plus_minus,
     read_json,
-    settings_now,
     with_unique_labels,
 )
+from lossbench.run_numerics import RunNumerics, numerics_of
 from lossbench.runfiles import CALIBRATION_DIR, parsed_calibration
+from lossbench.staleness import stale_settings
 from lossbench.storage import CLASS_COUNTS_FILE, DETAILS_DIR, PLOTS_DIR, output_set
 from lossbench.verdicts import wilcoxon_note
 
@@ -71,7 +68,6 @@ FLIPPED_KEYS = {
     "flipped_train_acc_noisy": "fits the flipped label",
     "flipped_train_acc_true": "the true label",
 }
-SEED_KEYS = ("final_test_acc", "macro_f1", "per_class_recall")  # what this report reads of a seed
 
 
 def _protocol(params: Params) -> Params:
@@ -116,15 +112,11 @@ def variant_runs(params: Params, root: Path, records: list[dict[str, Any]]) -> V
             continue  # no results (a commit where it was not run)
         counts = checked_class_counts(counts, f"{CLASS_COUNTS_FILE} of run {name}")
         results = {
-            loss: LossResult.from_details(
-                Field(value, f"{DETAILS_DIR}/{loss}.json of {name}"), params.seeds, SEED_KEYS
-            )
+            loss: LossResult.from_details(value, f"{DETAILS_DIR}/{loss}.json of {name}", params.seeds)
             for loss, value in details.items()
         }
         results = dict(zip(results, with_unique_labels(list(results.values())), strict=True))
-        stale = any(
-            changed_settings(result, settings_now(run_params, loss)) for loss, result in results.items()
-        )
+        stale = any(stale_settings(run_params, loss, result) for loss, result in results.items())
         if stale or (counts.get("imbalance_ratio"), counts.get("label_noise")) != variant:
             found.left_out.append(f"{name} (its results are not of its params: rerun it)")
             continue
@@ -168,9 +160,9 @@ def clean_runs(params: Params, clean_root: Path) -> dict[str, LossResult]:
         path = clean_root / DETAILS_DIR / f"{name}.json"
         if not path.is_file():
             raise MissingInput(f"{path} is missing: run that study first")
-        runs[name] = LossResult.from_details(Field(read_json(path), str(path)), params.seeds, SEED_KEYS)
+        runs[name] = LossResult.from_details(read_json(path), str(path), params.seeds)
         # The results must be of the params beside them, not left from an older run.
-        stale = sorted(key for key, _, _ in changed_settings(runs[name], settings_now(clean, name)))
+        stale = sorted(key for key, _, _ in stale_settings(clean, name, runs[name]))
         if stale:
             raise MissingInput(
                 f"{path}: its results were trained with other {', '.join(stale)} than its params.yaml says; "
@@ -373,12 +365,12 @@ def variants_report(
         )
     _check_losses(params)
     first = next(iter(params.losses))
-    numerics = numerics_line(
+    numerics = RunNumerics.of(
         {run.experiment: numerics_of(run.results[first].run["settings"]) for run in runs}
         | {"the clean runs": numerics_of(clean[first].run["settings"])}
     )
-    if not numerics.startswith("Numerics:"):
-        console.print(f"note: {numerics}", markup=False, highlight=False)
+    if not numerics.consistent:
+        console.print(f"note: {numerics.text()}", markup=False, highlight=False)
 
     imbalance = claims.imbalance_half(runs, params.analysis)
     noise = claims.noise_half(runs, clean, params.analysis)
@@ -397,7 +389,7 @@ def variants_report(
         f"{claims.accuracy_margin(params.analysis).written()}* (TOST) or *inconclusive* (then the 95% CI bounds "
         f"the difference). {wilcoxon_note(len(params.seeds))}"
         + (f" Left out: {', '.join(md(run) for run in found.left_out)}." if found.left_out else "")
-        + f" {md(numerics)}\n",
+        + f" {md(numerics.text())}\n",
         *(["![tail recall, macro-F1 and accuracy against the variants](variants.png)\n"] if panels else []),
         *_half_section(
             imbalance,

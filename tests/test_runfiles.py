@@ -1,0 +1,50 @@
+"""The run files' models against what the pipeline writes: every file a real
+(tiny) pipeline writes parses under its strict model, which names no key it
+does not write."""
+
+from pathlib import Path
+
+import pytest
+
+from lossbench.evaluation import SEED_METRICS
+from lossbench.params import load_params
+from lossbench.results import read_json
+from lossbench.runfiles import (
+    CalibrationFiles,
+    ClassCounts,
+    Headline,
+    LossDetails,
+    SeedNumbers,
+    SeedRunMetrics,
+    Summary,
+    parsed,
+    read_calibration,
+)
+from lossbench.storage import CLASS_COUNTS_FILE, PublishedFiles, SeedRunFiles
+
+
+@pytest.mark.fast
+def test_the_models_hold_every_number_a_seed_records() -> None:
+    assert set(SEED_METRICS) <= set(SeedNumbers.model_fields)
+    assert all(LossDetails.model_fields[key].annotation == Summary for key in SEED_METRICS)
+
+
+def test_the_files_a_pipeline_writes_parse_under_their_models(reproduced: Path) -> None:
+    params = load_params(reproduced / "params.yaml")
+    for name, spec in params.losses.items():
+        loss_settings = set(spec.model_dump(exclude_none=True)) - {"kind"}
+        for seed in params.seeds:
+            path = SeedRunFiles.of(reproduced, name, seed).metrics
+            run = parsed(SeedRunMetrics, read_json(path), str(path))
+            assert (run.loss, run.seeds, list(run.per_seed)) == (name, [seed], [f"seed{seed}"])
+            assert set(run.settings.model_extra or {}) == loss_settings  # the loss's own, nothing else
+        published = PublishedFiles.of(reproduced, name)
+        details = parsed(LossDetails, read_json(published.details), str(published.details))
+        assert details.seeds == params.seeds and details.settings.kind == spec.kind
+        assert set(details.settings.model_extra or {}) == loss_settings
+        headline = parsed(Headline, read_json(published.headline), str(published.headline))
+        assert headline.test_acc == round(details.final_test_acc.mean, 4)
+        calibration = read_calibration(CalibrationFiles.of(reproduced, name).scores)
+        assert calibration.seeds() == params.seeds
+    counts = parsed(ClassCounts, read_json(reproduced / CLASS_COUNTS_FILE), str(CLASS_COUNTS_FILE))
+    assert counts.dataset == "synthetic" and len(counts.train) == 10
