@@ -24,7 +24,7 @@ import yaml
 from conftest import TINY_PARAMS, commit, lossbench, published_details, run_in, write_params
 
 from lossbench.claims import case_verdict, gamma_claim
-from lossbench.results import md
+from lossbench.md import md
 from lossbench.verdicts import ClaimVerdict, Margin, Verdict, all_of, judge_pairs
 
 REPORT_OUTPUTS = [

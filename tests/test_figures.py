@@ -20,7 +20,7 @@ from lossbench.losses.ce import CeLoss
 from lossbench.losses.focal import FocalLoss
 from lossbench.losses.mae import MaeLoss
 from lossbench.params import LossParams, loss_label
-from lossbench.report import overlay_table
+from lossbench.report_tables import overlay_table
 from lossbench.results import LossResult
 
 TEMPLATES = PROJECT / ".dvc" / "plots"

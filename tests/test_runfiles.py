@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from lossbench.evaluation import SEED_METRICS
+from lossbench.jsonfile import read_json
 from lossbench.params import load_params
-from lossbench.results import read_json
 from lossbench.runfiles import (
     CalibrationFiles,
     ClassCounts,

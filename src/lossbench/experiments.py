@@ -21,8 +21,9 @@ from ruamel.yaml.error import YAMLError
 
 from lossbench import errors
 from lossbench.errors import DamagedInput, MissingInput, ParamsError, printable_lines, shown_repr
+from lossbench.jsonfile import parse_json
+from lossbench.md import plus_minus
 from lossbench.params import MAX_VALUES, RAW_DIR, Params, _count_values, check_loss_name, parse_params
-from lossbench.results import parse_json, plus_minus
 from lossbench.runfiles import Headline, parsed
 
 

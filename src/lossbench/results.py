@@ -1,21 +1,11 @@
-"""What the analysis side reads, read in one place: one seed's finished run
-(data/runs/NAME/seedN), a loss's published details as a `LossResult` (the
-report's, the γ sweep's and variants-report's alike), class counts, and the
-seed arithmetic every comparison shares; and how a name or a mean ± sd from
-the data is written into a report.
-
-Every JSON file goes through `parse_json`, which refuses NaN and infinities
-(Python's json reads `NaN` and `Infinity` as numbers), and is checked
-against its model in runfiles (a params file of another run, `Field`): a
-damaged file stops the command with one line naming the file and the key,
-never a traceback or a verdict computed from nonsense.
+"""A loss's results as the analysis side reads them: its published details as
+a `LossResult` (the report's, the γ sweep's and variants-report's alike, each
+file checked against runfiles.LossDetails), its per-epoch tables, the class
+counts, and the seed arithmetic every comparison shares.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,136 +14,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lossbench.errors import DamagedInput, MissingInput, printable_lines, read_utf8, shown
+from lossbench.errors import DamagedInput, MissingInput, printable_lines, shown
+from lossbench.jsonfile import read_json
 from lossbench.params import LossParams, Params, loss_label
-from lossbench.restore import another_runs_files
 from lossbench.runfiles import (
     ClassCounts,
     LossDetails,
-    SeedRunMetrics,
-    kind_of,
     listed_seeds,
     loss_of,
     parsed,
     seed_numbers,
 )
-from lossbench.storage import PublishedFiles, SeedRunFiles
-
-# --- JSON, checked -------------------------------------------------------------------------------
-
-
-class _NotFinite:
-    """Stands in, while a file is checked, for a NaN or an infinity read from it."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-
-def _float(text: str) -> float | _NotFinite:
-    value = float(text)  # 1e999 reads as inf
-    return value if math.isfinite(value) else _NotFinite(text)
-
-
-def _first_not_finite(value: Any, key: str = "") -> tuple[str, str] | None:
-    """(key path, the text in the file) of the first non-finite number in value."""
-    if isinstance(value, _NotFinite):
-        return key, value.text
-    children: Any = ()
-    if isinstance(value, dict):
-        children = ((_join(key, str(name)), item) for name, item in value.items())
-    elif isinstance(value, list):
-        children = ((f"{key}[{index}]", item) for index, item in enumerate(value))
-    for child_key, item in children:
-        found = _first_not_finite(item, child_key)
-        if found is not None:
-            return found
-    return None
-
-
-def _join(key: str, name: str) -> str:
-    return f"{key}.{name}" if key else name
-
-
-def parse_json(text: str, where: str) -> Any:
-    """JSON text as Python values; NaN, Infinity and out-of-range numbers refused.
-    `where` names the file in messages (e.g. 'metrics/details/ce.json of run lt10')."""
-    try:
-        value = json.loads(text, parse_constant=_NotFinite, parse_float=_float)
-        found = _first_not_finite(value)
-    except json.JSONDecodeError as error:
-        problem = "empty" if not text.strip() else f"not valid JSON ({error.msg}, line {error.lineno})"
-        raise DamagedInput(f"{where} is {problem}: truncated or not written by lossbench?") from None
-    except RecursionError:
-        raise DamagedInput(f"{where} is nested too deeply: not written by lossbench?") from None
-    if found is not None:
-        key, number = found
-        raise DamagedInput(f"{where}: {shown(key) or 'the file'} is {shown(number)}, not a finite number")
-    return value
-
-
-def read_json(path: Path, where: str | None = None) -> Any:
-    """A JSON file on disk, through `parse_json`."""
-    text = read_utf8(path, where or str(path), DamagedInput, "damaged or not written by lossbench?")
-    return parse_json(text, where or str(path))
-
-
-@dataclass(frozen=True)
-class Field:
-    """One value of a JSON file, with where it is (the file, the key path in it):
-    each accessor returns it as the type asked for, or raises DamagedInput
-    naming the file, the key and what is there instead."""
-
-    value: Any
-    where: str  # the file, e.g. data/runs/ce/metrics.json
-    key: str = ""  # the key path inside it; '' for the whole file
-
-    def damaged(self, problem: str) -> DamagedInput:
-        return DamagedInput(f"{self.where}: {shown(self.key) if self.key else 'the file'} {problem}")
-
-    def _wrong(self, wanted: str) -> DamagedInput:
-        return self.damaged(f"is {kind_of(self.value)}, not {wanted}")
-
-    def mapping(self) -> dict[str, Any]:
-        if not isinstance(self.value, dict):
-            raise self._wrong("an object")
-        return self.value
-
-    def get(self, name: str) -> Field | None:
-        mapping = self.mapping()
-        return Field(mapping[name], self.where, _join(self.key, name)) if name in mapping else None
-
-    def child(self, name: str) -> Field:
-        found = self.get(name)
-        if found is None:
-            raise DamagedInput(f"{self.where}: {shown(_join(self.key, name))} is missing")
-        return found
-
-    def items(self) -> list[Field]:
-        if not isinstance(self.value, list):
-            raise self._wrong("a list")
-        return [Field(item, self.where, f"{self.key}[{index}]") for index, item in enumerate(self.value)]
-
-    def number(self) -> float:
-        if isinstance(self.value, bool) or not isinstance(self.value, int | float):
-            raise self._wrong("a number")
-        try:
-            number = float(self.value)
-        except OverflowError:
-            raise self.damaged("is too large a number") from None
-        if not math.isfinite(number):
-            raise self.damaged(f"is {number}, not a finite number")
-        return number
-
-    def integer(self) -> int:
-        if isinstance(self.value, bool) or not isinstance(self.value, int):
-            raise self._wrong("a whole number")
-        return self.value
-
-    def text(self) -> str:
-        if not isinstance(self.value, str):
-            raise self._wrong("text")
-        return self.value
-
+from lossbench.storage import PublishedFiles
 
 # --- class counts ---------------------------------------------------------------------------------
 
@@ -179,25 +51,6 @@ HISTORY_COLUMNS = ("seed", "epoch", "lr", "train_loss", "train_acc", "test_loss"
 CALIBRATION_COLUMNS = ("seed", "bin", "lower", "upper", "count", "confidence", "accuracy")
 # Calibration bins no test image fell into have no confidence or accuracy.
 MAY_BE_EMPTY = ("confidence", "accuracy")
-
-
-def read_seed_run(files: SeedRunFiles, name: str, seed: int) -> dict[str, Any]:
-    """data/runs/NAME/seedN/metrics.json, checked (runfiles.SeedRunMetrics):
-    what train@NAME-N wrote, with the one seed N; as written, for publish to gather."""
-    for path in (files.metrics, files.history, files.calibration, files.predictions):
-        if not path.is_file():
-            raise MissingInput(f"{path} is missing: run `dvc repro train@{name}-{seed}` first")
-    where = str(files.metrics)
-    value = read_json(files.metrics)
-    run = parsed(SeedRunMetrics, value, where)
-    if run.loss != name:
-        raise DamagedInput(f"{where}: loss is not {shown(name)}: {another_runs_files(name, seed)}")
-    if run.seeds != [seed]:
-        raise DamagedInput(f"{where}: seeds is {run.seeds}, not [{seed}]: {another_runs_files(name, seed)}")
-    seed_numbers(run.per_seed, where, [seed], len(run.classes))
-    loss_of(run.settings, where)
-    assert isinstance(value, dict)  # a SeedRunMetrics
-    return value
 
 
 def read_table(path: Path, columns: Sequence[str], seeds: Sequence[int]) -> pd.DataFrame:
@@ -342,33 +195,3 @@ def without_chance_runs(results: list[LossResult]) -> tuple[list[LossResult], li
     dropped = sorted({seed for result in results for seed in result.at_chance()})
     kept = [seed for seed in results[0].seeds if seed not in dropped]
     return [result.only(kept) for result in results], dropped
-
-
-# --- names and numbers in reports ------------------------------------------------------------
-
-# Characters Markdown gives a meaning to anywhere in a line (emphasis, code,
-# links, tables, strikethrough, math; '#': GitHub's issue links).
-_MARKDOWN = re.compile(r"[\\`*\[\]|~$#]|(?<![^\W_])_|_(?![^\W_])")
-_HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
-
-
-def md(name: object) -> str:
-    """A name from the data (class, loss label, experiment, path) as literal
-    Markdown text: no HTML, links, emphasis or table cells can come from it.
-    Plain names come out unchanged (an '_' inside a word is left as it is:
-    Markdown does not read it as emphasis)."""
-    text = printable_lines(str(name)).replace("\n", "\\n")
-    text = _MARKDOWN.sub(lambda match: "\\" + match.group(), text)
-    return "".join(_HTML.get(character, character) for character in text)
-
-
-def plus_minus(mean: float, sd: float, digits: int = 4) -> str:
-    """'0.5506 ± 0.0312': a seed mean and its standard deviation, as every report writes them."""
-    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
-
-
-def markdown_names(table: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """A copy of `table` whose named columns (names from the data) are `md`-escaped."""
-    return table.assign(
-        **{column: [md(value) for value in table[column]] for column in columns if column in table}
-    )

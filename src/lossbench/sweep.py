@@ -33,14 +33,11 @@ from lossbench.experiments import (
     run_name,
     study_prefix,
 )
+from lossbench.jsonfile import Field
 from lossbench.losses.focal import FocalLoss
+from lossbench.md import markdown_names, md
 from lossbench.params import Params
-from lossbench.results import (
-    Field,
-    LossResult,
-    markdown_names,
-    md,
-)
+from lossbench.results import LossResult
 from lossbench.run_numerics import RunNumerics, numerics_of
 from lossbench.runfiles import CALIBRATION_DIR, parsed_calibration
 from lossbench.staleness import stale_settings, trained_but

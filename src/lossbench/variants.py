@@ -38,20 +38,12 @@ from lossbench.experiments import (
     run_name,
     study_prefix,
 )
+from lossbench.jsonfile import read_json
 from lossbench.losses.ce import CeLoss
 from lossbench.losses.focal import FocalLoss
+from lossbench.md import markdown_names, md, plus_minus
 from lossbench.params import MachineParams, Params, load_params, loss_label
-from lossbench.results import (
-    CLEAN_DATA,
-    LossResult,
-    VariantRun,
-    checked_class_counts,
-    markdown_names,
-    md,
-    plus_minus,
-    read_json,
-    with_unique_labels,
-)
+from lossbench.results import CLEAN_DATA, LossResult, VariantRun, checked_class_counts, with_unique_labels
 from lossbench.run_numerics import RunNumerics, numerics_of
 from lossbench.runfiles import CALIBRATION_DIR, parsed_calibration
 from lossbench.staleness import stale_settings
