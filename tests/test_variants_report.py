@@ -14,7 +14,7 @@ from lossbench.claims import ClaimHalf, Evidence, noise_half
 from lossbench.errors import DamagedInput
 from lossbench.params import AnalysisParams
 from lossbench.results import LossResult, VariantRun
-from lossbench.variants import memorization_table
+from lossbench.variants_text import memorization_table
 from lossbench.verdicts import ClaimVerdict, Margin
 
 

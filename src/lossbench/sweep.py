@@ -236,9 +236,43 @@ def scaling_section(points: pd.DataFrame, margin: Margin) -> str:
     )
 
 
-def sweep_report(
-    params: Params, loss: str, root: Path, console: Console, all_commits: bool = False, rev: str | None = None
-) -> pd.DataFrame:
+def _sweep_text(
+    loss: str,
+    points: pd.DataFrame,
+    table: pd.DataFrame,
+    pairs: pd.DataFrame,
+    verdict_line: str,
+    params: Params,
+    numerics: RunNumerics,
+) -> str:
+    """plots/sweep.md."""
+    margin = accuracy_margin(params.analysis)
+    seeds = int(points.groupby("gamma")["seed"].nunique().min())
+    return (
+        f"# γ sweep of losses.{md(loss)}\n\n![accuracy and ECE against γ](sweep.png)\n\n"
+        + table.round(4).to_markdown(index=False)
+        + f"\n\n{verdict_line}\n\n"
+        + "## Every pair of γ\n\nFinal test accuracy, first minus second, paired by seed, in points: the "
+        + "paired t-test's p raw and Holm-adjusted over all the pairs (one family), Wilcoxon, exact sign-flip, "
+        + f"and TOST for equivalence within {margin.written()}; the detectable difference is a planning "
+        + f"number, not a bound. {wilcoxon_note(seeds)}\n\n"
+        + markdown_names(pairs, ["first", "second", "verdict"]).to_markdown(index=False)
+        + "\n\n"
+        + scaling_section(points, ece_margin(params.analysis))
+        + "\n"
+        + md(numerics.text())
+        + "\n\nExperiments: "
+        + ", ".join(
+            " = ".join(md(name) for name in found.split(" = ")) for found in sorted(set(points["experiment"]))
+        )
+        + "\n"
+    )
+
+
+def _swept(
+    params: Params, loss: str, root: Path, console: Console, all_commits: bool, rev: str | None
+) -> tuple[Params, pd.DataFrame]:
+    """The study's params (those of `--rev`'s commit, if given) and the sweep's points (`sweep_points`)."""
     shown = exp_show(root, all_commits, rev)
     if rev is not None:  # that commit's study: the workspace may have moved on
         params = params_at(root, shown, rev)
@@ -257,6 +291,13 @@ def sweep_report(
             + queue_command(params, root, f"losses.{loss}.gamma=0.0,0.5,1.0,2.0")
             + ", then wait for `dvc queue status` to show them done"
         )
+    return params, points
+
+
+def sweep_report(
+    params: Params, loss: str, root: Path, console: Console, all_commits: bool = False, rev: str | None = None
+) -> pd.DataFrame:
+    params, points = _swept(params, loss, root, console, all_commits, rev)
     numerics = RunNumerics.of(dict(zip(points["experiment"], points["numerics"], strict=True)))
     if not numerics.consistent:
         console.print(f"note: {numerics.text()}", markup=False, highlight=False)
@@ -269,27 +310,16 @@ def sweep_report(
     statement = STATEMENTS[3][0]
     table = sweep_table(points)
     pairs = gamma_pairs(accuracy, margin)
-    seeds = int(points.groupby("gamma")["seed"].nunique().min())
 
     figure = figures.draw_sweep(points, table, loss)
-    text = (
-        f"# γ sweep of losses.{md(loss)}\n\n![accuracy and ECE against γ](sweep.png)\n\n"
-        + table.round(4).to_markdown(index=False)
-        + f"\n\nClaim 4, *{statement}* **{verdict.value}.** {evidence}\n\n"
-        + "## Every pair of γ\n\nFinal test accuracy, first minus second, paired by seed, in points: the "
-        + "paired t-test's p raw and Holm-adjusted over all the pairs (one family), Wilcoxon, exact sign-flip, "
-        + f"and TOST for equivalence within {margin.written()}; the detectable difference is a planning "
-        + f"number, not a bound. {wilcoxon_note(seeds)}\n\n"
-        + markdown_names(pairs, ["first", "second", "verdict"]).to_markdown(index=False)
-        + "\n\n"
-        + scaling_section(points, ece_margin(params.analysis))
-        + "\n"
-        + md(numerics.text())
-        + "\n\nExperiments: "
-        + ", ".join(
-            " = ".join(md(name) for name in found.split(" = ")) for found in sorted(set(points["experiment"]))
-        )
-        + "\n"
+    text = _sweep_text(
+        loss,
+        points,
+        table,
+        pairs,
+        f"Claim 4, *{statement}* **{verdict.value}.** {evidence}",
+        params,
+        numerics,
     )
     # Every number, text and figure is made before the first file is written; the files are one set.
     with figures.closing(figure), output_set() as files:
