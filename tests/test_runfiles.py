@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from lossbench.errors import DamagedInput
 from lossbench.evaluation import SEED_METRICS
+from lossbench.experiments import headline_of
 from lossbench.jsonfile import read_json
 from lossbench.params import load_params
 from lossbench.runfiles import (
@@ -48,3 +50,20 @@ def test_the_files_a_pipeline_writes_parse_under_their_models(reproduced: Path) 
         assert calibration.seeds() == params.seeds
     counts = parsed(ClassCounts, read_json(reproduced / CLASS_COUNTS_FILE), str(CLASS_COUNTS_FILE))
     assert counts.dataset == "synthetic" and len(counts.train) == 10
+
+
+@pytest.mark.fast
+def test_compare_reads_the_accuracy_of_a_headline_in_an_older_format() -> None:
+    # Headlines of older commits had best_sd and no conv_ep: their accuracy is still shown.
+    older = {
+        "test_acc": 0.497,
+        "test_sd": 0.013,
+        "best_acc": 0.5,
+        "best_sd": 0.01,
+        "ece": 0.03,
+        "at_chance": 0,
+    }
+    record = {"rev": "2f2062b" * 6, "name": None, "metrics": {"metrics/ce.json": {"data": older}}}
+    assert headline_of(record, "ce") == (0.497, 0.013)
+    with pytest.raises(DamagedInput, match=r"^metrics/ce.json of run 2f2062b: test_sd is missing$"):
+        headline_of(record | {"metrics": {"metrics/ce.json": {"data": {"test_acc": 0.5}}}}, "ce")

@@ -25,7 +25,7 @@ from lossbench.errors import DamagedInput, MissingInput, ParamsError, printable_
 from lossbench.jsonfile import parse_json
 from lossbench.md import plus_minus
 from lossbench.params import MAX_VALUES, RAW_DIR, Params, _count_values, check_loss_name, parse_params
-from lossbench.runfiles import Headline, parsed
+from lossbench.runfiles import HeadlineAccuracy, parsed
 
 
 def study_prefix(root: Path) -> str:
@@ -369,7 +369,7 @@ def headline_of(record: dict[str, Any], name: str, prefix: str = "") -> tuple[fl
     numbers = (record.get("metrics") or {}).get(f"{prefix}metrics/{name}.json", {}).get("data")
     if not numbers:
         return None
-    headline = parsed(Headline, numbers, f"metrics/{name}.json of run {run_name(record)}")
+    headline = parsed(HeadlineAccuracy, numbers, f"metrics/{name}.json of run {run_name(record)}")
     return headline.test_acc, headline.test_sd
 
 

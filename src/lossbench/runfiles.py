@@ -347,6 +347,17 @@ class Headline(Strict):
     at_chance: int
 
 
+class HeadlineAccuracy(Strict):
+    """What `lossbench compare` reads of a headline at any commit: the test
+    accuracy's seed mean and sd. The file's other keys have changed over its
+    history (best_sd, conv_ep); these two have not."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False, strict=True)
+
+    test_acc: float
+    test_sd: float
+
+
 class ClassCounts(Strict):
     """data/class_counts.json: what prepare writes, the training (and test) images per class."""
 
