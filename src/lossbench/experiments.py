@@ -25,7 +25,7 @@ from lossbench.errors import DamagedInput, MissingInput, ParamsError, printable_
 from lossbench.jsonfile import parse_json
 from lossbench.md import plus_minus
 from lossbench.params import MAX_VALUES, RAW_DIR, Params, _count_values, check_loss_name, parse_params
-from lossbench.runfiles import HeadlineAccuracy, parsed
+from lossbench.result_files import HeadlineAccuracy, parsed
 
 
 def study_prefix(root: Path) -> str:

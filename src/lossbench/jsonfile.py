@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lossbench.errors import DamagedInput, read_utf8, shown
-from lossbench.runfiles import kind_of
+from lossbench.result_files import kind_of
 
 
 class _NotFinite:

@@ -27,7 +27,7 @@ from lossbench.evaluation import SEED_METRICS
 from lossbench.jsonfile import read_json
 from lossbench.params import Params, require_loss
 from lossbench.restore import another_runs_files, locked_stages, recorded_hash
-from lossbench.runfiles import SeedRunMetrics, loss_of, parsed, seed_numbers
+from lossbench.result_files import SeedRunMetrics, loss_of, parsed, seed_numbers
 from lossbench.stats import summarize
 from lossbench.storage import PublishedFiles, SeedRunFiles, output_set
 

@@ -17,7 +17,7 @@ import pandas as pd
 from lossbench.errors import DamagedInput, MissingInput, printable_lines, shown
 from lossbench.jsonfile import read_json
 from lossbench.params import LossParams, Params, loss_label
-from lossbench.runfiles import (
+from lossbench.result_files import (
     ClassCounts,
     LossDetails,
     listed_seeds,

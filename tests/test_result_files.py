@@ -1,18 +1,18 @@
-"""The run files' models against what the pipeline writes: every file a real
-(tiny) pipeline writes parses under its strict model, which names no key it
-does not write."""
+"""The result files' models (and runfiles' calibration model) against what the
+pipeline writes: every file a real (tiny) pipeline writes parses under its
+strict model, which names no key it does not write."""
 
 from pathlib import Path
 
 import pytest
+from conftest import published_details
 
 from lossbench.errors import DamagedInput
 from lossbench.evaluation import SEED_METRICS
 from lossbench.experiments import headline_of
 from lossbench.jsonfile import read_json
 from lossbench.params import load_params
-from lossbench.runfiles import (
-    CalibrationFiles,
+from lossbench.result_files import (
     ClassCounts,
     Headline,
     LossDetails,
@@ -20,8 +20,9 @@ from lossbench.runfiles import (
     SeedRunMetrics,
     Summary,
     parsed,
-    read_calibration,
 )
+from lossbench.results import LossResult
+from lossbench.runfiles import CalibrationFiles, read_calibration
 from lossbench.storage import CLASS_COUNTS_FILE, PublishedFiles, SeedRunFiles
 
 
@@ -67,3 +68,14 @@ def test_compare_reads_the_accuracy_of_a_headline_in_an_older_format() -> None:
     assert headline_of(record, "ce") == (0.497, 0.013)
     with pytest.raises(DamagedInput, match=r"^metrics/ce.json of run 2f2062b: test_sd is missing$"):
         headline_of(record | {"metrics": {"metrics/ce.json": {"data": {"test_acc": 0.5}}}}, "ce")
+
+
+@pytest.mark.fast
+def test_a_key_the_format_does_not_have_is_named() -> None:
+    # A hand edit or another version's file: refused by name, never read as if it were this format's.
+    details = published_details("ce", {"kind": "ce"}, {1: {}, 2: {}})
+    details["per_seed"]["seed2"]["final_tset_acc"] = 0.5
+    with pytest.raises(
+        DamagedInput, match=r"^ce.json: per_seed.seed2.final_tset_acc is not a key of this file$"
+    ):
+        LossResult.from_details(details, "ce.json")
