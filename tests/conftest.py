@@ -41,6 +41,54 @@ TINY_PARAMS = {
 }
 
 
+# A run's recorded numerics, for details files a test writes (no torch needed to make one).
+NUMERICS = {
+    "torch": "2.5.0",
+    "machine": "x86_64",
+    "cpu_capability": "AVX2",
+    "kernels": {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "device": "cpu",
+}
+
+
+def published_details(
+    name: str,
+    spec: dict[str, object],
+    per_seed: dict[int, dict[str, object]],
+    params: dict[str, object] = TINY_PARAMS,
+) -> dict[str, Any]:
+    """metrics/details/NAME.json as publish@NAME writes it (publish.details) for
+    a loss trained with `spec` under `params`' train settings, each seed's
+    numbers 0.5 (epochs 2, not at chance) but for those `per_seed` gives."""
+    from lossbench.evaluation import SEED_METRICS
+    from lossbench.params import Params, loss_label
+    from lossbench.publish import details
+
+    typed = Params.model_validate(params)
+    classes = [f"class{index}" for index in range(10)]
+    numbers = dict.fromkeys(SEED_METRICS, 0.5) | {
+        "convergence_epoch": 2,
+        "plateau_epoch": 2,
+        "at_chance": None,
+    }
+    run = {
+        "loss": name,
+        "label": loss_label(typed.losses[name]) if name in typed.losses else name,
+        "seeds": list(per_seed),
+        "classes": classes,
+        "per_seed": {
+            f"seed{seed}": numbers | {"per_class_recall": [0.5] * len(classes)} | given
+            for seed, given in per_seed.items()
+        },
+        "train_samples": 100,
+        "test_samples": 50,
+        "settings": spec
+        | typed.train.model_dump(exclude={"device", "threads"})
+        | {"device": "cpu", "threads": 1, "dataset": typed.data.dataset, "numerics": NUMERICS},
+    }
+    return details(run)
+
+
 def run_in(
     cwd: Path, *command: str, check: bool = True, env: dict[str, str] | None = None, **popen: Any
 ) -> subprocess.CompletedProcess[str]:

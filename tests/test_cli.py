@@ -28,6 +28,7 @@ def _commands() -> dict[str, Any]:
     return dict(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
 
 
+@pytest.mark.fast
 def test_help_lists_the_stages_apart_from_the_commands_people_run() -> None:
     panels = {name: getattr(command, "rich_help_panel", None) for name, command in _commands().items()}
     assert {name for name, panel in panels.items() if panel == STAGES_PANEL} == set(STAGES)
@@ -49,6 +50,7 @@ def test_help_lists_the_stages_apart_from_the_commands_people_run() -> None:
         assert shown.index(f"│ {name} ") < stages_at, name
 
 
+@pytest.mark.fast
 def test_check_and_validate_say_how_they_differ() -> None:
     commands = _commands()
     check, validate = commands["check"].help or "", commands["validate"].help or ""
@@ -58,6 +60,7 @@ def test_check_and_validate_say_how_they_differ() -> None:
     assert "data/validated.txt" in validate
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(("command", "claim"), [("sweep-report", 4), ("variants-report", 5)])
 def test_help_spells_out_the_claim_it_tests(command: str, claim: int) -> None:
     statement = STATEMENTS[claim - 1][0].rstrip(".")
@@ -67,11 +70,13 @@ def test_help_spells_out_the_claim_it_tests(command: str, claim: int) -> None:
     assert spelled in " ".join(shown.split())
 
 
+@pytest.mark.fast
 def test_version() -> None:
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output == f"lossbench {version('lossbench')}\n"
 
 
+@pytest.mark.fast
 def test_the_stage_table_is_the_pipelines_stages_each_its_modules_entry() -> None:
     commands = {
         stage.get("do", stage)["cmd"].split()[1]
@@ -101,15 +106,18 @@ def test_help_and_check_start_without_torch(tmp_path: Path) -> None:
     assert "lossbench.validate" in shown  # check ran
 
 
+HEADLINE = {"test_acc": 0.5, "test_sd": 0.01, "best_acc": 0.52, "ece": 0.03, "conv_ep": 2.0, "at_chance": 0}
+
+
 def _exp_show(*runs: tuple[str, float]) -> list[dict[str, Any]]:
-    """`dvc exp show --json` of commits whose metrics/ce.json holds test_acc."""
+    """`dvc exp show --json` of commits whose metrics/ce.json (publish's headline) holds test_acc."""
     return [
         {
             "rev": rev * 40,
             "name": rev,
             "data": {
                 "params": {"params.yaml": {"data": TINY_PARAMS}},
-                "metrics": {"metrics/ce.json": {"data": {"test_acc": accuracy, "test_sd": 0.01}}},
+                "metrics": {"metrics/ce.json": {"data": HEADLINE | {"test_acc": accuracy}}},
             },
         }
         for rev, accuracy in runs
@@ -179,6 +187,7 @@ def test_in_the_project_itself_the_command_needs_no_paths(
     assert command == f"run e.g. `dvc exp run --queue {copied}-S 'data.seed=1,2' && dvc queue start`"
 
 
+@pytest.mark.fast
 def test_cli_module_imports_no_stage_module_at_start() -> None:
     """The dispatch is the explicit table, not a module name built from a string."""
     source = Path(cli.__file__).read_text()

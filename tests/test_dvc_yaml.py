@@ -4,6 +4,7 @@ import ast
 import shutil
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import PROJECT, run_in
 
@@ -75,6 +76,7 @@ def code_of(command: str) -> set[str]:
     return (imports_of(ENTRY.get(command, f"lossbench.{command}")) | imports_of("lossbench")) - STAGE_PLUMBING
 
 
+@pytest.mark.fast
 def test_the_training_plumbing_is_no_part_of_what_training_computes() -> None:
     """What a training stage writes comes from seed_run (evaluation, the files) and the
     loop it runs (train); neither imports the plumbing left out of its deps."""
@@ -84,6 +86,7 @@ def test_the_training_plumbing_is_no_part_of_what_training_computes() -> None:
     assert imports_of("lossbench.train_stage") >= STAGE_PLUMBING - DISPATCH, "a listed module is never loaded"
 
 
+@pytest.mark.fast
 def test_every_stage_depends_on_the_code_its_command_imports() -> None:
     stages = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]
     assert stages, "no stages"
@@ -100,6 +103,7 @@ def test_every_stage_depends_on_the_code_its_command_imports() -> None:
         assert not extra, f"{name} depends on code it does not run: {sorted(extra)}"
 
 
+@pytest.mark.fast
 def test_a_train_stage_depends_on_its_own_loss_kind_only() -> None:
     """train@NAME-SEED depends on no kind's module directly, but on data/loss_code/NAME.txt,
     which validate (depending on every kind) writes from NAME's kind's module."""
@@ -115,12 +119,14 @@ def test_a_train_stage_depends_on_its_own_loss_kind_only() -> None:
         assert imported & KIND_MODULES == {module}, f"{module} imports {sorted(imported & KIND_MODULES)}"
 
 
+@pytest.mark.fast
 def test_no_command_holds_a_value_from_params() -> None:
     """A stage's command is fixed text: nothing from params.yaml reaches a shell."""
     for name, stage in yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"].items():
         assert "${" not in stage.get("do", stage)["cmd"], name
 
 
+@pytest.mark.fast
 def test_every_study_runs_the_projects_pipeline() -> None:
     """studies/NAME/dvc.yaml is the project's dvc.yaml with only its code paths moved
     (the figures of a study's own report are declared beside them, in plots/dvc.yaml)."""
@@ -139,6 +145,7 @@ def test_every_study_runs_the_projects_pipeline() -> None:
             assert (path.parent / folder / "README.md").is_file(), folder
 
 
+@pytest.mark.fast
 def test_no_stage_tracks_the_analysis_params() -> None:
     """The equivalence margins change verdicts, never a trained number, and a
     params.yaml without them must still run (DVC refuses a tracked key that is

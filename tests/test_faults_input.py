@@ -17,7 +17,7 @@ import yaml
 from conftest import TINY_PARAMS, lossbench, prepared_in, run_in, write_params
 
 from lossbench.errors import SHOWN_LIMIT, DamagedInput, shown
-from lossbench.results import parse_json
+from lossbench.jsonfile import parse_json
 
 
 def _check(root: Path, params: object) -> tuple[int, str]:

@@ -21,10 +21,10 @@ from typing import Any
 import pandas as pd
 import pytest
 import yaml
-from conftest import TINY_PARAMS, commit, lossbench, run_in, write_params
+from conftest import TINY_PARAMS, commit, lossbench, published_details, run_in, write_params
 
 from lossbench.claims import case_verdict, gamma_claim
-from lossbench.results import md
+from lossbench.md import md
 from lossbench.verdicts import ClaimVerdict, Margin, Verdict, all_of, judge_pairs
 
 REPORT_OUTPUTS = [
@@ -291,7 +291,7 @@ def test_a_report_that_cannot_write_leaves_every_previous_output(reproduced: Pat
 
 # --- compare: revisions whose metrics it cannot read -----------------------------------------------
 
-HEADLINE = {"test_acc": 0.5, "test_sd": 0.01, "best_acc": 0.52, "ece": 0.03, "conv_ep": 2.0}
+HEADLINE = {"test_acc": 0.5, "test_sd": 0.01, "best_acc": 0.52, "ece": 0.03, "conv_ep": 2.0, "at_chance": 0}
 
 
 def _write_headlines(root: Path, change: Callable[[dict[str, Any]], None] = lambda h: None) -> None:
@@ -428,31 +428,12 @@ def test_compare_names_a_headline_it_cannot_read(
 
 # --- sweep-report: details and params of another shape --------------------------------------------
 
-SEED_NUMBERS = dict.fromkeys(
-    ("best_test_acc", "final_train_acc", "final_train_loss", "final_test_loss", "macro_f1", "nll", "brier"),
-    0.5,
-)
-
 
 def details(name: str, spec: dict[str, Any], accuracy: dict[int, float]) -> dict[str, Any]:
-    """metrics/details/NAME.json as publish writes it (the per-seed part and the settings)."""
-    return {
-        "loss": name,
-        "seeds": list(accuracy),
-        "per_seed": {
-            f"seed{seed}": SEED_NUMBERS
-            | {
-                "final_test_acc": value,
-                "ece": 0.05,
-                "convergence_epoch": 2,
-                "plateau_epoch": 2,
-                "at_chance": None,
-                "per_class_recall": [value] * 10,
-            }
-            for seed, value in accuracy.items()
-        },
-        "settings": spec | {"epochs": 2, "batch_size": 64, "lr": 0.1, "dataset": "synthetic"},
-    }
+    """metrics/details/NAME.json as publish writes it, with these final test accuracies."""
+    return published_details(
+        name, spec, {seed: {"final_test_acc": value} for seed, value in accuracy.items()}
+    )
 
 
 def _focal_commit(root: Path, gamma: float, accuracy: dict[int, float]) -> None:

@@ -20,12 +20,13 @@ from lossbench.losses.ce import CeLoss
 from lossbench.losses.focal import FocalLoss
 from lossbench.losses.mae import MaeLoss
 from lossbench.params import LossParams, loss_label
-from lossbench.report import overlay_table
+from lossbench.report_tables import overlay_table
 from lossbench.results import LossResult
 
 TEMPLATES = PROJECT / ".dvc" / "plots"
 
 
+@pytest.mark.fast
 def test_a_loss_keeps_its_colour_whatever_else_is_run() -> None:
     assert colour_of("ce") == "#1f77b4" and colour_of("mae") == "#2ca02c"
     assert colour_of("focal_low") == "#ff7f0e" and colour_of("focal_high") == "#d62728"
@@ -38,6 +39,7 @@ def test_a_loss_keeps_its_colour_whatever_else_is_run() -> None:
         assert loss_colours(names) == {name: colour_of(name) for name in names}
 
 
+@pytest.mark.fast
 def test_names_whose_colours_clash_are_told_apart() -> None:
     assert colour_of("focal") == colour_of("focal_a")  # the hash puts both on pink
     colours = loss_colours(["focal_a", "ce", "focal"])
@@ -74,6 +76,7 @@ RESULTS = [
 ]
 
 
+@pytest.mark.fast
 def test_curves_csv_names_each_loss_by_its_label_in_its_colour() -> None:
     table = overlay_table(RESULTS)
     assert {"loss", "label", "color"} <= set(table.columns)
@@ -86,6 +89,7 @@ def _line_colours(axis: Any) -> dict[str, str]:
     return {line.get_label(): to_hex(line.get_color()) for line in axis.get_lines()}
 
 
+@pytest.mark.fast
 def test_the_pngs_colour_each_loss_by_its_name_and_read_as_plain_numbers() -> None:
     figure = figures.draw_curves(RESULTS, chance=0.1)
     figure.canvas.draw()
@@ -113,6 +117,7 @@ def test_the_pngs_colour_each_loss_by_its_name_and_read_as_plain_numbers() -> No
         plt.close(figure)
 
 
+@pytest.mark.fast
 def test_final_accuracy_uses_the_same_colours_and_fits_the_data() -> None:
     accuracy = figures.draw_final_accuracy(RESULTS, chance=0.1)
     try:
@@ -133,6 +138,7 @@ def _templates() -> dict[str, dict[str, Any]]:
     return {path.stem: json.loads(path.read_text()) for path in TEMPLATES.glob("*.json")}
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("name", ["by_loss", "by_loss_log"])
 def test_overlay_templates_take_colour_and_legend_from_curves_csv(name: str) -> None:
     template = _templates()[name]
@@ -148,6 +154,7 @@ def test_overlay_templates_take_colour_and_legend_from_curves_csv(name: str) -> 
     assert calculated["line_colour"].startswith("datum.color ||")
 
 
+@pytest.mark.fast
 def test_seeds_sort_as_numbers_and_per_loss_plots_name_their_file() -> None:
     templates = _templates()
     seed = templates["by_seed"]

@@ -318,7 +318,7 @@ def test_seed_colours_are_not_loss_colours() -> None:
 def test_overlays_draw_the_seed_band_from_curves_csv(name: str) -> None:
     from test_figures import RESULTS
 
-    from lossbench.report import overlay_table
+    from lossbench.report_tables import overlay_table
 
     template = _template(name)
     calculated = {step["as"]: step["calculate"] for step in template["transform"] if "calculate" in step}

@@ -35,11 +35,13 @@ LOGITS = torch.tensor([[0.0, math.log(3.0)]])
 TARGET_0 = torch.tensor([0])
 
 
+@pytest.mark.fast
 def test_ce_by_hand() -> None:
     # p_t = 0.25 -> -ln 0.25 = ln 4
     assert ce_loss(LOGITS, TARGET_0).item() == pytest.approx(math.log(4.0), rel=1e-6)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     ("gamma", "expected"), [(2.0, 0.75**2 * math.log(4.0)), (0.5, 0.75**0.5 * math.log(4.0))]
 )
@@ -47,6 +49,7 @@ def test_focal_by_hand(gamma: float, expected: float) -> None:
     assert focal_loss(LOGITS, TARGET_0, gamma=gamma).item() == pytest.approx(expected, rel=1e-6)
 
 
+@pytest.mark.fast
 def test_focal_alpha_scalar_and_per_class() -> None:
     base = focal_loss(LOGITS, TARGET_0, gamma=2.0).item()
     scaled = focal_loss(LOGITS, TARGET_0, gamma=2.0, alpha=torch.tensor(0.25)).item()
@@ -55,6 +58,7 @@ def test_focal_alpha_scalar_and_per_class() -> None:
     assert per_class == pytest.approx(0.1 * base, rel=1e-6)
 
 
+@pytest.mark.fast
 def test_focal_gamma_zero_equals_cross_entropy() -> None:
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(64, 10, generator=generator) * 3
@@ -65,17 +69,20 @@ def test_focal_gamma_zero_equals_cross_entropy() -> None:
     )
 
 
+@pytest.mark.fast
 def test_mae_on_probabilities_by_hand() -> None:
     # |0.25 - 1| + |0.75 - 0| = 1.5, averaged over 2 classes
     assert mae_loss(LOGITS, TARGET_0).item() == pytest.approx(0.75, rel=1e-6)
 
 
+@pytest.mark.fast
 def test_mae_on_logits_by_hand() -> None:
     # |0.5 - 0| + |-1 - 1| = 2.5, averaged over 2 classes
     logits = torch.tensor([[0.5, -1.0]])
     assert mae_loss(logits, torch.tensor([1]), on_probs=False).item() == pytest.approx(1.25)
 
 
+@pytest.mark.fast
 def test_batch_mean_of_mae_is_mean_over_batch_and_classes() -> None:
     generator = torch.Generator().manual_seed(1)
     logits = torch.randn(8, 10, generator=generator)
@@ -84,6 +91,7 @@ def test_batch_mean_of_mae_is_mean_over_batch_and_classes() -> None:
     assert mae_loss(logits, targets).mean().item() == pytest.approx(expected.item(), rel=1e-6)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     "spec",
     [
@@ -114,6 +122,7 @@ def test_extreme_logits_keep_loss_and_gradients_finite(spec: object) -> None:
     assert logits.grad is not None and torch.isfinite(logits.grad).all(), logits.grad
 
 
+@pytest.mark.fast
 def test_focal_alpha_list_must_match_classes() -> None:
     spec = FocalLoss(kind="focal", gamma=2.0, alpha=[1.0, 2.0])
     with pytest.raises(ParamsError, match=r"losses\.focal_x\.alpha: 2 weights given but the dataset has 10"):
@@ -124,6 +133,7 @@ def test_focal_alpha_list_must_match_classes() -> None:
 # LOGITS with target 0: p_y = 0.25, the other class 0.75.
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     ("q", "expected"),
     [
@@ -139,6 +149,7 @@ def test_gce_by_hand(q: float, expected: float) -> None:
     assert loss(LOGITS, TARGET_0).item() == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.fast
 def test_sce_by_hand() -> None:
     """Wang et al. (2019): alpha CE + beta RCE, RCE = -sum_k p_k log q_k with log 0 = A = -4:
     -(0.25 * log 1 + 0.75 * -4) = 3; CE = ln 4."""
@@ -152,6 +163,7 @@ def test_sce_by_hand() -> None:
     assert rce(logits, torch.tensor([2])).item() == pytest.approx(2.0, rel=1e-6)
 
 
+@pytest.mark.fast
 def test_label_smoothed_ce_by_hand() -> None:
     """Target (1 - eps) one_hot + eps / K; eps = 0.1, K = 2: -(0.95 ln 0.25 + 0.05 ln 0.75) = 1.3313627."""
     loss = make_loss("ls", LsCeLoss(kind="ls_ce", label_smoothing=0.1), 2, CPU)
@@ -165,6 +177,7 @@ def test_label_smoothed_ce_by_hand() -> None:
     torch.testing.assert_close(smoothed(logits, targets), expected, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.fast
 def test_flsd_53_by_hand() -> None:
     """Mukhoti et al. (2020): gamma 5 where p_t < 0.2, else 3. p_t = 0.25: 0.75^3 ln 4 = 0.5848428;
     p_t = 0.1: 0.9^5 ln 10 = 1.3596528."""
@@ -181,6 +194,7 @@ def test_flsd_53_by_hand() -> None:
         torch.testing.assert_close(logits.grad[row : row + 1], fixed.grad)
 
 
+@pytest.mark.fast
 def test_ce_is_torchs_cross_entropy_bit_for_bit() -> None:
     generator = torch.Generator().manual_seed(3)
     logits = torch.randn(256, 10, generator=generator) * 4
@@ -309,6 +323,7 @@ def test_a_run_with_flipped_labels_reports_how_many_of_them_it_learnt(tmp_path: 
     assert not (tmp_path / "data/prepared/train_true_labels.npy").exists()
 
 
+@pytest.mark.fast
 def test_damaged_true_labels_are_named(tmp_path: Path) -> None:
     images = np.zeros((4, 3, 32, 32), dtype=np.uint8)
     labels = np.array([0, 1, 0, 1], dtype=np.int64)

@@ -122,6 +122,7 @@ def check(folder: Path) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     ("path", "value", "message"),
     BAD_PARAMS,
@@ -146,6 +147,7 @@ def test_every_stage_refuses_bad_params_before_writing_anything(tmp_path: Path, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]  # nothing written
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(
     ("name", "message"),
     [
@@ -170,6 +172,7 @@ def test_loss_names_that_cannot_be_stage_parameter_and_file_names(
     assert code == 1 and message in output, output
 
 
+@pytest.mark.fast
 def test_params_are_read_as_dvc_reads_them_yaml_1_2(tmp_path: Path) -> None:
     text = (PROJECT / "params.yaml").read_text().replace("epochs: 30", "epochs: 010")
     (tmp_path / "params.yaml").write_text(text)
@@ -179,6 +182,7 @@ def test_params_are_read_as_dvc_reads_them_yaml_1_2(tmp_path: Path) -> None:
     assert code == 1 and "params.yaml: not valid YAML: found duplicate key 'lr'" in output, output
 
 
+@pytest.mark.fast
 def test_a_params_file_that_is_not_utf8_or_not_yaml(tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_bytes("losses: {ce: {kind: ce}}\n# é\n".encode("latin-1"))
     code, output = check(tmp_path)
@@ -188,6 +192,7 @@ def test_a_params_file_that_is_not_utf8_or_not_yaml(tmp_path: Path) -> None:
     assert code == 1 and "params.yaml: not valid YAML" in output and "Traceback" not in output
 
 
+@pytest.mark.fast
 def test_synthetic_sizes_that_cannot_fit_in_memory_are_refused_with_the_size(tmp_path: Path) -> None:
     params = parse_params(changed("data.synthetic.train_size", 1_000_000_000_000))
     with pytest.raises(
@@ -200,6 +205,7 @@ def test_synthetic_sizes_that_cannot_fit_in_memory_are_refused_with_the_size(tmp
     assert code == 1 and "of memory to train on; this machine has" in output
 
 
+@pytest.mark.fast
 def test_root_together_with_train_and_test_roots_is_refused(tmp_path: Path) -> None:
     imagefolder = {"root": "a", "train_root": "b", "test_root": "c"}
     write_params(tmp_path, changed("data", {"dataset": "imagefolder", "imagefolder": imagefolder}))
@@ -210,6 +216,7 @@ def test_root_together_with_train_and_test_roots_is_refused(tmp_path: Path) -> N
     )
 
 
+@pytest.mark.fast
 def test_params_yaml_holds_exactly_lossbench_defaults() -> None:
     """One source of truth: each value in params.yaml is the default params.py has
     (but the losses and seeds, which dvc.yaml reads and params.yaml must give)."""

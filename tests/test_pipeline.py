@@ -194,7 +194,13 @@ def test_one_seed_is_the_unit_dvc_caches(reproduced: Path) -> None:
     params["seeds"] = [*SEEDS, 3]
     write_params(reproduced, params)
     added = run_in(reproduced, "dvc", "repro")
-    assert ran(added.stdout) == ["validate", *(f"train@{n}-3" for n in LOSSES), *PUBLISH, "calibrate", "report"]
+    assert ran(added.stdout) == [
+        "validate",
+        *(f"train@{n}-3" for n in LOSSES),
+        *PUBLISH,
+        "calibrate",
+        "report",
+    ]
     details = json.loads((reproduced / "metrics" / "details" / "ce.json").read_text())
     assert sorted(details["per_seed"]) == ["seed1", "seed2", "seed3"]
 

@@ -15,17 +15,20 @@ from lossbench.planning import pooled_spread, seeds_for_difference, seeds_for_eq
 STUDY = PROJECT / "studies" / "cifar10-jpeg"
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize(("sd", "difference"), [(0.0359, 0.01), (0.0271, 0.02), (1.0, 1.0)])
 def test_seeds_for_a_difference_match_statsmodels(sd: float, difference: float) -> None:
     expected = TTestPower().solve_power(effect_size=difference / sd, alpha=0.05, power=0.8)
     assert seeds_for_difference(sd, difference) == math.ceil(expected)
 
 
+@pytest.mark.fast
 def test_equivalence_needs_more_seeds_than_the_same_difference() -> None:
     found = seeds_for_equivalence(0.03, 0.01)
     assert found is not None and found > seeds_for_difference(0.03, 0.01)  # type: ignore[operator]
 
 
+@pytest.mark.fast
 def test_pooled_spread_and_its_chi_square_interval() -> None:
     differences = [[0.01, 0.03, -0.02, 0.0], [0.02, -0.01, 0.0]]
     spread = pooled_spread(differences)

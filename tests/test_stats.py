@@ -12,6 +12,8 @@ from lossbench.evaluation import (
 )
 from lossbench.stats import detectable_difference, paired_comparison, summarize, wilcoxon_p
 
+pytestmark = pytest.mark.fast  # in-process: no trainer, no DVC, no lossbench subprocess
+
 
 def test_summary_with_the_t_interval() -> None:
     summary = summarize([1.0, 2.0, 3.0])

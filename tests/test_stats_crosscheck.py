@@ -36,6 +36,8 @@ from lossbench.evaluation import (
 )
 from lossbench.stats import detectable_difference, paired_comparison, wilcoxon_p
 
+pytestmark = pytest.mark.fast  # in-process: no trainer, no DVC, no lossbench subprocess
+
 # Sums of a few hundred float64 terms in a different order agree to ~1e-14 (ECE values near 0: abs).
 REL, ABS = 1e-9, 1e-12
 

@@ -1,7 +1,11 @@
+import pytest
+
 from lossbench.claims import gamma_claim
 from lossbench.experiments import experiment_records
 from lossbench.sweep import sweep_records
 from lossbench.verdicts import ClaimVerdict, Margin
+
+pytestmark = pytest.mark.fast  # in-process: no trainer, no DVC, no lossbench subprocess
 
 
 def _record(name: str, gamma: float, **data: object) -> dict[str, object]:

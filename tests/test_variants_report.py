@@ -8,13 +8,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import run_in, run_queue, write_params
+from conftest import published_details, run_in, run_queue, write_params
 
 from lossbench.claims import ClaimHalf, Evidence, noise_half
 from lossbench.errors import DamagedInput
 from lossbench.params import AnalysisParams
-from lossbench.results import Field, LossResult, VariantRun
-from lossbench.variants import memorization_table
+from lossbench.results import LossResult, VariantRun
+from lossbench.variants_text import memorization_table
 from lossbench.verdicts import ClaimVerdict, Margin
 
 
@@ -113,6 +113,7 @@ def _half(cases: dict[str, list[float]]) -> ClaimHalf:
     return half
 
 
+@pytest.mark.fast
 def test_a_half_of_claim_5_is_supported_only_when_every_case_is() -> None:
     higher, wide, lower = 0.05, 0.0, -0.05
     assert _half({"a": [higher, higher], "b": [higher]}).verdict()[0] is ClaimVerdict.SUPPORTED
@@ -127,20 +128,21 @@ def test_a_half_of_claim_5_is_supported_only_when_every_case_is() -> None:
 
 def _result(name: str, spec: dict[str, object], accuracy: dict[int, float], seeds: list[int]) -> LossResult:
     """A loss's result from a details file whose seeds are in `accuracy`'s order, read in `seeds`' order."""
-    details = {
-        "loss": name,
-        "per_seed": {
-            f"seed{seed}": {"final_test_acc": value, "macro_f1": value, "per_class_recall": [value] * 10}
+    details = published_details(
+        name,
+        spec,
+        {
+            seed: {"final_test_acc": value, "macro_f1": value, "per_class_recall": [value] * 10}
             for seed, value in accuracy.items()
         },
-        "settings": spec,
-    }
-    return LossResult.from_details(Field(details, f"{name}.json"), seeds, ("final_test_acc", "macro_f1"))
+    )
+    return LossResult.from_details(details, f"{name}.json", seeds)
 
 
 CE, FOCAL = {"kind": "ce"}, {"kind": "focal", "gamma": 2.0}
 
 
+@pytest.mark.fast
 def test_drops_are_paired_by_seed_whatever_the_order_in_the_files() -> None:
     seeds = [1, 2, 10]
     clean = {
@@ -172,6 +174,7 @@ def test_drops_are_paired_by_seed_whatever_the_order_in_the_files() -> None:
     assert half.cases() == {"20% noise, Focal (γ=2)": ClaimVerdict.SUPPORTED}
 
 
+@pytest.mark.fast
 def test_a_details_file_without_a_seed_is_named() -> None:
     with pytest.raises(
         DamagedInput,
@@ -182,22 +185,18 @@ def test_a_details_file_without_a_seed_is_named() -> None:
 
 def _with_flipped(name: str, spec: dict[str, object], fits: dict[int, tuple[object, object]]) -> LossResult:
     """A noisy run's result whose seeds record (accuracy on flipped labels, on true labels)."""
-    details = {
-        "loss": name,
-        "per_seed": {
-            f"seed{seed}": {
-                "final_test_acc": 0.5,
-                "macro_f1": 0.5,
-                "flipped_train_acc_noisy": noisy,
-                "flipped_train_acc_true": true,
-            }
+    details = published_details(
+        name,
+        spec,
+        {
+            seed: {"flipped_train_acc_noisy": noisy, "flipped_train_acc_true": true}
             for seed, (noisy, true) in fits.items()
         },
-        "settings": spec,
-    }
-    return LossResult.from_details(Field(details, f"{name}.json"), list(fits), ("final_test_acc", "macro_f1"))
+    )
+    return LossResult.from_details(details, f"{name}.json", list(fits))
 
 
+@pytest.mark.fast
 def test_the_memorization_gauge_is_each_losss_seed_mean_and_sd() -> None:
     noisy = VariantRun(
         experiment="noisy",
@@ -232,7 +231,12 @@ def test_the_memorization_gauge_is_each_losss_seed_mean_and_sd() -> None:
             "flipped_train_acc_true_std": 0.1,
         },
     ]
-    damaged = VariantRun("noisy", 1.0, 0.4, {"ce": _with_flipped("ce", CE, {1: (0.6, "0.2")})}, {})
+    with pytest.raises(
+        DamagedInput,
+        match=r"^ce.json: per_seed.seed1.flipped_train_acc_true is a string \('0.2'\), not a number$",
+    ):
+        _with_flipped("ce", CE, {1: (0.6, "0.2")})
+    damaged = VariantRun("noisy", 1.0, 0.4, {"ce": _with_flipped("ce", CE, {1: (0.6, None)})}, {})
     with pytest.raises(
         DamagedInput, match=r"^metrics/details/ce.json of noisy: per_seed flipped_train_acc_true "
     ):

@@ -12,6 +12,8 @@ from conftest import PROJECT
 
 from lossbench.verdicts import CLAIM_VERDICT_WORDS, ClaimVerdict, all_of
 
+pytestmark = pytest.mark.fast  # in-process: no trainer, no DVC, no lossbench subprocess
+
 STUDIES = PROJECT / "studies"
 README = PROJECT / "README.md"
 DOCS = PROJECT / "docs" / "claims-cifar10.md"

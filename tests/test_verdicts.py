@@ -27,6 +27,8 @@ from lossbench.verdicts import (
     wilcoxon_note,
 )
 
+pytestmark = pytest.mark.fast  # in-process: no trainer, no DVC, no lossbench subprocess
+
 RNG = np.random.default_rng(7)
 
 

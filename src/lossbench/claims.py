@@ -22,8 +22,9 @@ import pandas as pd
 from lossbench.losses.ce import CeLoss
 from lossbench.losses.focal import FocalLoss
 from lossbench.losses.mae import MaeLoss
+from lossbench.md import md
 from lossbench.params import AnalysisParams
-from lossbench.results import LossResult, VariantRun, md
+from lossbench.results import LossResult, VariantRun
 from lossbench.stats import friedman_p, holm, paired_comparison, summarize
 from lossbench.verdicts import (
     ClaimVerdict,

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -21,8 +22,10 @@ from ruamel.yaml.error import YAMLError
 
 from lossbench import errors
 from lossbench.errors import DamagedInput, MissingInput, ParamsError, printable_lines, shown_repr
+from lossbench.jsonfile import parse_json
+from lossbench.md import plus_minus
 from lossbench.params import MAX_VALUES, RAW_DIR, Params, _count_values, check_loss_name, parse_params
-from lossbench.results import Field, parse_json, plus_minus
+from lossbench.result_files import HeadlineAccuracy, parsed
 
 
 def study_prefix(root: Path) -> str:
@@ -366,8 +369,8 @@ def headline_of(record: dict[str, Any], name: str, prefix: str = "") -> tuple[fl
     numbers = (record.get("metrics") or {}).get(f"{prefix}metrics/{name}.json", {}).get("data")
     if not numbers:
         return None
-    headline = Field(numbers, f"metrics/{name}.json of run {run_name(record)}")
-    return headline.child("test_acc").number(), headline.child("test_sd").number()
+    headline = parsed(HeadlineAccuracy, numbers, f"metrics/{name}.json of run {run_name(record)}")
+    return headline.test_acc, headline.test_sd
 
 
 def compare(root: Path, console: Console, all_commits: bool = False, rev: str | None = None) -> Table:
@@ -436,6 +439,48 @@ def _value(text: str) -> str:
     return value if isinstance(value, str) else text
 
 
+@dataclass(frozen=True)
+class _Runs:
+    """The runs compare shows: each one's name, flattened params and headline per loss."""
+
+    names: list[str]
+    flat: list[dict[str, str]]
+    headlines: list[dict[str, tuple[float, float] | None]]
+    changed: list[str]  # the params that differ between runs
+    labels: dict[str, str]  # their column labels
+    losses: list[str]  # every loss some run has a headline for
+
+
+def _runs_table(runs: _Runs, title: str, params: bool, accuracies: bool) -> Table:
+    """One table of the runs: what differs (`params`), each loss's accuracy (`accuracies`), or both."""
+    shown = Table(
+        title=title,
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        collapse_padding=True,
+        title_justify="left",
+    )
+    shown.add_column("run", no_wrap=True, max_width=32)
+    if params:
+        for key in runs.changed:
+            shown.add_column(Text(printable_lines(runs.labels[key])), justify="right", overflow="fold")
+    if accuracies:
+        for name in runs.losses:
+            shown.add_column(Text(printable_lines(name)), justify="right", no_wrap=True)
+    for name, row, found in zip(runs.names, runs.flat, runs.headlines, strict=True):
+        cells = [name]
+        if params:
+            cells += [_value(row[key]) if key in row else "-" for key in runs.changed]
+        if accuracies:
+            for loss in runs.losses:
+                numbers = found.get(loss)
+                cells.append("-" if numbers is None else plus_minus(*numbers, digits=3))
+        # Names and values from the runs' files: literal text, never rich markup.
+        shown.add_row(*(Text(printable_lines(cell)) for cell in cells))
+    return shown
+
+
 def runs_tables(
     records: list[dict[str, Any]],
     headlines: list[dict[str, tuple[float, float] | None]],
@@ -452,34 +497,10 @@ def runs_tables(
     labels = param_labels(changed)
     names = [run_name(record) for record in records]
     runs = f"{len(records)} run" if len(records) == 1 else f"{len(records)} runs"
+    shown = _Runs(names, flat, headlines, changed, labels, losses)
 
     def table(title: str, params: bool, accuracies: bool) -> Table:
-        shown = Table(
-            title=title,
-            box=box.SIMPLE_HEAD,
-            show_edge=False,
-            pad_edge=False,
-            collapse_padding=True,
-            title_justify="left",
-        )
-        shown.add_column("run", no_wrap=True, max_width=32)
-        if params:
-            for key in changed:
-                shown.add_column(Text(printable_lines(labels[key])), justify="right", overflow="fold")
-        if accuracies:
-            for name in losses:
-                shown.add_column(Text(printable_lines(name)), justify="right", no_wrap=True)
-        for name, row, found in zip(names, flat, headlines, strict=True):
-            cells = [name]
-            if params:
-                cells += [_value(row[key]) if key in row else "-" for key in changed]
-            if accuracies:
-                for loss in losses:
-                    numbers = found.get(loss)
-                    cells.append("-" if numbers is None else plus_minus(*numbers, digits=3))
-            # Names and values from the runs' files: literal text, never rich markup.
-            shown.add_row(*(Text(printable_lines(cell)) for cell in cells))
-        return shown
+        return _runs_table(shown, title, params, accuracies)
 
     legend = [f"{label:>{MAX_LABEL}}  {key}" for key, label in labels.items() if label != key]
     legend_lines: list[Table | Text] = [Text(printable_lines("\n".join(legend)))] if legend else []

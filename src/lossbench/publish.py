@@ -22,11 +22,12 @@ from typing import Any
 import pandas as pd
 from rich.console import Console
 
-from lossbench.errors import DamagedInput
+from lossbench.errors import DamagedInput, MissingInput, shown
 from lossbench.evaluation import SEED_METRICS
+from lossbench.jsonfile import read_json
 from lossbench.params import Params, require_loss
-from lossbench.restore import locked_stages, recorded_hash
-from lossbench.results import read_seed_run
+from lossbench.restore import another_runs_files, locked_stages, recorded_hash
+from lossbench.result_files import SeedRunMetrics, loss_of, parsed, seed_numbers
 from lossbench.stats import summarize
 from lossbench.storage import PublishedFiles, SeedRunFiles, output_set
 
@@ -36,6 +37,25 @@ SHARED_KEYS = ("loss", "label", "classes", "train_samples", "test_samples", "set
 
 def published_files(root: Path, name: str) -> list[Path]:
     return PublishedFiles.of(root, name).all()
+
+
+def read_seed_run(files: SeedRunFiles, name: str, seed: int) -> dict[str, Any]:
+    """data/runs/NAME/seedN/metrics.json, checked (runfiles.SeedRunMetrics):
+    what train@NAME-N wrote, with the one seed N; as written, for publish to gather."""
+    for path in (files.metrics, files.history, files.calibration, files.predictions):
+        if not path.is_file():
+            raise MissingInput(f"{path} is missing: run `dvc repro train@{name}-{seed}` first")
+    where = str(files.metrics)
+    value = read_json(files.metrics)
+    run = parsed(SeedRunMetrics, value, where)
+    if run.loss != name:
+        raise DamagedInput(f"{where}: loss is not {shown(name)}: {another_runs_files(name, seed)}")
+    if run.seeds != [seed]:
+        raise DamagedInput(f"{where}: seeds is {run.seeds}, not [{seed}]: {another_runs_files(name, seed)}")
+    seed_numbers(run.per_seed, where, [seed], len(run.classes))
+    loss_of(run.settings, where)
+    assert isinstance(value, dict)  # a SeedRunMetrics
+    return value
 
 
 def gather_seeds(params: Params, name: str, root: Path) -> tuple[dict[str, Any], list[SeedRunFiles]]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pydantic import ValidationError
 from rich.console import Console
 
 from lossbench import figures, temperature
@@ -32,19 +33,14 @@ from lossbench.experiments import (
     run_name,
     study_prefix,
 )
+from lossbench.jsonfile import Field
 from lossbench.losses.focal import FocalLoss
+from lossbench.md import markdown_names, md
 from lossbench.params import Params
-from lossbench.results import (
-    Field,
-    LossResult,
-    changed_settings,
-    markdown_names,
-    md,
-    numerics_line,
-    numerics_of,
-    trained_but,
-)
+from lossbench.results import LossResult
+from lossbench.run_numerics import RunNumerics, numerics_of
 from lossbench.runfiles import CALIBRATION_DIR, parsed_calibration
+from lossbench.staleness import stale_settings, trained_but
 from lossbench.storage import DETAILS_DIR, PLOTS_DIR, output_set
 from lossbench.verdicts import Margin, pairwise_table, wilcoxon_note
 
@@ -100,6 +96,18 @@ def sweep_records(
     ]
 
 
+def _run_params(record: dict[str, Any], prefix: str, left_out: list[str] | None) -> Params | None:
+    """A run's params.yaml, typed; None, named in `left_out`, where it is not this project's format."""
+    try:
+        return Params.model_validate(params_of(record, prefix))
+    except ValidationError as error:
+        first = error.errors()[0]
+        key = ".".join(str(part) for part in first["loc"]) or "the file"
+        if left_out is not None:
+            left_out.append(f"{prefix}params.yaml of run {run_name(record)}: {key}: {first['msg']}")
+        return None
+
+
 def scaled_ece(root: Path, record: dict[str, Any], loss: str, name: str) -> dict[int, float]:
     """Each seed's ECE after temperature scaling in a run (calibrate), none where it has no such file."""
     path = f"{CALIBRATION_DIR.as_posix()}/{loss}.json"
@@ -128,8 +136,11 @@ def sweep_points(
         if details is None or gamma is None:
             continue  # no results (a commit where it was not run); γ: every run of a sweep has one
         where = f"{path} of run {name}"
-        result = LossResult.from_details(Field(details, where), keys=("final_test_acc", "ece"))
-        changed = changed_settings(result, params_of(record, prefix)["losses"][loss])
+        run_params = _run_params(record, prefix, left_out)
+        if run_params is None:
+            continue
+        result = LossResult.from_details(details, where)
+        changed = stale_settings(run_params, loss, result)
         if changed:
             raise MissingInput(f"{where} {trained_but(changed)} (stale: rerun it, or `dvc exp remove` it)")
         scaled = scaled_ece(root, record, loss, name)
@@ -228,9 +239,43 @@ def scaling_section(points: pd.DataFrame, margin: Margin) -> str:
     )
 
 
-def sweep_report(
-    params: Params, loss: str, root: Path, console: Console, all_commits: bool = False, rev: str | None = None
-) -> pd.DataFrame:
+def _sweep_text(
+    loss: str,
+    points: pd.DataFrame,
+    table: pd.DataFrame,
+    pairs: pd.DataFrame,
+    verdict_line: str,
+    params: Params,
+    numerics: RunNumerics,
+) -> str:
+    """plots/sweep.md."""
+    margin = accuracy_margin(params.analysis)
+    seeds = int(points.groupby("gamma")["seed"].nunique().min())
+    return (
+        f"# γ sweep of losses.{md(loss)}\n\n![accuracy and ECE against γ](sweep.png)\n\n"
+        + table.round(4).to_markdown(index=False)
+        + f"\n\n{verdict_line}\n\n"
+        + "## Every pair of γ\n\nFinal test accuracy, first minus second, paired by seed, in points: the "
+        + "paired t-test's p raw and Holm-adjusted over all the pairs (one family), Wilcoxon, exact sign-flip, "
+        + f"and TOST for equivalence within {margin.written()}; the detectable difference is a planning "
+        + f"number, not a bound. {wilcoxon_note(seeds)}\n\n"
+        + markdown_names(pairs, ["first", "second", "verdict"]).to_markdown(index=False)
+        + "\n\n"
+        + scaling_section(points, ece_margin(params.analysis))
+        + "\n"
+        + md(numerics.text())
+        + "\n\nExperiments: "
+        + ", ".join(
+            " = ".join(md(name) for name in found.split(" = ")) for found in sorted(set(points["experiment"]))
+        )
+        + "\n"
+    )
+
+
+def _swept(
+    params: Params, loss: str, root: Path, console: Console, all_commits: bool, rev: str | None
+) -> tuple[Params, pd.DataFrame]:
+    """The study's params (those of `--rev`'s commit, if given) and the sweep's points (`sweep_points`)."""
     shown = exp_show(root, all_commits, rev)
     if rev is not None:  # that commit's study: the workspace may have moved on
         params = params_at(root, shown, rev)
@@ -249,9 +294,16 @@ def sweep_report(
             + queue_command(params, root, f"losses.{loss}.gamma=0.0,0.5,1.0,2.0")
             + ", then wait for `dvc queue status` to show them done"
         )
-    numerics = numerics_line(dict(zip(points["experiment"], points["numerics"], strict=True)))
-    if not numerics.startswith("Numerics:"):
-        console.print(f"note: {numerics}", markup=False, highlight=False)
+    return params, points
+
+
+def sweep_report(
+    params: Params, loss: str, root: Path, console: Console, all_commits: bool = False, rev: str | None = None
+) -> pd.DataFrame:
+    params, points = _swept(params, loss, root, console, all_commits, rev)
+    numerics = RunNumerics.of(dict(zip(points["experiment"], points["numerics"], strict=True)))
+    if not numerics.consistent:
+        console.print(f"note: {numerics.text()}", markup=False, highlight=False)
 
     accuracy: dict[float, dict[int, float]] = {}
     for row in points.to_dict("records"):
@@ -261,27 +313,16 @@ def sweep_report(
     statement = STATEMENTS[3][0]
     table = sweep_table(points)
     pairs = gamma_pairs(accuracy, margin)
-    seeds = int(points.groupby("gamma")["seed"].nunique().min())
 
     figure = figures.draw_sweep(points, table, loss)
-    text = (
-        f"# γ sweep of losses.{md(loss)}\n\n![accuracy and ECE against γ](sweep.png)\n\n"
-        + table.round(4).to_markdown(index=False)
-        + f"\n\nClaim 4, *{statement}* **{verdict.value}.** {evidence}\n\n"
-        + "## Every pair of γ\n\nFinal test accuracy, first minus second, paired by seed, in points: the "
-        + "paired t-test's p raw and Holm-adjusted over all the pairs (one family), Wilcoxon, exact sign-flip, "
-        + f"and TOST for equivalence within {margin.written()}; the detectable difference is a planning "
-        + f"number, not a bound. {wilcoxon_note(seeds)}\n\n"
-        + markdown_names(pairs, ["first", "second", "verdict"]).to_markdown(index=False)
-        + "\n\n"
-        + scaling_section(points, ece_margin(params.analysis))
-        + "\n"
-        + md(numerics)
-        + "\n\nExperiments: "
-        + ", ".join(
-            " = ".join(md(name) for name in found.split(" = ")) for found in sorted(set(points["experiment"]))
-        )
-        + "\n"
+    text = _sweep_text(
+        loss,
+        points,
+        table,
+        pairs,
+        f"Claim 4, *{statement}* **{verdict.value}.** {evidence}",
+        params,
+        numerics,
     )
     # Every number, text and figure is made before the first file is written; the files are one set.
     with figures.closing(figure), output_set() as files:

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from lossbench.errors import MissingInput
-from lossbench.results import LossResult, md, read_table
+from lossbench.md import md
+from lossbench.results import LossResult, read_table
 from lossbench.runfiles import CalibrationFiles, LossCalibration, read_calibration
 from lossbench.verdicts import Judged, Margin, Verdict, comparison_text, judge_pairs
 
