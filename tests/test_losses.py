@@ -263,6 +263,7 @@ def test_adding_a_loss_kind_reruns_no_other_loss(tmp_path: Path) -> None:
         "validate",
         "train@brier-1",
         "publish@brier",
+        "calibrate",
         "report",
     ]
     assert "Brier" in (root / "plots" / "report.md").read_text()
@@ -276,6 +277,7 @@ def test_adding_a_loss_kind_reruns_no_other_loss(tmp_path: Path) -> None:
         "validate",
         "train@focal_low-1",
         "publish@focal_low",
+        "calibrate",
         "report",
     ]
 

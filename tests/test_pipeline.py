@@ -131,6 +131,7 @@ def test_repro_caching_gamma_change_metrics_diff_plots_and_a_fifth_loss(
         "train@focal_mid-1",
         "train@focal_mid-2",
         "publish@focal_mid",
+        "calibrate",
         "report",
     ]
     assert "Focal (γ=1)" in (project / "plots" / "curves.csv").read_text()
