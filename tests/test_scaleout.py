@@ -57,6 +57,7 @@ def test_run_cache_pushed_from_one_machine_is_reused_on_another(reproduced: Path
         "train@focal_high-1",
         "train@focal_high-2",
         "publish@focal_high",
+        "calibrate",
         "report",
     ]
 

@@ -6,6 +6,7 @@ import numpy as np
 from conftest import TINY_PARAMS
 from rich.console import Console
 
+from lossbench.calibrate import calibrate
 from lossbench.params import parse_params
 from lossbench.prepare import long_tail_counts, prepare
 from lossbench.publish import publish
@@ -86,6 +87,7 @@ def test_report_on_a_long_tailed_noisy_run_tests_claim_five(tmp_path: Path) -> N
         for seed in parsed.seeds:
             train(parsed, name, seed, tmp_path, QUIET)
         publish(parsed, name, tmp_path, QUIET)
+    calibrate(parsed, tmp_path, QUIET)
     report(parsed, tmp_path, QUIET)
     written = (tmp_path / "plots" / "report.md").read_text()
     assert "tail recall" in written
