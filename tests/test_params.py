@@ -217,4 +217,4 @@ def test_params_yaml_holds_exactly_lossbench_defaults() -> None:
     defaults = Params(losses=committed.losses, seeds=[1, 2, 3, 4])
     assert committed.model_dump() == defaults.model_dump()
     printed = json.loads(json.dumps(committed.model_dump(mode="json")))
-    assert set(printed) == {"data", "train", "seeds", "machine", "analysis", "losses"}
+    assert set(printed) == {"data", "train", "seeds", "machine", "analysis", "calibration", "losses"}

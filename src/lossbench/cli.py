@@ -56,7 +56,7 @@ STAGES_PANEL = "Pipeline stages (run by `dvc repro`, in this order; see dvc.yaml
 USER_PANEL = "Commands"
 
 ParamsOption = Annotated[Path, typer.Option("--params", help="The params file to read.")]
-PER_LOSS_STAGES = ("train", "publish")
+PER_LOSS_STAGES = ("train", "publish", "calibrate")
 RootOption = Annotated[
     Path, typer.Option("--root", help="Project root that holds data/, metrics/ and plots/.")
 ]
@@ -165,6 +165,12 @@ def _publish() -> StageEntry:
     return publish
 
 
+def _calibrate() -> StageEntry:
+    from lossbench.calibrate import calibrate
+
+    return calibrate
+
+
 def _report() -> StageEntry:
     from lossbench.report import report
 
@@ -180,6 +186,7 @@ STAGES: dict[str, Callable[[], StageEntry]] = {
     "prepare": _prepare,
     "train": _train,
     "publish": _publish,
+    "calibrate": _calibrate,
     "report": _report,
 }
 
@@ -189,7 +196,7 @@ def _run_stage(
 ) -> None:
     """Validate params, then call the stage's entry function (STAGES).
 
-    `loss` is given for the per-loss stages (train, publish), `seed` for train.
+    `loss` is given for the per-loss stages (train, publish, calibrate), `seed` for train.
     """
 
     def step(loaded: Params, console: Console) -> object:
@@ -286,6 +293,14 @@ def publish(
 ) -> None:
     """Stage publish@NAME: gather one loss's seeds into metrics/ and plots/."""
     _run_stage(params, "publish", root, name)
+
+
+@app.command(rich_help_panel=STAGES_PANEL)
+def calibrate(
+    name: LossArgument = None, params: ParamsOption = Path("params.yaml"), root: RootOption = Path(".")
+) -> None:
+    """Stage calibrate@NAME: temperature scaling of each seed's finished network (fitted on one half of the test set, scored on the other), no retraining."""
+    _run_stage(params, "calibrate", root, name)
 
 
 @app.command(rich_help_panel=STAGES_PANEL)

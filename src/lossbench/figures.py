@@ -25,6 +25,7 @@ from matplotlib.ticker import LogFormatter
 from lossbench.params import DataParams
 from lossbench.results import CLEAN_DATA, LossResult, VariantRun
 from lossbench.storage import OutputSet
+from lossbench.temperature import Scaled
 
 CURVE_COLUMNS = ("train_loss", "test_loss", "train_acc", "test_acc")
 # Each curve's lowest and highest seed: the bands in curves.png and in `dvc plots show`.
@@ -201,9 +202,9 @@ def draw_final_accuracy(results: list[LossResult], chance: float) -> Figure:
     return figure
 
 
-def pooled_reliability(result: LossResult) -> pd.DataFrame:
-    """Reliability bins pooled over seeds (count-weighted)."""
-    table = result.calibration.dropna(subset=["confidence"])
+def pooled_reliability(bins: pd.DataFrame) -> pd.DataFrame:
+    """Reliability bins (one row per seed and bin) pooled over seeds, count-weighted."""
+    table = bins.dropna(subset=["confidence"])
     weighted = table.assign(
         confidence=table["confidence"] * table["count"], accuracy=table["accuracy"] * table["count"]
     )
@@ -215,33 +216,59 @@ def pooled_reliability(result: LossResult) -> pd.DataFrame:
     return pooled
 
 
-def draw_reliability(results: list[LossResult]) -> Figure:
-    columns = min(4, len(results))
-    rows = -(-len(results) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3.3 * columns, 3.4 * rows), squeeze=False)
-    for axis, colour, result in zip(axes.flat, result_colours(results), results, strict=False):
-        pooled = pooled_reliability(result)
-        axis.bar(
-            pooled["lower"],
-            pooled["accuracy"],
-            width=pooled["upper"] - pooled["lower"],
-            align="edge",
-            alpha=0.7,
-            color=colour,
-            edgecolor="black",
-            linewidth=0.5,
-        )
-        axis.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
-        axis.plot(pooled["confidence"], pooled["accuracy"], "o", color="black", markersize=3)
-        axis.set_title(f"{result.label}\nECE {result.mean('ece'):.3f}", fontsize=9)
-        axis.set_xlim(0, 1)
-        axis.set_ylim(0, 1)
-        axis.set_xlabel("confidence (top-class probability)")
-    for axis in axes.flat[len(results) :]:
-        axis.set_axis_off()
-    axes[0, 0].set_ylabel("accuracy in the bin")
-    axes[0, 0].legend(loc="upper left", fontsize=7)
-    figure.tight_layout()
+def _reliability_panel(axis: Axes, counts: Axes, pooled: pd.DataFrame, colour: str, title: str) -> None:
+    """Accuracy per confidence bin against the diagonal, and under it the share of images per bin."""
+    widths = pooled["upper"] - pooled["lower"]
+    axis.bar(
+        pooled["lower"],
+        pooled["accuracy"],
+        width=widths,
+        align="edge",
+        alpha=0.7,
+        color=colour,
+        edgecolor="black",
+        linewidth=0.5,
+    )
+    axis.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
+    axis.plot(pooled["confidence"], pooled["accuracy"], "o", color="black", markersize=3)
+    axis.set_title(title, fontsize=9)
+    axis.set(xlim=(0, 1), ylim=(0, 1))
+    axis.tick_params(labelbottom=False)
+    share = pooled["count"] / pooled["count"].sum()
+    counts.bar(
+        pooled["lower"], share, width=widths, align="edge", color="grey", edgecolor="black", linewidth=0.5
+    )
+    counts.set(xlim=(0, 1), ylim=(0, 1))
+    counts.set_yticks([0, 0.5, 1])
+    counts.tick_params(labelsize=7)
+
+
+def draw_reliability(scaled: list[Scaled]) -> Figure:
+    """Per loss, the reliability diagram before temperature scaling and after it
+    (every image scaled by the T fitted on the other half), all seeds pooled,
+    each over a strip of the share of images in each bin."""
+    columns = min(4, len(scaled))
+    groups = -(-len(scaled) // columns)
+    figure = plt.figure(figsize=(3.3 * columns, 6.8 * groups), layout="constrained")
+    grid = figure.add_gridspec(4 * groups, columns, height_ratios=[3, 1, 3, 1] * groups)
+    colours = result_colours([s.result for s in scaled])
+    for number, (s, colour) in enumerate(zip(scaled, colours, strict=True)):
+        row, column = 4 * (number // columns), number % columns
+        for offset, side, bins in ((0, "before", s.result.calibration), (2, "after", s.reliability)):
+            axis = figure.add_subplot(grid[row + offset, column])
+            counts = figure.add_subplot(grid[row + offset + 1, column], sharex=axis)
+            temperature = f", T {np.mean(s.temperatures()):.2f}" if side == "after" else ""
+            title = f"{s.result.label}\n{side} scaling: ECE {s.mean(side, 'ece'):.3f}{temperature}"
+            _reliability_panel(axis, counts, pooled_reliability(bins), colour, title)
+            if column == 0:
+                axis.set_ylabel("accuracy in the bin")
+                counts.set_ylabel("share", fontsize=7)
+            if number == 0 and side == "before":
+                axis.legend(loc="upper left", fontsize=7)
+            if side == "after":
+                counts.set_xlabel("confidence (top-class probability)")
+            else:
+                counts.tick_params(labelbottom=False)
     return figure
 
 
@@ -259,6 +286,18 @@ def draw_sweep(points: pd.DataFrame, table: pd.DataFrame, loss: str) -> Figure:
         axis.set_xlabel(f"γ of losses.{loss}")
         axis.set_title(title)
         axis.grid(alpha=0.3)
+    if table["ece_scaled_mean"].notna().any():
+        scaled = points.dropna(subset=["ece_scaled"])
+        axes[1].scatter(scaled["gamma"], scaled["ece_scaled"], s=12, color="tab:blue", alpha=0.5, zorder=2)
+        axes[1].plot(
+            table["gamma"],
+            table["ece_scaled_mean"],
+            "s--",
+            color="tab:blue",
+            zorder=3,
+            label="after temperature scaling (seed mean)",
+        )
+        axes[1].legend(fontsize=8)
     axes[0].legend(fontsize=8)
     figure.tight_layout()
     return figure

@@ -25,7 +25,7 @@ import pandas as pd
 from rich.console import Console
 from rich.markup import escape
 
-from lossbench import figures
+from lossbench import figures, temperature
 from lossbench.claims import (
     RISE_FRACTION,
     Claim,
@@ -192,9 +192,13 @@ class Findings:
     significance_without: pd.DataFrame | None
     claims_without: list[Claim] | None
     numerics: str  # what the runs were made under, in a sentence
+    scaled: list[temperature.Scaled]  # each loss's calibration before and after temperature scaling
+    scaling: temperature.ScalingAnswer  # each loss against CE on ECE, before and after scaling
 
 
-def find(params: Params, results: list[LossResult], class_counts: dict[str, Any]) -> Findings:
+def find(
+    params: Params, results: list[LossResult], class_counts: dict[str, Any], scaled: list[temperature.Scaled]
+) -> Findings:
     """Rank the losses, compare them pairwise and measure the claims, with and without runs at chance."""
     ranking = [r.name for r in sorted(results, key=lambda r: r.mean("final_test_acc"), reverse=True)]
     cleaned, dropped = without_chance_runs(results)
@@ -209,6 +213,8 @@ def find(params: Params, results: list[LossResult], class_counts: dict[str, Any]
         significance_without=significance_table(cleaned, margin) if judged_without else None,
         claims_without=measure_claims(cleaned, class_counts, params.analysis) if judged_without else None,
         numerics=numerics_line({r.name: numerics_of(r.run["settings"]) for r in results}),
+        scaled=scaled,
+        scaling=temperature.answer(scaled, ece_margin(params.analysis)),
     )
 
 
@@ -226,6 +232,7 @@ def summary_of(params: Params, findings: Findings) -> dict[str, Any]:
         "claims_without_runs_at_chance": None
         if without is None
         else {str(c.number): c.verdict.value for c in without},
+        "calibration": temperature.summary_of(findings.scaling, findings.scaled),
     }
 
 
@@ -343,6 +350,7 @@ def report_text(
         "",
         significance_markdown(calibration_table(results, ece_margin(params.analysis))),
         "",
+        *_scaling_lines(params, findings),
         "## The study's claims, measured",
         "",
         f"Definitions: a run *converges* at the first epoch whose test accuracy is within "
@@ -359,6 +367,34 @@ def report_text(
         *_claim_lines(findings.claims, findings.claims_without, findings.dropped),
     ]
     return "\n".join(lines)
+
+
+def _scaling_lines(params: Params, findings: Findings) -> list[str]:
+    margin = ece_margin(params.analysis)
+    return [
+        "## Calibration after temperature scaling",
+        "",
+        "Temperature scaling divides a network's logits by one number T fitted by NLL on held-out images "
+        "(T > 1 softens an over-confident network, T < 1 sharpens an under-confident one). No retraining: "
+        "each seed's finished network is scaled by stage calibrate@NAME, which fits T on one class-stratified "
+        "half of the test set and scores the other half with it, then swaps the halves "
+        "(`calibration.split_seed`); each number is the mean over the two scored halves and the seeds. "
+        "AdaECE: the same as ECE over 15 bins of equal image counts; class-wise ECE: each class's probability "
+        "binned against whether the image is of that class, averaged over classes. In brackets, each ECE's "
+        "floor: what a perfectly calibrated network with these confidences scores on as many images "
+        "(labels drawn from its own probabilities); an ECE near its floor is noise.",
+        "",
+        temperature.measures_table(findings.scaled).to_markdown(index=False, disable_numparse=True),
+        "",
+        temperature.others_table(findings.scaled).to_markdown(index=False, disable_numparse=True),
+        "",
+        "**Does a loss's calibration differ from cross-entropy's once both are scaled?** Each loss minus CE "
+        f"on ECE, paired by seed, in points of ECE, Holm over the losses on each side, equivalence within "
+        f"{margin.written()} (`analysis.ece_margin`):",
+        "",
+        *temperature.answer_lines(findings.scaling),
+        "",
+    ]
 
 
 def read_results(params: Params, root: Path, console: Console) -> tuple[list[LossResult], dict[str, Any]]:
@@ -382,7 +418,7 @@ def read_results(params: Params, root: Path, console: Console) -> tuple[list[Los
 
 def report(params: Params, root: Path, console: Console) -> dict[str, Any]:
     results, class_counts = read_results(params, root, console)
-    findings = find(params, results, class_counts)
+    findings = find(params, results, class_counts, temperature.load_scaled(results, root))
     if not findings.numerics.startswith("Numerics:"):
         console.print(f"  note: {findings.numerics}", markup=False, highlight=False)
     summary = summary_of(params, findings)
@@ -393,7 +429,7 @@ def report(params: Params, root: Path, console: Console) -> dict[str, Any]:
     drawn = [
         (figures.draw_curves(results, chance, figures.data_variant(params.data)), CURVES_FIGURE, figures.DPI),
         (figures.draw_final_accuracy(results, chance), ACCURACY_FIGURE, figures.DPI),
-        (figures.draw_reliability(results), RELIABILITY_FIGURE, figures.RELIABILITY_DPI),
+        (figures.draw_reliability(findings.scaled), RELIABILITY_FIGURE, figures.RELIABILITY_DPI),
     ]
     # Every number, text and figure is made before the first file is written, and the
     # files are written as one set: a failure (a full disk) leaves all the previous ones.
@@ -422,6 +458,14 @@ def report(params: Params, root: Path, console: Console) -> dict[str, Any]:
         console.print(f"  runs at chance: {'; '.join(runs)}", markup=False, highlight=False)
     for claim in findings.claims:
         console.print(f"  claim {claim.number}: {claim.verdict.value}")
+    after = findings.scaling.verdicts("after")
+    if after:
+        console.print(
+            "  ECE against CE after temperature scaling: "
+            + ", ".join(f"{name} {verdict.value}" for name, verdict in after.items()),
+            markup=False,
+            highlight=False,
+        )
     console.print(
         f"  wrote {REPORT_FILE}, {CURVES_FIGURE}, {ACCURACY_FIGURE}, {RELIABILITY_FIGURE}, {SUMMARY_FILE}"
     )

@@ -19,8 +19,8 @@ from typing import Any
 import pandas as pd
 from rich.console import Console
 
-from lossbench import figures
-from lossbench.claims import STATEMENTS, accuracy_margin, gamma_claim
+from lossbench import figures, temperature
+from lossbench.claims import STATEMENTS, accuracy_margin, ece_margin, gamma_claim
 from lossbench.errors import DamagedInput, MissingInput, ParamsError
 from lossbench.experiments import (
     exp_show,
@@ -44,6 +44,7 @@ from lossbench.results import (
     numerics_of,
     trained_but,
 )
+from lossbench.runfiles import CALIBRATION_DIR, parsed_calibration
 from lossbench.storage import DETAILS_DIR, PLOTS_DIR, output_set
 from lossbench.verdicts import Margin, pairwise_table, wilcoxon_note
 
@@ -99,6 +100,19 @@ def sweep_records(
     ]
 
 
+def scaled_ece(root: Path, record: dict[str, Any], loss: str, name: str) -> dict[int, float]:
+    """Each seed's ECE after temperature scaling in a run (calibrate@NAME), none where it has no such file."""
+    path = f"{CALIBRATION_DIR.as_posix()}/{loss}.json"
+    found = json_at(root, record, path)
+    if found is None:
+        return {}
+    calibration = parsed_calibration(found, f"{path} of run {name}")
+    return {
+        seed: values.after.ece
+        for seed, values in zip(calibration.seeds(), calibration.per_seed.values(), strict=True)
+    }
+
+
 def sweep_points(
     records: list[dict[str, Any]], loss: str, root: Path, left_out: list[str] | None = None
 ) -> pd.DataFrame:
@@ -118,6 +132,7 @@ def sweep_points(
         changed = changed_settings(result, params_of(record, prefix)["losses"][loss])
         if changed:
             raise MissingInput(f"{where} {trained_but(changed)} (stale: rerun it, or `dvc exp remove` it)")
+        scaled = scaled_ece(root, record, loss, name)
         for seed, numbers in result.per_seed.items():
             accuracy, ece = float(numbers["final_test_acc"]), float(numbers["ece"])
             row = {
@@ -125,6 +140,7 @@ def sweep_points(
                 "seed": seed,
                 "final_test_acc": accuracy,
                 "ece": ece,
+                "ece_scaled": scaled.get(seed),
                 "experiment": name,
                 "numerics": numerics_of(result.run["settings"]),
             }
@@ -149,6 +165,8 @@ def sweep_table(points: pd.DataFrame) -> pd.DataFrame:
             acc_std=("final_test_acc", "std"),
             ece_mean=("ece", "mean"),
             ece_std=("ece", "std"),
+            ece_scaled_mean=("ece_scaled", "mean"),
+            ece_scaled_std=("ece_scaled", "std"),
         )
         .reset_index()
     )
@@ -170,6 +188,41 @@ def gamma_pairs(accuracy: dict[float, dict[int, float]], margin: Margin) -> pd.D
                 )
             )
     return pairwise_table(pairs, margin)
+
+
+def scaling_section(points: pd.DataFrame, margin: Margin) -> str:
+    """Does ECE's rise with γ survive temperature scaling? Each γ − the smallest
+    γ on ECE, paired by seed, before and after scaling: one Holm family per side."""
+    heading = "## ECE after temperature scaling\n\n"
+    have = points.dropna(subset=["ece_scaled"])
+    if have.empty:
+        return heading + "No run of the sweep has calibrate@NAME's files: rerun its experiments.\n"
+    values: dict[float, dict[int, tuple[float, float]]] = {}
+    for row in have.to_dict("records"):
+        values.setdefault(float(row["gamma"]), {})[int(row["seed"])] = (
+            float(row["ece"]),
+            float(row["ece_scaled"]),
+        )
+    base = min(values)
+    cases = []
+    for gamma in sorted(values)[1:]:
+        seeds = sorted(set(values[gamma]) & set(values[base]))
+        first, second = [values[gamma][s] for s in seeds], [values[base][s] for s in seeds]
+        cases.append(
+            temperature.EceCase(
+                f"γ={gamma:g} − γ={base:g}",
+                ([b for b, _ in first], [b for b, _ in second]),
+                ([a for _, a in first], [a for _, a in second]),
+            )
+        )
+    return (
+        heading
+        + "Does ECE's rise with γ vanish once each network is temperature-scaled (T fitted on one half of the "
+        + "test set, scored on the other, both ways)? Each γ minus the smallest, on ECE paired by seed, in points "
+        + f"of ECE; Holm over the γ on each side; equivalence within {margin.written()}.\n\n"
+        + "\n".join(temperature.judge_ece(cases, margin).lines())
+        + "\n"
+    )
 
 
 def sweep_report(
@@ -218,6 +271,8 @@ def sweep_report(
         + f"number, not a bound. {wilcoxon_note(seeds)}\n\n"
         + markdown_names(pairs, ["first", "second", "verdict"]).to_markdown(index=False)
         + "\n\n"
+        + scaling_section(points, ece_margin(params.analysis))
+        + "\n"
         + md(numerics)
         + "\n\nExperiments: "
         + ", ".join(

@@ -5,7 +5,8 @@ value found by a later stage would already have cost the user that stage's
 files. Here all of params.yaml is checked (and what can be checked of the
 data against it) before any other stage runs. The stamp it writes never
 changes, so passing validation reruns nothing downstream by itself; nor do the
-digests of the losses' kind modules (data/loss_code), unless a kind's code changed.
+digests of the losses' kind modules (data/loss_code), unless a kind's code changed,
+nor the calibration settings (data/calibration_split.txt), unless they changed.
 
 `check_before_training` is every check; `lossbench check` runs it too.
 """
@@ -30,6 +31,9 @@ STAMP = "params.yaml passed `lossbench validate`\n"
 # depends on data/loss_code/NAME.txt, because dvc.yaml cannot look up a loss's kind to
 # name its module (DVC's templates do not nest). A kind's change reruns its losses only.
 LOSS_CODE_DIR = Path("data/loss_code")
+# The calibration settings, which calibrate@NAME depends on: a changed split seed
+# reruns calibration, with no params key tracked that an older params.yaml lacks.
+CALIBRATION_SETTINGS = Path("data/calibration_split.txt")
 CIFAR10_CLASSES = 10
 # cifar10.BATCH_FOLDER and ARCHIVE_NAME, named here so that `check` does not load torchvision.
 CIFAR10_FILES = ("cifar-10-batches-py", "cifar-10-python.tar.gz")
@@ -171,9 +175,17 @@ def write_loss_code(params: Params, folder: Path) -> None:
                 raise OutputWriteError(f"could not remove {path}: {error.strerror or error}") from None
 
 
+def write_calibration_settings(params: Params, path: Path) -> None:
+    """Rewritten only when it changes (DVC refuses a tracked params key that is missing)."""
+    text = f"split_seed: {params.calibration.split_seed}\n"
+    if not path.is_file() or path.read_text() != text:
+        write_text(path, text)
+
+
 def validate(params: Params, root: Path, console: Console) -> None:
     num_classes = check_before_training(params, root)
     write_loss_code(params, root / LOSS_CODE_DIR)
+    write_calibration_settings(params, root / CALIBRATION_SETTINGS)
     write_text(root / STAMP_FILE, STAMP)
     console.print(
         f"[bold]validate[/]: params.yaml is valid: {params.data.dataset} data ({num_classes} classes), "

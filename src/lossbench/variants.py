@@ -25,7 +25,7 @@ import pandas as pd
 from pydantic import ValidationError
 from rich.console import Console
 
-from lossbench import claims, figures
+from lossbench import claims, figures, temperature
 from lossbench.errors import DamagedInput, MissingInput, ParamsError
 from lossbench.experiments import (
     exp_show,
@@ -57,6 +57,7 @@ from lossbench.results import (
     settings_now,
     with_unique_labels,
 )
+from lossbench.runfiles import CALIBRATION_DIR, parsed_calibration
 from lossbench.storage import CLASS_COUNTS_FILE, DETAILS_DIR, PLOTS_DIR, output_set
 from lossbench.verdicts import wilcoxon_note
 
@@ -275,6 +276,66 @@ def _memorization_section(table: pd.DataFrame) -> list[str]:
     ]
 
 
+def calibration_cases(
+    params: Params, root: Path, records: list[dict[str, Any]], runs: list[VariantRun]
+) -> tuple[list[temperature.EceCase], list[str]]:
+    """Per variant run, each focal loss − CE on ECE before and after temperature
+    scaling (calibrate@NAME's files of that run); and the runs without those files."""
+    by_name = {run_name(record): record for record in records}
+    cases, without = [], []
+    for run in runs:
+        record = by_name[run.experiment.split(" = ")[0]]
+        found = {
+            name: json_at(root, record, f"{CALIBRATION_DIR.as_posix()}/{name}.json") for name in run.results
+        }
+        if any(value is None for value in found.values()):
+            without.append(run.experiment)
+            continue
+        calibration = {
+            name: parsed_calibration(
+                value, f"{CALIBRATION_DIR.as_posix()}/{name}.json of run {run.experiment}"
+            )
+            for name, value in found.items()
+        }
+        ce, focals = claims.ce_and_focals(list(run.results.values()))
+        if ce is None:
+            continue  # variants-report asks params.yaml for a CE loss first
+        variant = (
+            f"ratio {run.imbalance_ratio:g}"
+            if run.imbalance_ratio > 1
+            else f"{100 * run.label_noise:g}% noise"
+        )
+        cases += [
+            temperature.ece_case(
+                f"{variant}, {md(focal.label)} − CE",
+                calibration[focal.name],
+                calibration[ce.name],
+                params.seeds,
+            )
+            for focal in focals
+        ]
+    return cases, without
+
+
+def _calibration_section(params: Params, cases: list[temperature.EceCase], without: list[str]) -> list[str]:
+    margin = claims.ece_margin(params.analysis)
+    lines = [
+        "## Calibration after temperature scaling\n",
+        "Does focal loss's calibration advantage on a long tail (or its cost elsewhere) survive the cheapest "
+        "fix? Each focal loss minus CE on ECE, paired by seed, in points of ECE, before and after temperature "
+        "scaling (T fitted on one half of the test set, scored on the other, both ways: stage calibrate@NAME); "
+        f"Holm over the cases on each side, equivalence within {margin.written()}.\n",
+    ]
+    if cases:
+        lines += [*temperature.judge_ece(cases, margin).lines(), ""]
+    if without:
+        lines.append(
+            f"No calibration files in {', '.join(md(name) for name in without)}: rerun "
+            "`dvc exp run` for them (training comes back from the run-cache).\n"
+        )
+    return lines
+
+
 def _half_section(
     half: claims.ClaimHalf, heading: str, markdown: Callable[[pd.DataFrame], str], verdict_line: str
 ) -> list[str]:
@@ -299,7 +360,8 @@ def variants_report(
     if rev is not None:  # that commit's study: the workspace may have moved on
         params = params_at(root, shown, rev)
     clean = clean_runs(params, clean_root)
-    found = variant_runs(params, root, experiment_records(shown))
+    records = experiment_records(shown)
+    found = variant_runs(params, root, records)
     runs = found.runs
     if not runs:
         raise MissingInput(
@@ -347,9 +409,10 @@ def variants_report(
             noise,
             "## Label noise (a fraction of training labels flipped to a random other class)\n",
             _noise_markdown,
-            "Second half, CE is more sensitive to label noise (CE's drop from clean − focal's)",
+            "Second half, CE is more sensitive to label noise (CE's drop from clean − each other loss's)",
         ),
         *_memorization_section(memorization),
+        *_calibration_section(params, *calibration_cases(params, root, records, runs)),
     ]
     # Every number, text and figure is made before the first file is written; the files are one set.
     with figures.closing(*([figure] if figure else [])), output_set() as files:
