@@ -1,4 +1,4 @@
-"""Stage calibrate@NAME in a real pipeline: temperature scaling over the finished
+"""Stage calibrate in a real pipeline: temperature scaling over the finished
 networks, with no retraining, and nothing of training's made stale by it."""
 
 import json
@@ -23,7 +23,7 @@ def test_changing_the_calibration_code_leaves_every_training_stage_cached(reprod
     changed = _changed_stages(reproduced)
     assert changed, "the calibration code is no dependency of any stage"
     assert not {stage for stage in changed if stage.startswith(("train@", "publish@", "prepare"))}, changed
-    assert {stage.split("@")[0] for stage in changed} == {"calibrate", "report"}
+    assert changed == {"calibrate", "report"}
 
 
 def test_calibration_files_hold_each_seed_before_and_after_scaling(reproduced: Path) -> None:
@@ -52,7 +52,7 @@ def test_a_new_split_seed_reruns_calibration_only(reproduced: Path) -> None:
     (reproduced / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     output = run_in(reproduced, "dvc", "repro").stdout
     ran = {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
-    assert ran == {"validate", "report"} | {f"calibrate@{name}" for name in params["losses"]}, ran
+    assert ran == {"validate", "calibrate", "report"}, ran
     scores = json.loads((reproduced / "metrics" / "calibration" / "ce.json").read_text())
     assert scores["split_seed"] == 5
 
@@ -69,9 +69,44 @@ def test_weights_that_are_not_the_networks_are_one_clear_line(reproduced: Path) 
     model = reproduced / "data" / "runs" / "ce" / "seed1" / "model.pt"
     model.unlink()  # DVC links cached files read-only; replace, never write through the link
     model.write_bytes(b"not a checkpoint")
-    before = (reproduced / "metrics" / "calibration" / "ce.json").read_bytes()
-    result = lossbench(reproduced, "calibrate", "ce")
+    before = {path: path.read_bytes() for path in (reproduced / "metrics" / "calibration").iterdir()}
+    result = lossbench(reproduced, "calibrate")
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
     assert "data/runs/ce/seed1/model.pt" in result.stderr
-    assert (reproduced / "metrics" / "calibration" / "ce.json").read_bytes() == before
+    assert {path: path.read_bytes() for path in (reproduced / "metrics" / "calibration").iterdir()} == before
+
+
+def test_a_removed_loss_leaves_no_calibration_file(reproduced: Path) -> None:
+    params = yaml.safe_load((reproduced / "params.yaml").read_text())
+    del params["losses"]["mae"]
+    (reproduced / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run_in(reproduced, "dvc", "repro", "calibrate")
+    assert sorted(path.name for path in (reproduced / "metrics" / "calibration").iterdir()) == [
+        f"{name}.json" for name in sorted(params["losses"])
+    ]
+
+
+def test_another_networks_weights_are_named(reproduced: Path) -> None:
+    """Weights that load but are not the run's own (seed 2's in seed 1's folder)."""
+    first, second = (reproduced / "data" / "runs" / "ce" / f"seed{seed}" / "model.pt" for seed in (1, 2))
+    swapped = second.read_bytes()
+    first.unlink()
+    first.write_bytes(swapped)
+    result = lossbench(reproduced, "calibrate")
+    assert result.returncode == 1
+    assert "data/runs/ce/seed1/model.pt: predicts" in result.stderr, result.stderr
+    assert "otherwise than the run recorded" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_damaged_calibration_file_is_one_clear_line(reproduced: Path) -> None:
+    path = reproduced / "metrics" / "calibration" / "ce.json"
+    scores = json.loads(path.read_text())
+    scores["per_seed"]["seed1"]["after"]["ece"] = "x"
+    path.write_text(json.dumps(scores))
+    before = (reproduced / "plots" / "report.md").read_bytes()
+    result = lossbench(reproduced, "report")
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "metrics/calibration/ce.json: not a calibration file (per_seed.seed1.after.ece:" in result.stderr
+    assert (reproduced / "plots" / "report.md").read_bytes() == before

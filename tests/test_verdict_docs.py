@@ -99,3 +99,25 @@ def test_no_sentence_treats_the_detectable_difference_as_a_bound(path: Path) -> 
         "cannot be told",
     ):
         assert words not in text, words
+
+
+def test_readme_calibration_table_states_the_generated_verdicts() -> None:
+    """The README's table of ECE after temperature scaling: each loss's verdict against CE
+    and its T are the default's summary.json `calibration`."""
+    summary = json.loads((PROJECT / "metrics" / "summary.json").read_text())["calibration"]
+    labels = {"Focal γ=2": "focal_high", "Focal γ=0.5": "focal_low", "CE": "ce", "MAE/L1": "mae"}
+    rows = re.findall(
+        r"^\| (Focal γ=2|Focal γ=0.5|CE|MAE/L1) \| ([0-9.]+) \| [^|]+\| [^|]+\| (.*) \|$",
+        README.read_text(),
+        re.MULTILINE,
+    )
+    assert sorted(label for label, _, _ in rows) == sorted(labels)
+    for label, temperature, verdict in rows:
+        name = labels[label]
+        assert float(temperature) == pytest.approx(summary["temperature"][name], abs=0.06), label
+        if name == summary["reference"]:
+            assert verdict == "(the reference)"
+        else:
+            stated = re.match(r"\*([a-z ]+)\*", verdict)
+            assert stated is not None, verdict
+            assert summary["verdict_after"][name] == stated.group(1), label

@@ -68,12 +68,13 @@ def ece(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> 
     return expected_calibration_error(calibration_bins(confidence, correct, bins))
 
 
-def _binned_gap(scores: np.ndarray, hits: np.ndarray, index: np.ndarray, bins: int) -> float:
-    """Sum over bins of (share of images) × |mean hit − mean score|."""
-    counts = np.bincount(index, minlength=bins)
-    score_sums = np.bincount(index, weights=scores, minlength=bins)
-    hit_sums = np.bincount(index, weights=hits.astype(float), minlength=bins)
-    return float(np.abs(hit_sums - score_sums).sum() / counts.sum())
+def _binned_gaps(scores: np.ndarray, hits: np.ndarray, index: np.ndarray, bins: int) -> np.ndarray:
+    """Sum over bins of (share of images) × |mean hit − mean score|, for each row of
+    `hits` (draws × images, or one row): the bins depend on the scores alone."""
+    members = np.zeros((len(scores), bins))
+    members[np.arange(len(scores)), index] = 1.0
+    gaps: np.ndarray = np.abs(np.atleast_2d(hits).astype(float) @ members - scores @ members).sum(axis=1)
+    return gaps / len(scores)
 
 
 def _equal_width_index(scores: np.ndarray, bins: int) -> np.ndarray:
@@ -82,48 +83,51 @@ def _equal_width_index(scores: np.ndarray, bins: int) -> np.ndarray:
     return index
 
 
+def _equal_mass_index(scores: np.ndarray, bins: int) -> np.ndarray:
+    """The scores sorted (ties kept in image order) and split into `bins` runs of
+    equal size (sizes differ by at most one)."""
+    index = np.empty(len(scores), dtype=int)
+    for number, members in enumerate(np.array_split(np.argsort(scores, kind="stable"), bins)):
+        index[members] = number
+    return index
+
+
 def adaptive_ece(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
-    """ECE over equal-mass bins: the images sorted by confidence (ties kept in
-    image order) and split into `bins` runs of equal size (sizes differ by at most one)."""
+    """ECE over equal-mass bins of the top-class confidence."""
     confidence = probabilities.max(axis=1)
     correct = probabilities.argmax(axis=1) == labels
-    order = np.argsort(confidence, kind="stable")
-    index = np.empty(len(order), dtype=int)
-    for number, members in enumerate(np.array_split(order, bins)):
-        index[members] = number
-    return _binned_gap(confidence, correct, index, bins)
+    return float(_binned_gaps(confidence, correct, _equal_mass_index(confidence, bins), bins)[0])
 
 
 def classwise_ece(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
     """The mean over classes of each class's probability's ECE against 'is of that class'."""
+    return float(np.mean(_classwise_gaps(probabilities, labels, bins)))
+
+
+def _classwise_gaps(probabilities: np.ndarray, labels: np.ndarray, bins: int) -> np.ndarray:
+    """Per row of `labels` (draws × images, or one row), the class-wise ECE."""
     classes = probabilities.shape[1]
-    return float(
-        np.mean(
-            [
-                _binned_gap(
-                    probabilities[:, k], labels == k, _equal_width_index(probabilities[:, k], bins), bins
-                )
-                for k in range(classes)
-            ]
-        )
-    )
+    per_class = [
+        _binned_gaps(probabilities[:, k], labels == k, _equal_width_index(probabilities[:, k], bins), bins)
+        for k in range(classes)
+    ]
+    gaps: np.ndarray = np.mean(per_class, axis=0)
+    return gaps
 
 
 def _floors(probabilities: np.ndarray, rng: np.random.Generator) -> tuple[float, float, float]:
     """The three ECEs of a model calibrated by construction: labels drawn from
-    `probabilities` themselves, averaged over FLOOR_DRAWS draws."""
+    `probabilities` themselves, FLOOR_DRAWS times, the mean of each."""
     cumulative = probabilities.cumsum(axis=1)
     cumulative[:, -1] = np.inf  # a draw past rounding's last cent is the last class
-    totals = np.zeros(3)
-    for _ in range(FLOOR_DRAWS):
-        drawn = (rng.random(len(probabilities))[:, None] >= cumulative).sum(axis=1)
-        totals += (
-            ece(probabilities, drawn),
-            adaptive_ece(probabilities, drawn),
-            classwise_ece(probabilities, drawn),
-        )
-    ece_floor, ada_floor, classwise_floor = totals / FLOOR_DRAWS
-    return float(ece_floor), float(ada_floor), float(classwise_floor)
+    draws = rng.random((FLOOR_DRAWS, len(probabilities)))
+    drawn = (draws[:, :, None] >= cumulative[None, :, :]).sum(axis=2)  # draws × images
+    confidence = probabilities.max(axis=1)
+    correct = drawn == probabilities.argmax(axis=1)[None, :]
+    ece_floor = _binned_gaps(confidence, correct, _equal_width_index(confidence, ECE_BINS), ECE_BINS)
+    ada_floor = _binned_gaps(confidence, correct, _equal_mass_index(confidence, ECE_BINS), ECE_BINS)
+    classwise_floor = _classwise_gaps(probabilities, drawn, ECE_BINS)
+    return float(ece_floor.mean()), float(ada_floor.mean()), float(classwise_floor.mean())
 
 
 def scores(log_probabilities: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> Scores:

@@ -56,7 +56,7 @@ STAGES_PANEL = "Pipeline stages (run by `dvc repro`, in this order; see dvc.yaml
 USER_PANEL = "Commands"
 
 ParamsOption = Annotated[Path, typer.Option("--params", help="The params file to read.")]
-PER_LOSS_STAGES = ("train", "publish", "calibrate")
+PER_LOSS_STAGES = ("train", "publish")
 RootOption = Annotated[
     Path, typer.Option("--root", help="Project root that holds data/, metrics/ and plots/.")
 ]
@@ -196,7 +196,7 @@ def _run_stage(
 ) -> None:
     """Validate params, then call the stage's entry function (STAGES).
 
-    `loss` is given for the per-loss stages (train, publish, calibrate), `seed` for train.
+    `loss` is given for the per-loss stages (train, publish), `seed` for train.
     """
 
     def step(loaded: Params, console: Console) -> object:
@@ -296,11 +296,9 @@ def publish(
 
 
 @app.command(rich_help_panel=STAGES_PANEL)
-def calibrate(
-    name: LossArgument = None, params: ParamsOption = Path("params.yaml"), root: RootOption = Path(".")
-) -> None:
-    """Stage calibrate@NAME: temperature scaling of each seed's finished network (fitted on one half of the test set, scored on the other), no retraining."""
-    _run_stage(params, "calibrate", root, name)
+def calibrate(params: ParamsOption = Path("params.yaml"), root: RootOption = Path(".")) -> None:
+    """Stage calibrate: temperature scaling of each loss's and seed's finished network (fitted on one half of the test set, scored on the other), no retraining."""
+    _run_stage(params, "calibrate", root)
 
 
 @app.command(rich_help_panel=STAGES_PANEL)

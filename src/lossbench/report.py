@@ -376,7 +376,7 @@ def _scaling_lines(params: Params, findings: Findings) -> list[str]:
         "",
         "Temperature scaling divides a network's logits by one number T fitted by NLL on held-out images "
         "(T > 1 softens an over-confident network, T < 1 sharpens an under-confident one). No retraining: "
-        "each seed's finished network is scaled by stage calibrate@NAME, which fits T on one class-stratified "
+        "each seed's finished network is scaled by stage calibrate, which fits T on one class-stratified "
         "half of the test set and scores the other half with it, then swaps the halves "
         "(`calibration.split_seed`); each number is the mean over the two scored halves and the seeds. "
         "AdaECE: the same as ECE over 15 bins of equal image counts; class-wise ECE: each class's probability "

@@ -18,13 +18,13 @@ from pydantic import Field, ValidationError
 from lossbench.errors import DamagedInput, read_utf8, shown
 from lossbench.strict import Strict
 
-CALIBRATION_DIR = Path("metrics/calibration")  # temperature scaling per loss (calibrate@NAME)
+CALIBRATION_DIR = Path("metrics/calibration")  # temperature scaling per loss (calibrate)
 SCALED_RELIABILITY_DIR = Path("plots/calibration_scaled")  # reliability bins after scaling
 
 
 @dataclass(frozen=True)
 class CalibrationFiles:
-    """What calibrate@NAME writes for one loss."""
+    """What calibrate writes for one loss."""
 
     scores: Path  # metrics/calibration/NAME.json: T and the measures per seed
     scaled_reliability: Path  # plots/calibration_scaled/NAME.csv: bins per seed after scaling

@@ -101,7 +101,7 @@ def sweep_records(
 
 
 def scaled_ece(root: Path, record: dict[str, Any], loss: str, name: str) -> dict[int, float]:
-    """Each seed's ECE after temperature scaling in a run (calibrate@NAME), none where it has no such file."""
+    """Each seed's ECE after temperature scaling in a run (calibrate), none where it has no such file."""
     path = f"{CALIBRATION_DIR.as_posix()}/{loss}.json"
     found = json_at(root, record, path)
     if found is None:
@@ -196,7 +196,7 @@ def scaling_section(points: pd.DataFrame, margin: Margin) -> str:
     heading = "## ECE after temperature scaling\n\n"
     have = points.dropna(subset=["ece_scaled"])
     if have.empty:
-        return heading + "No run of the sweep has calibrate@NAME's files: rerun its experiments.\n"
+        return heading + "No run of the sweep has calibrate's files: rerun its experiments.\n"
     values: dict[float, dict[int, tuple[float, float]]] = {}
     for row in have.to_dict("records"):
         values.setdefault(float(row["gamma"]), {})[int(row["seed"])] = (

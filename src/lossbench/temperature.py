@@ -49,18 +49,18 @@ class Scaled:
 
 
 def load_scaled(results: list[LossResult], root: Path) -> list[Scaled]:
-    """Every result's calibrate@NAME files, for the result's seeds."""
+    """Every result's calibrate files, for the result's seeds."""
     found = []
     for result in results:
         files = CalibrationFiles.of(root, result.name)
         for path in files.all():
             if not path.is_file():
-                raise MissingInput(f"{path} is missing: run `dvc repro calibrate@{result.name}` first")
+                raise MissingInput(f"{path} is missing: run `dvc repro calibrate` first")
         calibration = read_calibration(files.scores)
         missing = [seed for seed in result.seeds if f"seed{seed}" not in calibration.per_seed]
         if missing:
             raise MissingInput(
-                f"{files.scores} has no seed {missing[0]}: run `dvc repro calibrate@{result.name}`"
+                f"{files.scores} has no seed {missing[0]}: run `dvc repro calibrate`"
             )
         reliability = read_table(files.scaled_reliability, RELIABILITY_COLUMNS, result.seeds)
         found.append(Scaled(result, calibration, reliability))

@@ -31,7 +31,7 @@ STAMP = "params.yaml passed `lossbench validate`\n"
 # depends on data/loss_code/NAME.txt, because dvc.yaml cannot look up a loss's kind to
 # name its module (DVC's templates do not nest). A kind's change reruns its losses only.
 LOSS_CODE_DIR = Path("data/loss_code")
-# The calibration settings, which calibrate@NAME depends on: a changed split seed
+# The calibration settings, which calibrate depends on: a changed split seed
 # reruns calibration, with no params key tracked that an older params.yaml lacks.
 CALIBRATION_SETTINGS = Path("data/calibration_split.txt")
 CIFAR10_CLASSES = 10

@@ -280,7 +280,7 @@ def calibration_cases(
     params: Params, root: Path, records: list[dict[str, Any]], runs: list[VariantRun]
 ) -> tuple[list[temperature.EceCase], list[str]]:
     """Per variant run, each focal loss − CE on ECE before and after temperature
-    scaling (calibrate@NAME's files of that run); and the runs without those files."""
+    scaling (calibrate's files of that run); and the runs without those files."""
     by_name = {run_name(record): record for record in records}
     cases, without = [], []
     for run in runs:
@@ -323,7 +323,7 @@ def _calibration_section(params: Params, cases: list[temperature.EceCase], witho
         "## Calibration after temperature scaling\n",
         "Does focal loss's calibration advantage on a long tail (or its cost elsewhere) survive the cheapest "
         "fix? Each focal loss minus CE on ECE, paired by seed, in points of ECE, before and after temperature "
-        "scaling (T fitted on one half of the test set, scored on the other, both ways: stage calibrate@NAME); "
+        "scaling (T fitted on one half of the test set, scored on the other, both ways: stage calibrate); "
         f"Holm over the cases on each side, equivalence within {margin.written()}.\n",
     ]
     if cases:
