@@ -1,9 +1,12 @@
 """Temperature scaling and the calibration measures, against independent
 implementations and constructed models whose answer is known."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
+from conftest import PROJECT
 from scipy.special import log_softmax, softmax
 from torchmetrics.functional.classification import multiclass_calibration_error
 
@@ -182,3 +185,24 @@ def test_the_floor_is_what_a_calibrated_model_scores_and_shrinks_with_more_image
     assert floors[10_000] < floors[3000]
     # A sampling error: about 1/sqrt(n), so 10,000 images roughly halve it (√(10/3) = 1.8).
     assert 1.3 < floors[3000] / floors[10_000] < 2.5
+
+
+def test_a_network_at_chance_fits_the_temperature_at_its_bound() -> None:
+    """Logits that carry nothing about the label: no finite T is best, so the fit ends at
+    the upper bound; that is why summaries give the median T, not the mean."""
+    rng = np.random.default_rng(0)
+    logits = np.tile(rng.normal(size=CLASSES), (2_000, 1))
+    labels = rng.integers(0, CLASSES, size=2_000)
+    assert fit_temperature(logits, labels) == pytest.approx(100.0, rel=1e-3)
+
+
+def test_the_summarised_temperature_is_not_dragged_by_a_run_at_chance() -> None:
+    """The JPEG study's CE seed 1 never left chance and fitted T at the bound; the
+    summary's T for CE is the median over seeds and halves, near the other seeds'."""
+    study = PROJECT / "studies" / "cifar10-jpeg"
+    per_seed = json.loads((study / "metrics" / "calibration" / "ce.json").read_text())["per_seed"]
+    temperatures = [t for seed in per_seed.values() for t in seed["temperatures"]]
+    assert max(temperatures) == pytest.approx(100.0, rel=1e-3)  # the run at chance
+    summary = json.loads((study / "metrics" / "summary.json").read_text())["calibration"]["temperature"]
+    assert summary["ce"] == pytest.approx(float(np.median(temperatures)), abs=1e-4)
+    assert summary["ce"] < 2

@@ -257,7 +257,7 @@ def draw_reliability(scaled: list[Scaled]) -> Figure:
         for offset, side, bins in ((0, "before", s.result.calibration), (2, "after", s.reliability)):
             axis = figure.add_subplot(grid[row + offset, column])
             counts = figure.add_subplot(grid[row + offset + 1, column], sharex=axis)
-            temperature = f", T {np.mean(s.temperatures()):.2f}" if side == "after" else ""
+            temperature = f", T {np.median(s.temperatures()):.2f}" if side == "after" else ""
             title = f"{s.result.label}\n{side} scaling: ECE {s.mean(side, 'ece'):.3f}{temperature}"
             _reliability_panel(axis, counts, pooled_reliability(bins), colour, title)
             if column == 0:
