@@ -66,7 +66,10 @@ def _tost_power(n: int, margin: float, alpha: float) -> float:
     (margin in sds): 1 − the two one-sided tests' failure probabilities."""
     df = n - 1
     critical = float(scipy.stats.t.ppf(1 - alpha, df))
-    return 1 - 2 * float(scipy.stats.nct.cdf(critical, df, margin * math.sqrt(n)))
+    # scipy's noncentral t answers nan far in its lower tail (n = 53,579 at margin 0.167 sd), where
+    # the probability is 0; a nan there made the search for n jump past the answer
+    failure = float(np.nan_to_num(scipy.stats.nct.cdf(critical, df, margin * math.sqrt(n)), nan=0.0))
+    return 1 - 2 * failure
 
 
 def _smallest_n(power_at: Callable[[int], float], target: float) -> int | None:
