@@ -101,8 +101,21 @@ def seeds_for_equivalence(
 
 
 def spread_of(results: list[LossResult], key: str = "final_test_acc") -> Spread:
-    pairs = [list(np.subtract(a.values(key), b.values(key))) for a, b in combinations(results, 2)]
+    """Pooled over every pair, each on the seeds where neither run stayed at chance: a dead
+    run's 40-point gap is not the seed-to-seed noise a plan is for."""
+    pairs = []
+    for a, b in combinations(results, 2):
+        kept = [seed for seed in a.seeds if seed not in a.at_chance() and seed not in b.at_chance()]
+        if len(kept) >= 2:
+            pairs.append(list(np.subtract(a.only(kept).values(key), b.only(kept).values(key))))
+    if not pairs:
+        raise ParamsError("plan needs two seeds of two losses that left chance to measure the spread")
     return pooled_spread(pairs)
+
+
+def _left_out(results: list[LossResult]) -> str:
+    runs = [f"{r.name} seed {seed}" for r in results for seed in r.at_chance()]
+    return f", each pair without its runs at chance ({', '.join(runs)})" if runs else ""
 
 
 def _count(found: int | None) -> str:
@@ -122,7 +135,8 @@ def plan(
     spread = spread_of(results)
     console.print(
         f"sd of paired differences in final test accuracy, pooled over {len(results) * (len(results) - 1) // 2} "
-        f"pairs of {', '.join(r.name for r in results)} on seeds {', '.join(map(str, params.seeds))}: "
+        f"pairs of {', '.join(r.name for r in results)} on seeds {', '.join(map(str, params.seeds))}"
+        f"{_left_out(results)}: "
         f"{100 * spread.sd:.2f} points, 95% CI [{100 * spread.low:.2f}, {100 * spread.high:.2f}] "
         f"(chi-square, {spread.df} df; the pairs share seeds, so the interval is if anything too narrow)",
         markup=False,
