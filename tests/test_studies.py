@@ -2,6 +2,7 @@
 repository ships: each study's experiments.bundle holds its DVC experiments' git refs
 (`git clone` does not copy refs/exps), and the reports need nothing else."""
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,27 @@ def test_a_study_report_rebuilds_from_its_shipped_experiments(study: str, tmp_pa
     run_in(folder, "lossbench", *arguments, "--rev", baselines.pop())
     for output in outputs:
         assert (folder / output).read_text() == committed[output], output
+
+
+# What a run writes beside its declared outputs: timings, checkpoints, the live note.
+UNDECLARED = ["/data/checkpoints/", "/data/live/", "/data/timings/"]
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize(
+    "study", sorted(path.name for path in (PROJECT / "studies").iterdir() if path.is_dir())
+)
+def test_a_study_ignores_and_tracks_none_of_the_undeclared_files(study: str) -> None:
+    """The project's .gitignore names them from its root only; each study's must too, or
+    `git add` of a finished study commits a run's wall times."""
+    folder = PROJECT / "studies" / study
+    ignored = (folder / ".gitignore").read_text().splitlines()
+    assert [line for line in UNDECLARED if line not in ignored] == []
+    tracked = subprocess.run(
+        ["git", "ls-files", *(f"studies/{study}{line}" for line in UNDECLARED)],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert tracked == []
