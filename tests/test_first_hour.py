@@ -5,9 +5,11 @@ commands the READMEs give."""
 from __future__ import annotations
 
 import copy
+import csv
 import io
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -302,6 +304,62 @@ def test_no_plot_is_declared_twice_across_the_dvc_yaml_files() -> None:
 
 def _template(name: str) -> dict[str, Any]:
     return json.loads((PROJECT / ".dvc" / "plots" / f"{name}.json").read_text())
+
+
+RELIABILITY_PLOTS = {
+    "calibration": "Reliability before temperature scaling",
+    "calibration_scaled": "Reliability after temperature scaling",
+}
+
+
+@pytest.mark.parametrize("folder", [".", "studies/cifar10-jpeg"])
+def test_plots_show_draws_each_losss_reliability_bins_before_and_after_scaling(
+    tmp_path: Path, folder: str
+) -> None:
+    """The committed reliability bins (publish's plots/calibration, calibrate's
+    plots/calibration_scaled) as Vega in `dvc plots show`: a plot per loss and side,
+    with every seed's non-empty bins and their counts, on the offline page."""
+    source, root = PROJECT / folder, tmp_path / "project"
+    root.mkdir()
+    run_in(root, "git", "init", "-q")
+    run_in(root, "dvc", "init", "-q")
+    shutil.copy(PROJECT / ".dvc" / "config", root / ".dvc" / "config")
+    shutil.copytree(PROJECT / ".dvc" / "plots", root / ".dvc" / "plots", dirs_exist_ok=True)
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(source / name, root / name)
+    for side in RELIABILITY_PLOTS:
+        shutil.copytree(source / "plots" / side, root / "plots" / side)
+    losses = list(yaml.safe_load((root / "params.yaml").read_text())["losses"])
+    assert len(losses) >= 4
+
+    shown = json.loads(run_in(root, "dvc", "plots", "show", "--json").stdout)
+    # The other plots' files are not copied here.
+    assert not [e for e in shown.get("errors", []) if "/calibration" in e["source"]], shown["errors"]
+    for side, title in RELIABILITY_PLOTS.items():
+        for loss in losses:
+            path = f"plots/{side}/{loss}.csv"
+            (plot,) = shown["data"][path]
+            assert plot["type"] == "vega" and plot["content"]["title"]["text"] == title, path
+            drawn = [
+                (d["seed"], d["bin"], d["count"], d["confidence"], d["accuracy"])
+                for d in plot["content"]["data"]["values"]
+                if d["filename"] == path and int(d["count"]) > 0
+            ]
+            with (root / path).open() as rows:
+                written = [
+                    (r["seed"], r["bin"], r["count"], r["confidence"], r["accuracy"])
+                    for r in csv.DictReader(rows)
+                    if int(r["count"]) > 0
+                ]
+            assert drawn == written and len({seed for seed, *_ in drawn}) >= 2, path
+
+    run_in(root, "dvc", "plots", "show", "-o", "page")
+    page = (root / "page" / "index.html").read_text()
+    assert not re.search(r"<script[^>]*\bsrc=", page), "the page loads a script"
+    for side, title in RELIABILITY_PLOTS.items():
+        assert page.count(json.dumps(title)) == len(losses), title
+        for loss in losses:
+            assert f'<div id = "plots_{side}_{loss}_csv"' in page, (side, loss)
 
 
 def test_seed_colours_are_not_loss_colours() -> None:
