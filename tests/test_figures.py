@@ -160,9 +160,51 @@ def test_seeds_sort_as_numbers_and_per_loss_plots_name_their_file() -> None:
     seed = templates["by_seed"]
     assert seed["transform"] == [{"calculate": "toNumber(datum.seed)", "as": "seed_number"}]
     assert seed["encoding"]["color"]["field"] == "seed_number"  # 1, 2, ..., 10, not 1, 10, 2
-    for name in ("by_seed", "confusion"):
+    for name in ("by_seed", "confusion", "reliability"):
         assert templates[name]["data"] == {"name": "dvc", "values": "<DVC_METRIC_DATA>"}
         assert templates[name]["title"]["subtitle"] == {"expr": "data('dvc')[0].filename"}
+
+
+def _layers(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    return [spec] + [layer for child in spec.get("layer", []) for layer in _layers(child)]
+
+
+@pytest.mark.fast
+def test_the_reliability_diagrams_pool_seeds_by_count_on_unit_axes_in_the_loss_colour() -> None:
+    template = _templates()["reliability"]
+    steps = template["transform"]
+    calculated = {step["as"]: step["calculate"] for step in steps if "calculate" in step}
+    # The loss from its file's name; its colour as the overlays take it (no colour in the file).
+    assert calculated["loss_name"].startswith("datum.loss ||")
+    fallback = re.search(r"\{[^}]*\}", calculated["loss_colour"])
+    assert fallback is not None and yaml.safe_load(fallback.group()) == FIXED_COLOURS
+    assert calculated["loss_colour"].startswith("datum.color ||")
+    # Empty bins (no images, no confidence) are dropped before anything is drawn.
+    assert {
+        "filter": "datum.images > 0 && datum['<DVC_METRIC_X>'] !== '' && datum['<DVC_METRIC_Y>'] !== ''"
+    } in steps
+    # Seeds pooled per bin as reliability.png pools them: sums of images, of
+    # confidence x images and of correct answers, divided by the images.
+    (pooled,) = [layer for layer in template["layer"] if "transform" in layer]
+    aggregate = pooled["transform"][0]
+    assert aggregate["groupby"] == ["rev", "loss_name", "loss_colour", "bin"]
+    assert {(a["op"], a["field"]) for a in aggregate["aggregate"]} >= {
+        ("sum", "images"),
+        ("sum", "confidence_sum"),
+        ("sum", "correct"),
+    }
+    assert calculated["confidence_sum"] == "datum.seed_confidence * datum.images"
+    assert calculated["correct"] == "datum.seed_accuracy * datum.images"
+    means = {step["as"]: step["calculate"] for step in pooled["transform"][1:] if "calculate" in step}
+    assert means["confidence"] == "datum.confidence_sum / datum.images"
+    assert means["accuracy"] == "datum.correct / datum.images"
+    # Both axes 0 to 1 in every layer; the pooled points' area is the images in the bin.
+    for layer in _layers(template):
+        for axis in ("x", "y"):
+            if axis in layer.get("encoding", {}):
+                assert layer["encoding"][axis]["scale"]["domain"] == [0, 1], layer
+    sizes = [layer["encoding"]["size"] for layer in _layers(template) if "size" in layer.get("encoding", {})]
+    assert [(size["field"], size["scale"]["zero"]) for size in sizes] == [("images", True)]
 
 
 @pytest.mark.parametrize(
