@@ -119,6 +119,8 @@ def test_repro_caching_gamma_change_metrics_diff_plots_and_a_fifth_loss(
     for name in ("mae", "ce", "focal_low", "focal_high"):
         assert json.dumps({"loss": name})[1:-1] in page, name  # overlays coloured by loss name
         assert f"{name}: test set, first seed" in page, name  # a confusion matrix per loss
+        for side in ("calibration", "calibration_scaled"):  # reliability before and after scaling
+            assert f'plots_{side}_{name}_csv"' in page, (side, name)
 
     # A fifth loss adds a stage, its curves and its report row, with no other edit.
     params["losses"]["focal_mid"] = {"kind": "focal", "gamma": 1.0}
