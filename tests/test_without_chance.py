@@ -8,16 +8,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY_PARAMS, published_details
+from conftest import PROJECT, TINY_PARAMS, published_details
 
 from lossbench.findings import Findings, find, summary_of
-from lossbench.params import Params
+from lossbench.params import Params, load_params
 from lossbench.report_text import report_text
-from lossbench.results import LossResult
+from lossbench.results import LossResult, load_results, read_class_counts
 from lossbench.stats import friedman_p, paired_comparison
 from lossbench.verdicts import Margin
 
 pytestmark = pytest.mark.fast
+
+STUDY = PROJECT / "studies" / "cifar10-jpeg"
 
 SEEDS = [1, 2, 3, 4, 5, 6]
 # Focal γ=2 collapsed to chance on every seed but 5 and 6; CE and Focal γ=0.5 never did.
@@ -159,3 +161,37 @@ def test_without_runs_at_chance_is_not_given_when_no_run_stayed_there() -> None:
     findings = _find(_results({}))
     assert findings.significance_without is None and findings.claims_without is None
     assert summary_of(PARAMS, findings)["claims_without_runs_at_chance"] is None
+
+
+def test_the_jpeg_studys_pairs_lose_only_their_own_seeds_at_chance() -> None:
+    """The committed ten-seed JPEG study: GCE at chance on six seeds no longer takes
+    those seeds from the pairs it is not in; the table with every run is the one the
+    study published."""
+    params = load_params(STUDY / "params.yaml")
+    results = load_results(params, STUDY)
+    findings = find(params, results, read_class_counts(STUDY / "data" / "class_counts.json"), [])
+    assert findings.at_chance == {
+        "ce": {1: "never left chance"},
+        "focal_high": {5: "never left chance"},
+        "gce": dict.fromkeys([1, 2, 3, 4, 5, 7], "collapsed to chance"),
+    }
+    published = pd.read_csv(STUDY / "plots" / "significance.csv")
+    assert findings.significance.round(4).equals(published.round(4))
+    kept = findings.significance_without
+    assert kept is not None
+    for first, second in (("MAE (L1)", "Focal (γ=0.5)"), ("MAE (L1)", "SCE (α=0.1, β=1)")):
+        assert (_row(kept, first, second)["n"], _row(kept, first, second)["left out (at chance)"]) == (
+            10,
+            "–",
+        )
+        for column in ("mean difference (points)", "p (paired t)", "p (sign-flip)"):
+            assert _row(kept, first, second)[column] == _row(findings.significance, first, second)[column]
+    assert (
+        _row(kept, "CE", "Focal (γ=0.5)")["n"],
+        _row(kept, "CE", "Focal (γ=0.5)")["left out (at chance)"],
+    ) == (
+        9,
+        "1",
+    )
+    assert _row(kept, "CE", "Focal (γ=2)")["left out (at chance)"] == "1, 5"
+    assert _row(kept, "CE", "GCE (q=0.7)")["left out (at chance)"] == "1, 2, 3, 4, 5, 7"
