@@ -195,3 +195,22 @@ def test_the_jpeg_studys_pairs_lose_only_their_own_seeds_at_chance() -> None:
     )
     assert _row(kept, "CE", "Focal (γ=2)")["left out (at chance)"] == "1, 5"
     assert _row(kept, "CE", "GCE (q=0.7)")["left out (at chance)"] == "1, 2, 3, 4, 5, 7"
+
+
+def test_two_losses_at_chance_on_seeds_that_leave_them_none_in_common_are_not_compared() -> None:
+    first_half = {seed: "never left chance" for seed in (1, 2, 3)}
+    results = [
+        _result("ce", {seed: 0.10 if seed in first_half else CE[seed] for seed in SEEDS}, first_half),
+        _result("focal_low", FOCAL_LOW),
+        _result(
+            "focal_high",
+            {seed: CE[seed] - 0.01 if seed < 4 else 0.10 for seed in SEEDS},
+            {seed: "collapsed to chance" for seed in (4, 5, 6)},
+        ),
+    ]
+    findings = _find(results)
+    assert findings.claims_without is not None and findings.significance_without is not None
+    assert _row(findings.significance_without, "CE", "Focal (γ=2)")["n"] == 0
+    same_speed = findings.claims_without[1].evidence
+    assert "CE − Focal (γ=2), without seeds 1, 2, 3, 4, 5, 6: no seed to pair: not testable" in same_speed
+    assert "nan" not in same_speed
