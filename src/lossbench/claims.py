@@ -81,6 +81,7 @@ Measure = Callable[[LossResult], list[float]]  # one number per seed, in seed or
 
 
 def values_of(key: str) -> Measure:
+    """The measure that is one of a seed's numbers (evaluation.SEED_METRICS)."""
     return lambda result: result.values(key)
 
 
