@@ -24,7 +24,7 @@ from lossbench.losses.focal import FocalLoss
 from lossbench.losses.mae import MaeLoss
 from lossbench.md import md
 from lossbench.params import AnalysisParams
-from lossbench.results import LossResult, VariantRun
+from lossbench.results import LossResult, VariantRun, lost_seeds, paired
 from lossbench.stats import friedman_p, holm, paired_comparison, summarize
 from lossbench.verdicts import (
     ClaimVerdict,
@@ -77,6 +77,21 @@ def epoch_margin(analysis: AnalysisParams) -> Margin:
     return Margin(analysis.epoch_margin, 1.0, " epochs")
 
 
+Measure = Callable[[LossResult], list[float]]  # one number per seed, in seed order
+
+
+def values_of(key: str) -> Measure:
+    """The measure that is one of a seed's numbers (evaluation.SEED_METRICS)."""
+    return lambda result: result.values(key)
+
+
+def without_seeds(lost: Sequence[int]) -> str:
+    """', without seeds 1, 5': what a comparison names when it left seeds out."""
+    if not lost:
+        return ""
+    return f", without seed{'s' if len(lost) > 1 else ''} {', '.join(map(str, lost))}"
+
+
 @dataclass
 class Evidence:
     """Paired comparisons towards a verdict, one family for Holm's correction:
@@ -93,6 +108,16 @@ class Evidence:
     ) -> None:
         """`first` minus `second`, paired by seed."""
         self.family.add(what, first, second, counts)
+
+    def compare_runs(
+        self, what: str, first: LossResult, second: LossResult, measure: Measure, counts: bool = True
+    ) -> None:
+        """`measure` of `first` minus that of `second`, on the seeds both have
+        (results.paired); seeds left out where one of them stayed at chance are named."""
+        kept_first, kept_second = paired(first, second)
+        self.compare(
+            what + without_seeds(lost_seeds(first, second)), measure(kept_first), measure(kept_second), counts
+        )
 
     def judged(self, counted_only: bool = True) -> list[Judged]:
         counts = [counts for _, _, counts in self.family.pending]
@@ -127,7 +152,7 @@ def best_focal(
     evidence = Evidence(accuracy_margin(analysis))
     for key, what in (("final_test_acc", "test"), ("final_train_acc", "train")):
         for other in others:
-            evidence.compare(f"{what} vs {md(other.label)}", focal.values(key), other.values(key))
+            evidence.compare_runs(f"{what} vs {md(other.label)}", focal, other, values_of(key))
     return directional(evidence.judged(), "higher"), (
         f"{md(focal.label)} ends at {percent(focal.mean('final_test_acc'))}% test and "
         f"{percent(focal.mean('final_train_acc'))}% train accuracy (seed means). Paired differences "
@@ -153,7 +178,7 @@ def _speed_by(
 ) -> tuple[ClaimVerdict, Evidence]:
     evidence = Evidence(margin)
     for first, second in combinations(group, 2):
-        evidence.compare(f"{md(first.label)} − {md(second.label)}", measure(first), measure(second))
+        evidence.compare_runs(f"{md(first.label)} − {md(second.label)}", first, second, measure)
     return sameness(evidence.judged()), evidence
 
 
@@ -215,19 +240,33 @@ def mae_flat(
 
 
 def _gamma_halves(
-    values: dict[float, list[float]], best_in: float, best_out: float, margin: Margin
+    values: dict[float, dict[int, float]],
+    lost: dict[float, Sequence[int]],
+    best_in: float,
+    best_out: float,
+    margin: Margin,
 ) -> tuple[ClaimVerdict, ClaimVerdict, list[str]]:
     """Claim 4's halves: the best γ inside [0.5, 2] above the best outside it
     (a difference), and no γ above 2 better than it by the margin or more
     (non-superiority: TOST's one-sided half, for every such γ; any γ above 2
-    significantly better after Holm contradicts it)."""
+    significantly better after Holm contradicts it). Each comparison pairs the
+    seeds both its γ have and names those either lost (`lost`, by γ)."""
+
+    def compare(evidence: Evidence, first: float, second: float) -> None:
+        seeds = [seed for seed in values[first] if seed in values[second]]
+        evidence.compare(
+            f"γ={first:g} − γ={second:g}{without_seeds(sorted({*lost.get(first, ()), *lost.get(second, ())}))}",
+            [values[first][seed] for seed in seeds],
+            [values[second][seed] for seed in seeds],
+        )
+
     first = Evidence(margin)
-    first.compare(f"γ={best_in:g} − γ={best_out:g}", values[best_in], values[best_out])
+    compare(first, best_in, best_out)
     first_verdict = directional(first.judged(), "higher")
     larger = [g for g in sorted(values) if g > 2 and g > best_in]
     second = Evidence(margin)
     for gamma in larger:
-        second.compare(f"γ={best_in:g} − γ={gamma:g}", values[best_in], values[gamma])
+        compare(second, best_in, gamma)
     judged = second.judged()
     if not judged:
         second_verdict = ClaimVerdict.NOT_TESTABLE
@@ -250,44 +289,59 @@ def _gamma_halves(
     return first_verdict, second_verdict, texts
 
 
-def gamma_claim(accuracy: dict[float, dict[int, float]], margin: Margin) -> tuple[ClaimVerdict, str]:
+def gamma_claim(
+    accuracy: dict[float, dict[int, float]], margin: Margin, lost: dict[float, Sequence[int]] | None = None
+) -> tuple[ClaimVerdict, str]:
     """Claim 4 from final test accuracy by γ and seed (CE counts as γ=0): the
     best γ inside [0.5, 2] against the best outside it (first half) and
     against every γ above 2 (second half), paired on the seeds every γ has;
-    Friedman's rank test asks whether γ matters at all."""
+    Friedman's rank test asks whether γ matters at all. Given the seeds each γ
+    lost to runs at chance (`lost`), each γ is instead the mean of its own
+    seeds, each comparison pairs the seeds both its γ have, and Friedman's
+    test ranks the seeds none of them lost."""
+    lost = {gamma: seeds for gamma, seeds in (lost or {}).items() if seeds}
     inside = [g for g in accuracy if 0.5 <= g <= 2]
     outside = [g for g in accuracy if not 0.5 <= g <= 2]
     if not inside or not outside:
         return ClaimVerdict.NOT_TESTABLE, "Claim 4 needs a γ inside [0.5, 2] and one outside it."
     seeds = sorted(set.intersection(*(set(by_seed) for by_seed in accuracy.values())))
-    unpaired = sorted(set().union(*accuracy.values()) - set(seeds))
-    if len(seeds) < 2:
-        return ClaimVerdict.NOT_TESTABLE, "Claim 4 needs at least two seeds that every γ was trained on."
-    values = {g: [accuracy[g][seed] for seed in seeds] for g in accuracy}
-    means = {g: float(np.mean(v)) for g, v in values.items()}
+    if lost:
+        values = accuracy
+        lost_text = ", ".join(f"γ={g:g}{without_seeds(lost[g])}" for g in sorted(lost))
+        described = f"each γ's mean over its own seeds that left chance; {lost_text}"
+    else:
+        unpaired = sorted(set().union(*accuracy.values()) - set(seeds))
+        if len(seeds) < 2:
+            return ClaimVerdict.NOT_TESTABLE, "Claim 4 needs at least two seeds that every γ was trained on."
+        values = {g: {seed: accuracy[g][seed] for seed in seeds} for g in accuracy}
+        left_out = (
+            f" (seeds {', '.join(map(str, unpaired))} left out: not every γ has them)" if unpaired else ""
+        )
+        described = f"mean of seeds {', '.join(map(str, seeds))}{left_out}"
+    means = {g: float(np.mean(list(v.values()))) for g, v in values.items()}
     best_in = max(inside, key=means.__getitem__)
     best_out = max(outside, key=means.__getitem__)
-    first, second, texts = _gamma_halves(values, best_in, best_out, margin)
+    first, second, texts = _gamma_halves(values, lost, best_in, best_out, margin)
     listing = ", ".join(f"γ={g:g}: {percent(means[g])}%" for g in sorted(means))
-    left_out = f" (seeds {', '.join(map(str, unpaired))} left out: not every γ has them)" if unpaired else ""
-    ranks = friedman_p([values[g] for g in sorted(values)])
-    rank_text = "" if ranks is None else f" Friedman rank test over all {len(values)} γ: p={ranks:.3g}."
+    ranks = friedman_p([[values[g][seed] for seed in seeds] for g in sorted(values)])
+    on_seeds = f" on seeds {', '.join(map(str, seeds))}, which none lost" if lost else ""
+    rank_text = (
+        "" if ranks is None else f" Friedman rank test over all {len(values)} γ{on_seeds}: p={ranks:.3g}."
+    )
     note = (
         ""
         if any(0.5 < g < 2 for g in accuracy)
         else " No γ strictly between 0.5 and 2 was trained here; a γ sweep tests inside the range."
     )
     verdict = all_of([first] if second is ClaimVerdict.NOT_TESTABLE else [first, second])
-    return verdict, (
-        f"Final test accuracy by γ (mean of seeds {', '.join(map(str, seeds))}{left_out}): {listing}. "
-        f"{' '.join(texts)}{rank_text}{note}"
-    )
+    return verdict, (f"Final test accuracy by γ ({described}): {listing}. {' '.join(texts)}{rank_text}{note}")
 
 
 def gamma_range(
     results: list[LossResult], class_counts: dict[str, Any], analysis: AnalysisParams
 ) -> tuple[ClaimVerdict, str]:
     accuracy: dict[float, dict[int, float]] = {}  # CE is focal with γ=0
+    lost: dict[float, Sequence[int]] = {}
     for r in results:
         if isinstance(r.spec, CeLoss):
             gamma = 0.0
@@ -295,14 +349,14 @@ def gamma_range(
             gamma = r.spec.gamma
         else:
             continue
-        accuracy.setdefault(gamma, dict(zip(r.seeds, r.values("final_test_acc"), strict=True)))
-    verdict, evidence = gamma_claim(accuracy, accuracy_margin(analysis))
+        if gamma not in accuracy:
+            accuracy[gamma] = dict(zip(r.seeds, r.values("final_test_acc"), strict=True))
+            lost[gamma] = r.left_out
+    verdict, evidence = gamma_claim(accuracy, accuracy_margin(analysis), lost)
     return verdict, evidence + " (CE counts as γ=0.)"
 
 
 # --- claim 5: class imbalance and label noise ----------------------------------------------------
-
-Measure = Callable[[LossResult], list[float]]  # one number per seed, in seed order
 
 
 def head_and_tail(class_counts: dict[str, Any]) -> tuple[list[int], list[int]]:
@@ -370,15 +424,14 @@ def imbalance_noise(
     if imbalanced:
         tail_recall = imbalance_measures(class_counts)["tail_recall"]
         for focal in focals:
-            evidence.compare(
-                f"tail-class recall, {md(focal.label)} − CE", tail_recall(focal), tail_recall(ce)
-            )
+            evidence.compare_runs(f"tail-class recall, {md(focal.label)} − CE", focal, ce, tail_recall)
     if noisy:
         for focal in focals:
-            evidence.compare(
+            evidence.compare_runs(
                 f"test accuracy under {percent(class_counts['label_noise'])}% label noise, {md(focal.label)} − CE",
-                final_accuracy(focal),
-                final_accuracy(ce),
+                focal,
+                ce,
+                final_accuracy,
             )
     return directional(evidence.judged(), "higher"), (
         "Focal should beat CE on the minority classes of a long-tailed set, and CE should lose more to "

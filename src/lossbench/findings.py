@@ -23,10 +23,10 @@ class Findings:
 
     ranking: list[str]  # loss names, best mean final test accuracy first
     at_chance: dict[str, dict[int, str]]  # loss -> its seeds at chance, and how
-    dropped: list[int]  # the seeds on which some loss stayed at chance
     significance: pd.DataFrame
     claims: list[Claim]
-    # The same without the dropped seeds, where enough seeds are left to pair.
+    # The same where some run stayed at chance, without those runs: each comparison
+    # on the seeds where neither of its runs did (results.without_chance_runs).
     significance_without: pd.DataFrame | None
     claims_without: list[Claim] | None
     numerics: RunNumerics  # what the runs were made under
@@ -39,17 +39,17 @@ def find(
 ) -> Findings:
     """Rank the losses, compare them pairwise and measure the claims, with and without runs at chance."""
     ranking = [r.name for r in sorted(results, key=lambda r: r.mean("final_test_acc"), reverse=True)]
-    cleaned, dropped = without_chance_runs(results)
-    judged_without = bool(dropped) and len(dropped) < len(params.seeds) - 1
+    at_chance = {r.name: r.at_chance() for r in results if r.at_chance()}
+    cleaned = without_chance_runs(results)
+    left = [r for r in cleaned if r.seeds]  # a loss at chance on every seed has nothing left to claim with
     margin = accuracy_margin(params.analysis)
     return Findings(
         ranking=ranking,
-        at_chance={r.name: r.at_chance() for r in results if r.at_chance()},
-        dropped=dropped,
+        at_chance=at_chance,
         significance=significance_table(results, margin),
         claims=measure_claims(results, class_counts, params.analysis),
-        significance_without=significance_table(cleaned, margin) if judged_without else None,
-        claims_without=measure_claims(cleaned, class_counts, params.analysis) if judged_without else None,
+        significance_without=significance_table(cleaned, margin) if at_chance else None,
+        claims_without=measure_claims(left, class_counts, params.analysis) if at_chance else None,
         numerics=RunNumerics.of({r.name: numerics_of(r.run["settings"]) for r in results}),
         scaled=scaled,
         scaling=temperature.answer(scaled, ece_margin(params.analysis)),

@@ -12,7 +12,7 @@ import pandas as pd
 from lossbench import figures
 from lossbench.claims import RISE_FRACTION, recall_over, rise_epochs
 from lossbench.md import markdown_names, md, plus_minus
-from lossbench.results import LossResult
+from lossbench.results import LossResult, lost_seeds, paired
 from lossbench.stats import summarize
 from lossbench.verdicts import Margin, pairwise_table
 
@@ -49,14 +49,22 @@ def results_table(results: list[LossResult], ranking: list[str]) -> pd.DataFrame
 
 
 def significance_table(results: list[LossResult], margin: Margin) -> pd.DataFrame:
-    """Every pair of losses on final test accuracy: one family for Holm's correction."""
-    return pairwise_table(
+    """Every pair of losses on final test accuracy, each on the seeds both have
+    (results.paired): one family for Holm's correction. Where results left
+    seeds out (runs at chance), each pair's seeds (n) and the seeds it lost."""
+    pairs = [paired(first, second) for first, second in combinations(results, 2)]
+    table = pairwise_table(
         [
             (first.label, second.label, first.values("final_test_acc"), second.values("final_test_acc"))
-            for first, second in combinations(results, 2)
+            for first, second in pairs
         ],
         margin,
     )
+    if any(result.left_out for result in results):
+        table.insert(2, "n", [len(first.seeds) for first, _ in pairs])
+        lost = [", ".join(map(str, lost_seeds(first, second))) or "–" for first, second in pairs]
+        table.insert(3, "left out (at chance)", lost)
+    return table
 
 
 def calibration_table(results: list[LossResult], margin: Margin) -> pd.DataFrame:

@@ -29,17 +29,22 @@ ACCURACY_FIGURE = PLOTS_DIR / "final_accuracy.png"
 RELIABILITY_FIGURE = PLOTS_DIR / "reliability.png"
 
 
-def _claim_lines(claims: list[Claim], without: list[Claim] | None, dropped: list[int]) -> list[str]:
+def _claim_lines(claims: list[Claim], without: list[Claim] | None) -> list[str]:
     lines = []
     for claim, other in zip(claims, without or claims, strict=True):
         text = f"**{claim.number}. {claim.statement}** — *{claim.verdict.value}*. {claim.evidence}"
         if without is not None:
-            text += (
-                f" *Without seeds {', '.join(map(str, dropped))} (runs at chance): {other.verdict.value}.* "
-                f"{other.evidence}"
-            )
+            text += f" *Without runs at chance: {other.verdict.value}.* {other.evidence}"
         lines += [text, ""]
     return lines
+
+
+def _runs_at_chance(at_chance: dict[str, dict[int, str]]) -> str:
+    """'ce seed 1; gce seeds 1, 2, 7'."""
+    return "; ".join(
+        f"{name} seed{'s' if len(runs) > 1 else ''} {', '.join(map(str, runs))}"
+        for name, runs in at_chance.items()
+    )
 
 
 def _data_variants(class_counts: dict[str, Any]) -> list[str]:
@@ -75,7 +80,7 @@ def report_text(
             *_recall_lines(results, class_counts),
             *_calibration_lines(params, results),
             *_scaling_lines(params, findings),
-            *_claims_section(findings),
+            *_claims_section(params, findings),
         ]
     )
 
@@ -131,8 +136,12 @@ def _significance_lines(params: Params, findings: Findings) -> list[str]:
         "",
     ]
     if findings.significance_without is not None:
+        fewest = min((n for n in findings.significance_without["n"] if n >= 2), default=len(seeds))
+        floor = f" For the pairs with fewest seeds: {wilcoxon_note(fewest)}" if fewest < len(seeds) else ""
         lines += [
-            f"Without seeds {', '.join(map(str, findings.dropped))} (a run at chance in some loss):",
+            "Without the runs at chance (listed above): each pair on the seeds where neither of its two runs "
+            "stayed at chance, `n` of them; `left out (at chance)` names the seeds the pair lost. Holm over the "
+            f"table's pairs as above.{floor}",
             "",
             significance_markdown(findings.significance_without),
             "",
@@ -179,7 +188,7 @@ def _calibration_lines(params: Params, results: list[LossResult]) -> list[str]:
     ]
 
 
-def _claims_section(findings: Findings) -> list[str]:
+def _claims_section(params: Params, findings: Findings) -> list[str]:
     """The definitions the claims are judged by, and each claim's verdict."""
     return [
         "## The study's claims, measured",
@@ -195,7 +204,23 @@ def _claims_section(findings: Findings) -> list[str]:
         "difference (Holm within the claim's comparisons where any one of them would decide), a claim of "
         "sameness by equivalence, never by the absence of a significant difference.",
         "",
-        *_claim_lines(findings.claims, findings.claims_without, findings.dropped),
+        *_without_lines(params, findings),
+        *_claim_lines(findings.claims, findings.claims_without),
+    ]
+
+
+def _without_lines(params: Params, findings: Findings) -> list[str]:
+    """How the claims are judged again without the runs at chance, where some run stayed there."""
+    if findings.claims_without is None:
+        return []
+    gone = [name for name, runs in findings.at_chance.items() if len(runs) == len(params.seeds)]
+    gone_text = f" Left out of them: {md(', '.join(gone))}, at chance on every seed." if gone else ""
+    return [
+        f"Each claim is also judged without the runs at chance ({md(_runs_at_chance(findings.at_chance))}): "
+        "each comparison leaves out the seeds on which one of its two runs stayed at chance (and names them), "
+        "each loss's mean is over its own seeds that left chance, and a test over several losses at once "
+        f"(Friedman's) ranks the seeds on which none of them stayed at chance.{gone_text}",
+        "",
     ]
 
 

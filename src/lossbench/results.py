@@ -91,6 +91,7 @@ class LossResult:
     history: pd.DataFrame  # one row per seed and epoch
     calibration: pd.DataFrame  # one row per seed and confidence bin
     run: dict[str, Any]  # the rest of metrics/details/NAME.json: settings, sizes, classes
+    left_out: tuple[int, ...] = ()  # seeds taken out because the run stayed at chance there
 
     @classmethod
     def from_details(
@@ -189,9 +190,24 @@ class VariantRun:
     class_counts: dict[str, Any]
 
 
-def without_chance_runs(results: list[LossResult]) -> tuple[list[LossResult], list[int]]:
-    """Every result restricted to the seeds on which no loss stayed at chance
-    (pairs stay pairs), and the seeds dropped."""
-    dropped = sorted({seed for result in results for seed in result.at_chance()})
-    kept = [seed for seed in results[0].seeds if seed not in dropped]
-    return [result.only(kept) for result in results], dropped
+def without_chance_runs(results: list[LossResult]) -> list[LossResult]:
+    """Each result on its own seeds that left chance, the others in its `left_out`:
+    a comparison then pairs two of them on the seeds both kept (`paired`)."""
+    cleaned = []
+    for result in results:
+        stuck = result.at_chance()
+        kept = [seed for seed in result.seeds if seed not in stuck]
+        cleaned.append(replace(result.only(kept), left_out=tuple(stuck)))
+    return cleaned
+
+
+def paired(*results: LossResult) -> list[LossResult]:
+    """The results on the seeds every one of them has, in the first's seed order:
+    what a comparison pairs by seed. Results on the same seeds come back as they are."""
+    common = [seed for seed in results[0].seeds if all(seed in result.per_seed for result in results)]
+    return [result if result.seeds == common else result.only(common) for result in results]
+
+
+def lost_seeds(*results: LossResult) -> list[int]:
+    """The seeds a comparison of these results leaves out: where one of them stayed at chance."""
+    return sorted(set().union(*(result.left_out for result in results)))

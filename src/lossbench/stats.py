@@ -31,7 +31,7 @@ def summarize(values: Sequence[float]) -> dict[str, Any]:
     (None where one value cannot give one)."""
     data = np.asarray(values, dtype=float)
     n = len(data)
-    mean = float(data.mean())
+    mean = float(data.mean()) if n else math.nan  # no seed to pair: numpy would warn
     std = float(data.std(ddof=1)) if n > 1 else 0.0
     if n < 2:
         return {"mean": mean, "std": std, "ci95_low": None, "ci95_high": None, "n": n}

@@ -172,6 +172,8 @@ def comparison_text(judged: Judged) -> str:
     """'+1.2 points [−0.3, +2.7], p = 0.08 (Holm 0.16; Wilcoxon 0.12): inconclusive, 95% CI 3.0 points
     wide against ±1.0' — the interval, never the detectable difference, bounds the difference."""
     comparison, margin = judged.comparison, judged.margin
+    if not comparison["n"]:
+        return "no seed to pair: not testable"
     text = f"{margin.text(comparison['mean_difference'])}{margin.unit}"
     if comparison["ci95_low"] is not None:
         text += f" [{margin.text(comparison['ci95_low'])}, {margin.text(comparison['ci95_high'])}]"
