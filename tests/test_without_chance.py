@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from conftest import PROJECT, TINY_PARAMS, published_details
 
+from lossbench import temperature
 from lossbench.findings import Findings, find, summary_of
 from lossbench.params import Params, load_params
 from lossbench.report_text import report_text
@@ -214,3 +215,17 @@ def test_two_losses_at_chance_on_seeds_that_leave_them_none_in_common_are_not_co
     same_speed = findings.claims_without[1].evidence
     assert "CE − Focal (γ=2), without seeds 1, 2, 3, 4, 5, 6: no seed to pair: not testable" in same_speed
     assert "nan" not in same_speed
+
+
+def test_calibration_against_ce_leaves_out_the_runs_at_chance_of_its_pair() -> None:
+    """A network that never learned fits T at the search's bound and has no calibration to
+    compare: Focal γ=2 − CE on ECE pairs the JPEG study's seeds but CE's 1 and Focal γ=2's 5;
+    SCE − CE loses only seed 1."""
+    params = load_params(STUDY / "params.yaml")
+    results = load_results(params, STUDY)
+    found = temperature.answer(temperature.load_scaled(results, STUDY), Margin(0.01))
+    cases = {case.what: case for case in found.judged.cases}
+    pair = cases["Focal (γ=2) − CE (without seeds 1, 5: at chance)"]
+    assert len(pair.after[0]) == len(pair.after[1]) == 8
+    assert len(cases["SCE (α=0.1, β=1) − CE (without seed 1: at chance)"].after[0]) == 9
+    assert len(cases["MAE (L1) − CE (without seed 1: at chance)"].before[1]) == 9

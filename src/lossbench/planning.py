@@ -24,7 +24,7 @@ from rich.table import Table
 
 from lossbench.errors import ParamsError
 from lossbench.params import Params
-from lossbench.results import LossResult, load_results
+from lossbench.results import LossResult, load_results, paired, without_chance_runs
 from lossbench.stats import POWER, SIGNIFICANCE
 
 MOST_SEEDS = 100_000  # past this a plan says "more than"
@@ -104,10 +104,10 @@ def spread_of(results: list[LossResult], key: str = "final_test_acc") -> Spread:
     """Pooled over every pair, each on the seeds where neither run stayed at chance: a dead
     run's 40-point gap is not the seed-to-seed noise a plan is for."""
     pairs = []
-    for a, b in combinations(results, 2):
-        kept = [seed for seed in a.seeds if seed not in a.at_chance() and seed not in b.at_chance()]
-        if len(kept) >= 2:
-            pairs.append(list(np.subtract(a.only(kept).values(key), b.only(kept).values(key))))
+    for a, b in combinations(without_chance_runs(results), 2):
+        first, second = paired(a, b)
+        if len(first.seeds) >= 2:
+            pairs.append(list(np.subtract(first.values(key), second.values(key))))
     if not pairs:
         raise ParamsError("plan needs two seeds of two losses that left chance to measure the spread")
     return pooled_spread(pairs)

@@ -111,6 +111,15 @@ def seed_values(
     return [getattr(getattr(calibration.per_seed[f"seed{seed}"], side), measure) for seed in seeds]
 
 
+def calibrated_pair(what: str, first: LossResult, second: LossResult) -> tuple[str, list[int]]:
+    """A calibration comparison's name and seeds: those where neither run stayed at chance
+    (a network that never learned has no calibration to speak of: T ends at its bound)."""
+    stuck = set(first.at_chance()) | set(second.at_chance())
+    seeds = [seed for seed in first.seeds if seed not in stuck and seed in second.per_seed]
+    lost = f" (without seed{'s' if len(stuck) > 1 else ''} {', '.join(map(str, sorted(stuck)))}: at chance)"
+    return what + (lost if stuck else ""), seeds
+
+
 def ece_case(what: str, first: LossCalibration, second: LossCalibration, seeds: list[int]) -> EceCase:
     return EceCase(
         what,
@@ -135,16 +144,13 @@ class ScalingAnswer:
 def answer(scaled: list[Scaled], margin: Margin) -> ScalingAnswer:
     reference = reference_of(scaled)
     others = [] if reference is None else [s for s in scaled if s is not reference]
-    cases = [
-        ece_case(
-            f"{md(other.result.label)} − {md(reference.result.label)}",
-            other.calibration,
-            reference.calibration,
-            other.result.seeds,
+    cases = []
+    for other in others:
+        assert reference is not None  # others is empty without one
+        what, seeds = calibrated_pair(
+            f"{md(other.result.label)} − {md(reference.result.label)}", other.result, reference.result
         )
-        for other in others
-        if reference is not None
-    ]
+        cases.append(ece_case(what, other.calibration, reference.calibration, seeds))
     return ScalingAnswer(reference, others, judge_ece(cases, margin))
 
 

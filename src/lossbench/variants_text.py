@@ -131,15 +131,9 @@ def calibration_cases(
             if run.imbalance_ratio > 1
             else f"{100 * run.label_noise:g}% noise"
         )
-        cases += [
-            temperature.ece_case(
-                f"{variant}, {md(focal.label)} − CE",
-                calibration[focal.name],
-                calibration[ce.name],
-                params.seeds,
-            )
-            for focal in focals
-        ]
+        for focal in focals:
+            what, seeds = temperature.calibrated_pair(f"{variant}, {md(focal.label)} − CE", focal, ce)
+            cases.append(temperature.ece_case(what, calibration[focal.name], calibration[ce.name], seeds))
     return cases, without
 
 
