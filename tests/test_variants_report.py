@@ -3,6 +3,7 @@ experiment, each paired by seed with a clean run kept in another folder."""
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -241,3 +242,43 @@ def test_the_memorization_gauge_is_each_losss_seed_mean_and_sd() -> None:
         DamagedInput, match=r"^metrics/details/ce.json of noisy: per_seed flipped_train_acc_true "
     ):
         memorization_table([damaged])
+
+
+def _dead(result: LossResult, *seeds: int) -> LossResult:
+    """The same result with these seeds' runs marked as never having left chance."""
+    per_seed = {
+        seed: numbers | ({"at_chance": "never left chance"} if seed in seeds else {})
+        for seed, numbers in result.per_seed.items()
+    }
+    return replace(result, per_seed=per_seed)
+
+
+@pytest.mark.fast
+def test_a_run_at_chance_clean_or_noisy_is_left_out_of_the_drops_it_is_in() -> None:
+    """CE's clean seed 1 never learned (10%): its "drop" of -45 points is no effect of the
+    noise. It leaves CE's drop and CE against focal; focal keeps all its seeds."""
+    seeds = [1, 2, 3, 4]
+    clean = {
+        "ce": _dead(_result("ce", CE, {1: 0.10, 2: 0.60, 3: 0.62, 4: 0.58}, seeds), 1),
+        "focal": _result("focal", FOCAL, {1: 0.55, 2: 0.60, 3: 0.61, 4: 0.57}, seeds),
+    }
+    noisy = VariantRun(
+        experiment="noisy",
+        imbalance_ratio=1.0,
+        label_noise=0.2,
+        results={
+            # CE loses 5, 6, 4 points on seeds 2-4; focal 1 point on every seed
+            "ce": _result("ce", CE, {1: 0.55, 2: 0.55, 3: 0.56, 4: 0.54}, seeds),
+            "focal": _result("focal", FOCAL, {1: 0.54, 2: 0.59, 3: 0.60, 4: 0.56}, seeds),
+        },
+        class_counts={},
+    )
+    half = noise_half([noisy], clean, AnalysisParams())
+    rows = half.table.set_index("loss")
+    assert (rows.loc["CE", "seeds"], rows.loc["CE", "left_out"], round(rows.loc["CE", "drop_mean"], 4)) == (
+        3,
+        "1",
+        0.05,
+    )
+    assert (rows.loc["Focal (γ=2)", "seeds"], rows.loc["Focal (γ=2)", "left_out"]) == (4, "–")
+    assert half.parts[0].startswith("20% noise, CE's drop − Focal (γ=2)'s, without seed 1: +4.0 points")

@@ -24,7 +24,7 @@ from lossbench.losses.focal import FocalLoss
 from lossbench.losses.mae import MaeLoss
 from lossbench.md import md
 from lossbench.params import AnalysisParams
-from lossbench.results import LossResult, VariantRun, lost_seeds, paired
+from lossbench.results import LossResult, VariantRun, lost_seeds, paired, without_chance_runs
 from lossbench.stats import friedman_p, holm, paired_comparison, summarize
 from lossbench.verdicts import (
     ClaimVerdict,
@@ -469,6 +469,20 @@ class ClaimHalf:
         self.evidence.compare(what, first, second, counts)
         self.case_of.append(case)
 
+    def compare_runs(
+        self,
+        case: str,
+        what: str,
+        first: LossResult,
+        second: LossResult,
+        measure: Measure,
+        counts: bool = True,
+    ) -> None:
+        """`measure` of `first` minus `second`, on the seeds where neither stayed at chance."""
+        kept_first, kept_second = paired(*without_chance_runs([first, second]))
+        lost = sorted(set(first.at_chance()) | set(second.at_chance()))
+        self.compare(case, what + without_seeds(lost), measure(kept_first), measure(kept_second), counts)
+
     @property
     def parts(self) -> list[str]:
         return self.evidence.parts
@@ -519,15 +533,21 @@ def imbalance_half(runs: list[VariantRun], analysis: AnalysisParams) -> ClaimHal
         for focal in focals:
             case = f"ratio {run.imbalance_ratio:g}, {md(focal.label)}"
             for key in ("tail_recall", "macro_f1", "test_acc"):
-                half.compare(
+                half.compare_runs(
                     case,
                     f"ratio {run.imbalance_ratio:g}, {MEASURE_NAMES[key]}, {md(focal.label)} − CE",
-                    measures[key](focal),
-                    measures[key](ce),
+                    focal,
+                    ce,
+                    measures[key],
                     counts=key != "test_acc",  # accuracy is told, not judged: the claim is about the tail
                 )
     half.table = pd.DataFrame(rows)
     return half
+
+
+def params_seeds(run: VariantRun) -> list[int]:
+    """Every seed the run trained (its first loss's)."""
+    return next(iter(run.results.values())).seeds
 
 
 def noise_half(runs: list[VariantRun], clean: dict[str, LossResult], analysis: AnalysisParams) -> ClaimHalf:
@@ -536,10 +556,12 @@ def noise_half(runs: list[VariantRun], clean: dict[str, LossResult], analysis: A
     rows = []
     half = ClaimHalf(pd.DataFrame(), Evidence(accuracy_margin(analysis)))
     for run in (run for run in runs if run.label_noise > 0 and run.imbalance_ratio == 1):
-        drops = {}
+        drops: dict[str, dict[int, float]] = {}  # by loss, by seed
         for name, result in run.results.items():
-            before, noisy = final_accuracy(clean[name]), final_accuracy(result)
-            drops[name] = list(np.subtract(before, noisy))
+            # A run at chance, clean or noisy, never learned: its "drop" says nothing about noise.
+            clean_kept, noisy_kept = paired(*without_chance_runs([clean[name], result]))
+            before, noisy = final_accuracy(clean_kept), final_accuracy(noisy_kept)
+            drops[name] = dict(zip(clean_kept.seeds, np.subtract(before, noisy).tolist(), strict=True))
             drop = paired_comparison(before, noisy)
             noisy_mean, noisy_sd = _mean_sd(noisy)
             rows.append(
@@ -547,6 +569,7 @@ def noise_half(runs: list[VariantRun], clean: dict[str, LossResult], analysis: A
                     "label_noise": run.label_noise,
                     "loss": result.label,
                     "seeds": len(noisy),
+                    "left_out": ", ".join(map(str, lost_seeds(clean_kept, noisy_kept))) or "–",
                     "test_acc_mean": noisy_mean,
                     "test_acc_std": noisy_sd,
                     "clean_acc_mean": float(np.mean(before)),
@@ -562,11 +585,13 @@ def noise_half(runs: list[VariantRun], clean: dict[str, LossResult], analysis: A
         # Against every other loss: focal, and the noise-robust losses the literature
         # tests this with (MAE, GCE, SCE) where the study trains them.
         for other in (result for result in run.results.values() if result is not ce):
+            seeds = [seed for seed in drops[ce.name] if seed in drops[other.name]]
+            lost = [seed for seed in params_seeds(run) if seed not in seeds]
             half.compare(
                 f"{100 * run.label_noise:g}% noise, {md(other.label)}",
-                f"{100 * run.label_noise:g}% noise, CE's drop − {md(other.label)}'s",
-                drops[ce.name],
-                drops[other.name],
+                f"{100 * run.label_noise:g}% noise, CE's drop − {md(other.label)}'s{without_seeds(lost)}",
+                [drops[ce.name][seed] for seed in seeds],
+                [drops[other.name][seed] for seed in seeds],
             )
     half.table = pd.DataFrame(rows)
     if rows:  # every drop in the table is one family

@@ -135,8 +135,8 @@ class LossResult:
         return replace(
             self,
             per_seed={seed: self.per_seed[seed] for seed in seeds},
-            history=self.history[self.history["seed"].isin(seeds)],
-            calibration=self.calibration[self.calibration["seed"].isin(seeds)],
+            history=_rows_of(self.history, seeds),
+            calibration=_rows_of(self.calibration, seeds),
         )
 
 
@@ -188,6 +188,11 @@ class VariantRun:
     label_noise: float
     results: dict[str, LossResult]  # by loss name, in params.yaml's order
     class_counts: dict[str, Any]
+
+
+def _rows_of(table: pd.DataFrame, seeds: list[int]) -> pd.DataFrame:
+    """A per-seed table's rows of these seeds (a result read without its table has none)."""
+    return table[table["seed"].isin(seeds)] if "seed" in table.columns else table
 
 
 def without_chance_runs(results: list[LossResult]) -> list[LossResult]:

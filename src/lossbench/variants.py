@@ -129,7 +129,26 @@ def _opening(compared: Compared, clean_root: Path, root: Path, numerics: RunNume
         f"{claims.accuracy_margin(params.analysis).written()}* (TOST) or *inconclusive* (then the 95% CI bounds "
         f"the difference). {wilcoxon_note(len(params.seeds))}"
         + (f" Left out: {', '.join(md(run) for run in left_out)}." if left_out else "")
+        + _chance_text(compared)
         + f" {md(numerics.text())}\n"
+    )
+
+
+def _chance_text(compared: Compared) -> str:
+    """The runs at chance, clean or variant: a network that never learned says nothing about
+    imbalance or noise, so each comparison leaves out the seeds where one of its runs is one."""
+    stuck = [
+        f"{md(where)}: {md(name)} seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, sorted(seeds)))}"
+        for where, results in [("the clean runs", compared.clean.values())]
+        + [(run.experiment, run.results.values()) for run in compared.found.runs]
+        for name, seeds in ((r.name, r.at_chance()) for r in results)
+        if seeds
+    ]
+    if not stuck:
+        return ""
+    return (
+        f" Runs at chance ({'; '.join(stuck)}) never learned, so they say nothing about imbalance or noise: "
+        "each comparison leaves out the seeds where one of its runs stayed at chance, and names them."
     )
 
 

@@ -43,6 +43,7 @@ def imbalance_markdown(table: pd.DataFrame) -> str:
 
 def noise_markdown(table: pd.DataFrame) -> str:
     shown = markdown_names(table[["label_noise", "loss", "seeds"]], ["loss"])
+    shown["left out (at chance)"] = table["left_out"]
     shown["clean test acc"] = [f"{value:.4f}" for value in table["clean_acc_mean"]]
     shown["test acc"] = _plus_minus_cells(table, "test_acc")
     shown["drop (points) [95% CI]"] = [
