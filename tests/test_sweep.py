@@ -1,8 +1,9 @@
+import pandas as pd
 import pytest
 
 from lossbench.claims import gamma_claim
 from lossbench.experiments import experiment_records
-from lossbench.sweep import sweep_records
+from lossbench.sweep import _without_chance, scaling_section, sweep_records
 from lossbench.verdicts import ClaimVerdict, Margin
 
 pytestmark = pytest.mark.fast  # in-process: no trainer, no DVC, no lossbench subprocess
@@ -70,3 +71,30 @@ def test_claim_4_pairs_gammas_by_seed_whatever_the_order() -> None:
     assert "seeds 3 left out" in evidence and "no γ above 2 was trained" in evidence
     # nothing outside [0.5, 2]
     assert gamma_claim({1.0: {1: 0.5}, 2.0: {1: 0.4}}, Margin(0.01))[0] is ClaimVerdict.NOT_TESTABLE
+
+
+def test_claim_4_is_also_judged_without_the_runs_at_chance() -> None:
+    """γ=0's seed 1 never learned: with it, γ=0.5 looks far ahead of γ=0; without it
+    γ=0 is measured on its other seeds and the text names the seed it lost. The ECE
+    comparisons before and after scaling leave that seed out."""
+    accuracy = {0.0: [0.10, 0.56, 0.58, 0.57], 0.5: [0.55, 0.553, 0.578, 0.566]}
+    ece = {0.0: [0.0, 0.020, 0.022, 0.021], 0.5: [0.040, 0.039, 0.043, 0.042]}
+    scaled = {0.0: [0.0, 0.020, 0.021, 0.023], 0.5: [0.031, 0.030, 0.032, 0.033]}
+    points = pd.DataFrame(
+        {
+            "gamma": gamma,
+            "seed": seed,
+            "final_test_acc": accuracy[gamma][seed - 1],
+            "ece": ece[gamma][seed - 1],
+            "ece_scaled": scaled[gamma][seed - 1],
+            "at_chance": gamma == 0.0 and seed == 1,
+        }
+        for gamma in accuracy
+        for seed in range(1, 5)
+    )
+    text = _without_chance(points, Margin(0.01))
+    assert text.startswith(" *Without the runs at chance: ")
+    assert "γ=0: 57.0%" in text and "γ=0.5 − γ=0, without seed 1: -0.4 points" in text
+    assert _without_chance(points[~points["at_chance"]], Margin(0.01)) == ""
+    section = scaling_section(points, Margin(0.01))
+    assert "before scaling +2.0 points" in section and "after scaling +1.0 points" in section
