@@ -137,13 +137,17 @@ def _opening(compared: Compared, clean_root: Path, root: Path, numerics: RunNume
 def _chance_text(compared: Compared) -> str:
     """The runs at chance, clean or variant: a network that never learned says nothing about
     imbalance or noise, so each comparison leaves out the seeds where one of its runs is one."""
-    stuck = [
-        f"{md(where)}: {md(name)} seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, sorted(seeds)))}"
-        for where, results in [("the clean runs", compared.clean.values())]
-        + [(run.experiment, run.results.values()) for run in compared.found.runs]
-        for name, seeds in ((r.name, r.at_chance()) for r in results)
-        if seeds
-    ]
+    stuck = []
+    for where, results in [("the clean runs", compared.clean.values())] + [
+        (run.experiment, run.results.values()) for run in compared.found.runs
+    ]:
+        runs = [
+            f"{md(r.name)} seed{'s' if len(r.at_chance()) > 1 else ''} {', '.join(map(str, sorted(r.at_chance())))}"
+            for r in results
+            if r.at_chance()
+        ]
+        if runs:
+            stuck.append(f"{md(where)}: {', '.join(runs)}")
     if not stuck:
         return ""
     return (
