@@ -15,7 +15,7 @@ from lossbench.claims import ClaimHalf, Evidence, noise_half
 from lossbench.errors import DamagedInput
 from lossbench.params import AnalysisParams
 from lossbench.results import LossResult, VariantRun
-from lossbench.variants_text import memorization_table
+from lossbench.variants_text import memorization_table, noise_markdown
 from lossbench.verdicts import ClaimVerdict, Margin
 
 
@@ -289,3 +289,27 @@ def test_a_run_at_chance_clean_or_noisy_is_left_out_of_the_drops_it_is_in() -> N
     )
     assert (rows.loc["Focal (γ=2)", "seeds"], rows.loc["Focal (γ=2)", "left_out"]) == (4, "–")
     assert half.parts[0].startswith("20% noise, CE's drop − Focal (γ=2)'s, without seed 1: +4.0 points")
+
+
+@pytest.mark.fast
+def test_a_loss_at_chance_on_every_clean_seed_shows_no_drop() -> None:
+    seeds = [1, 2]
+    mae = {"kind": "mae"}
+    clean = {
+        "ce": _result("ce", CE, {1: 0.60, 2: 0.62}, seeds),
+        "mae": _dead(_result("mae", mae, {1: 0.10, 2: 0.10}, seeds), 1, 2),
+    }
+    noisy = VariantRun(
+        "noisy",
+        1.0,
+        0.2,
+        {
+            "ce": _result("ce", CE, {1: 0.55, 2: 0.56}, seeds),
+            "mae": _result("mae", mae, {1: 0.4, 2: 0.41}, seeds),
+        },
+        {},
+    )
+    half = noise_half([noisy], clean, AnalysisParams())
+    row = noise_markdown(half.table).splitlines()[-1]
+    assert [cell.strip() for cell in row.strip("|").split("|")][2:] == ["0", "1, 2", "–", "–", "–", "–", "–"]
+    assert half.parts[0].endswith("without seeds 1, 2: no seed to pair: not testable")

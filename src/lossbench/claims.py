@@ -572,7 +572,7 @@ def noise_half(runs: list[VariantRun], clean: dict[str, LossResult], analysis: A
                     "left_out": ", ".join(map(str, lost_seeds(clean_kept, noisy_kept))) or "–",
                     "test_acc_mean": noisy_mean,
                     "test_acc_std": noisy_sd,
-                    "clean_acc_mean": float(np.mean(before)),
+                    "clean_acc_mean": float(np.mean(before)) if before else float("nan"),
                     "drop_mean": drop["mean_difference"],
                     "drop_ci95_low": drop["ci95_low"],
                     "drop_ci95_high": drop["ci95_high"],

@@ -44,10 +44,18 @@ def imbalance_markdown(table: pd.DataFrame) -> str:
 def noise_markdown(table: pd.DataFrame) -> str:
     shown = markdown_names(table[["label_noise", "loss", "seeds"]], ["loss"])
     shown["left out (at chance)"] = table["left_out"]
-    shown["clean test acc"] = [f"{value:.4f}" for value in table["clean_acc_mean"]]
-    shown["test acc"] = _plus_minus_cells(table, "test_acc")
+    # A loss whose every seed is left out (a run at chance on each) has nothing to show but that.
+    paired = table["seeds"] > 0
+    shown["clean test acc"] = [
+        f"{value:.4f}" if ok else "–" for value, ok in zip(table["clean_acc_mean"], paired, strict=True)
+    ]
+    shown["test acc"] = [
+        cell if ok else "–" for cell, ok in zip(_plus_minus_cells(table, "test_acc"), paired, strict=True)
+    ]
     shown["drop (points) [95% CI]"] = [
-        f"{100 * mean:+.1f}" + ("" if pd.isna(low) else f" [{100 * low:+.1f}, {100 * high:+.1f}]")
+        "–"
+        if pd.isna(mean)
+        else f"{100 * mean:+.1f}" + ("" if pd.isna(low) else f" [{100 * low:+.1f}, {100 * high:+.1f}]")
         for mean, low, high in zip(
             table["drop_mean"], table["drop_ci95_low"], table["drop_ci95_high"], strict=True
         )
