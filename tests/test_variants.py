@@ -94,5 +94,6 @@ def test_report_on_a_long_tailed_noisy_run_tests_claim_five(tmp_path: Path) -> N
     # Head and tail by the training counts (after noise): the LT profile's first and last classes.
     assert "Head classes (disc, " in written and "checker) the fewest" in written
     claim = next(line for line in written.splitlines() if line.startswith("**5."))
-    assert "not testable" not in claim
+    # With every run: testable (without the runs at chance, a tiny run may have no CE left)
+    assert "not testable" not in claim.split("*Without runs at chance")[0]
     assert "tail-class recall, Focal (γ=2) − CE" in claim and "under 10.0% label noise" in claim

@@ -60,7 +60,7 @@ def significance_table(results: list[LossResult], margin: Margin) -> pd.DataFram
         ],
         margin,
     )
-    if any(result.left_out for result in results):
+    if pairs and any(result.left_out for result in results):  # one loss has no pair, no columns
         table.insert(2, "n", [len(first.seeds) for first, _ in pairs])
         lost = [", ".join(map(str, lost_seeds(first, second))) or "–" for first, second in pairs]
         table.insert(3, "left out (at chance)", lost)

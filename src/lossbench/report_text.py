@@ -135,7 +135,7 @@ def _significance_lines(params: Params, findings: Findings) -> list[str]:
         significance_markdown(findings.significance),
         "",
     ]
-    if findings.significance_without is not None:
+    if findings.significance_without is not None and len(findings.significance_without):  # one loss: no pair
         fewest = min((n for n in findings.significance_without["n"] if n >= 2), default=len(seeds))
         floor = f" For the pairs with fewest seeds: {wilcoxon_note(fewest)}" if fewest < len(seeds) else ""
         lines += [
