@@ -215,6 +215,8 @@ def scaling_section(points: pd.DataFrame, margin: Margin) -> str:
         return heading + "No run of the sweep has calibrate's files: rerun its experiments.\n"
     # A network that never learned has no calibration to compare (T ends at its bound).
     have = have[~have["at_chance"]]
+    if have["gamma"].nunique() < 2:
+        return heading + "Fewer than two γ have a run that left chance: no calibration to compare.\n"
     values: dict[float, dict[int, tuple[float, float]]] = {}
     for row in have.to_dict("records"):
         values.setdefault(float(row["gamma"]), {})[int(row["seed"])] = (
@@ -313,6 +315,8 @@ def _without_chance(points: pd.DataFrame, margin: Margin) -> str:
     for row in stuck.to_dict("records"):
         stuck_seeds.setdefault(float(row["gamma"]), []).append(int(row["seed"]))
     lost: dict[float, Sequence[int]] = {gamma: sorted(seeds) for gamma, seeds in stuck_seeds.items()}
+    if len(live) < 2:
+        return " *Without the runs at chance: not testable* (fewer than two γ have a run that left chance)."
     verdict, evidence = gamma_claim(live, margin, lost)
     return f" *Without the runs at chance: {verdict.value}.* {evidence}"
 
