@@ -479,9 +479,9 @@ class ClaimHalf:
         counts: bool = True,
     ) -> None:
         """`measure` of `first` minus `second`, on the seeds where neither stayed at chance."""
-        kept_first, kept_second = paired(*without_chance_runs([first, second]))
-        lost = sorted(set(first.at_chance()) | set(second.at_chance()))
-        self.compare(case, what + without_seeds(lost), measure(kept_first), measure(kept_second), counts)
+        kept_first, kept_second = without_chance_runs([first, second])
+        self.evidence.compare_runs(what, kept_first, kept_second, measure, counts)
+        self.case_of.append(case)
 
     @property
     def parts(self) -> list[str]:
