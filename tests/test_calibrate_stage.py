@@ -2,6 +2,7 @@
 networks, with no retraining, and nothing of training's made stale by it."""
 
 import json
+import statistics
 from pathlib import Path
 
 import yaml
@@ -55,6 +56,9 @@ def test_a_new_split_seed_reruns_calibration_only(reproduced: Path) -> None:
     assert ran == {"validate", "calibrate", "report"}, ran
     scores = json.loads((reproduced / "metrics" / "calibration" / "ce.json").read_text())
     assert scores["split_seed"] == 5
+    # the terminal line names the median T, as the summaries do (one run at chance fits T at 100)
+    median = statistics.median(t for seed in scores["per_seed"].values() for t in seed["temperatures"])
+    assert f"calibrate: ce, {len(params['seeds'])} seed(s), median T {median:.3f}," in output
 
 
 def test_a_params_file_without_calibration_settings_still_runs(reproduced: Path) -> None:

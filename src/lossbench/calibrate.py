@@ -145,10 +145,11 @@ def calibrate(params: Params, root: Path, console: Console) -> list[Path]:
             out.write_csv(files.scaled_reliability, bins)
     for name, (calibration, _) in found.items():
         seeds = calibration.per_seed.values()
-        temperature = np.mean([np.mean(seed.temperatures) for seed in seeds])
+        # the median, as in the summaries: a run at chance fits T at its bound (100)
+        temperature = np.median([T for seed in seeds for T in seed.temperatures])
         before, after = (np.mean([getattr(seed, side).ece for seed in seeds]) for side in ("before", "after"))
         console.print(
-            f"[bold]calibrate[/]: {name}, {len(seeds)} seed(s), T {temperature:.3f}, ECE {before:.4f} → "
+            f"[bold]calibrate[/]: {name}, {len(seeds)} seed(s), median T {temperature:.3f}, ECE {before:.4f} → "
             f"{after:.4f} after scaling",
             highlight=False,
         )
