@@ -98,6 +98,7 @@ def test_claim_4_is_also_judged_without_the_runs_at_chance() -> None:
     assert _without_chance(points[~points["at_chance"]], Margin(0.01)) == ""
     section = scaling_section(points, Margin(0.01))
     assert "before scaling +2.0 points" in section and "after scaling +1.0 points" in section
+    assert "**γ=0.5 − γ=0 (without seed 1: at chance)**" in section
     every_run_dead = points.assign(at_chance=True)
     assert "not testable" in _without_chance(every_run_dead, Margin(0.01))
     assert "no calibration to compare" in scaling_section(every_run_dead, Margin(0.01))

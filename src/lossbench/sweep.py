@@ -214,6 +214,9 @@ def scaling_section(points: pd.DataFrame, margin: Margin) -> str:
     if have.empty:
         return heading + "No run of the sweep has calibrate's files: rerun its experiments.\n"
     # A network that never learned has no calibration to compare (T ends at its bound).
+    stuck = {
+        float(gamma): set(map(int, rows["seed"])) for gamma, rows in have[have["at_chance"]].groupby("gamma")
+    }
     have = have[~have["at_chance"]]
     if have["gamma"].nunique() < 2:
         return heading + "Fewer than two γ have a run that left chance: no calibration to compare.\n"
@@ -230,7 +233,8 @@ def scaling_section(points: pd.DataFrame, margin: Margin) -> str:
         first, second = [values[gamma][s] for s in seeds], [values[base][s] for s in seeds]
         cases.append(
             temperature.EceCase(
-                f"γ={gamma:g} − γ={base:g}",
+                f"γ={gamma:g} − γ={base:g}"
+                + temperature.without_at_chance(stuck.get(gamma, set()) | stuck.get(base, set())),
                 ([b for b, _ in first], [b for b, _ in second]),
                 ([a for _, a in first], [a for _, a in second]),
             )

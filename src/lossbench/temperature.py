@@ -116,8 +116,14 @@ def calibrated_pair(what: str, first: LossResult, second: LossResult) -> tuple[s
     (a network that never learned has no calibration to speak of: T ends at its bound)."""
     stuck = set(first.at_chance()) | set(second.at_chance())
     seeds = [seed for seed in first.seeds if seed not in stuck and seed in second.per_seed]
-    lost = f" (without seed{'s' if len(stuck) > 1 else ''} {', '.join(map(str, sorted(stuck)))}: at chance)"
-    return what + (lost if stuck else ""), seeds
+    return what + without_at_chance(stuck), seeds
+
+
+def without_at_chance(stuck: set[int]) -> str:
+    """What a calibration comparison's name says of the seeds it left out: '' for none."""
+    if not stuck:
+        return ""
+    return f" (without seed{'s' if len(stuck) > 1 else ''} {', '.join(map(str, sorted(stuck)))}: at chance)"
 
 
 def ece_case(what: str, first: LossCalibration, second: LossCalibration, seeds: list[int]) -> EceCase:
