@@ -214,9 +214,9 @@ def scaling_section(points: pd.DataFrame, margin: Margin) -> str:
     if have.empty:
         return heading + "No run of the sweep has calibrate's files: rerun its experiments.\n"
     # A network that never learned has no calibration to compare (T ends at its bound).
-    stuck = {
-        float(gamma): set(map(int, rows["seed"])) for gamma, rows in have[have["at_chance"]].groupby("gamma")
-    }
+    stuck: dict[float, set[int]] = {}
+    for row in have[have["at_chance"]].to_dict("records"):
+        stuck.setdefault(float(row["gamma"]), set()).add(int(row["seed"]))
     have = have[~have["at_chance"]]
     if have["gamma"].nunique() < 2:
         return heading + "Fewer than two γ have a run that left chance: no calibration to compare.\n"
