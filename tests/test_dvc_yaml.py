@@ -1,6 +1,7 @@
 """dvc.yaml against the code: every stage depends on all the lossbench code its command runs."""
 
 import ast
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -176,3 +177,27 @@ def test_a_folder_of_code_is_its_source_not_pythons_caches(tmp_path: Path) -> No
     assert run_in(tmp_path, "dvc", "status", "--json").stdout.strip() == "{}"
     (tmp_path / "code" / "kind.py").write_text("x = 2\n")
     assert "s" in run_in(tmp_path, "dvc", "status", "--json").stdout
+
+
+def test_every_committed_lock_is_of_this_pipeline_and_this_code() -> None:
+    """Each committed dvc.lock holds only stages its dvc.yaml defines (DVC leaves behind
+    the entries of a renamed stage), and each of them records the lossbench code as it
+    is now: a code change must be followed by a `dvc repro` of what it touches before
+    the results are committed, or a fresh clone's `dvc status` says they are stale."""
+    stale = []
+    for lock_path in [PROJECT / "dvc.lock", *sorted((PROJECT / "studies").glob("*/dvc.lock"))]:
+        folder = lock_path.parent
+        defined = run_in(
+            PROJECT, "dvc", "stage", "list", "--names-only", str(folder / "dvc.yaml")
+        ).stdout.split()
+        names = {name.rpartition(":")[2] for name in defined}
+        locked = yaml.safe_load(lock_path.read_text())["stages"]
+        where = lock_path.relative_to(PROJECT)
+        stale += [f"{where}: {stage}: not in its dvc.yaml" for stage in sorted(set(locked) - names)]
+        for stage, entry in locked.items():
+            for dep in entry.get("deps", []):
+                source = (folder / dep["path"]).resolve()
+                code = source.is_relative_to(PACKAGE) and source.is_file()
+                if code and hashlib.md5(source.read_bytes()).hexdigest() != dep["md5"]:
+                    stale.append(f"{where}: {stage}: {source.relative_to(PROJECT)} changed since it ran")
+    assert not stale, "\n".join(stale)
