@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 import yaml
@@ -391,6 +392,24 @@ def test_training_interrupted_by_each_signal_in_turn_resumes_to_identical_result
     assert list((prepared / "data" / "checkpoints").rglob("*.pt")) == []
     assert list((prepared / "data" / "live").rglob("*.csv")) == []
     assert _temporaries(prepared) == []
+
+
+def test_a_seed_worker_stopped_alone_stops_the_others_and_each_is_named(prepared: Path) -> None:
+    # SIGTERM to one seed's worker only (its stage and the other worker get none).
+    process = _start_training(prepared)
+    for seed in (1, 2):
+        _wait_for(prepared / "data" / "checkpoints" / "ce" / f"seed-{seed}.pt", process)
+    stage = psutil.Process(process.pid)
+    forkserver = next(child for child in stage.children() if "forkserver" in " ".join(child.cmdline()))
+    workers = forkserver.children()
+    assert len(workers) == 2, workers
+    workers[0].send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert stderr.startswith("interrupted: train@ce-") and "Traceback" not in stderr, stderr
+    assert "train@ce-1: interrupted in epoch" in stderr and "train@ce-2: interrupted in epoch" in stderr, (
+        stderr
+    )
 
 
 def test_a_checkpoint_from_other_params_is_ignored(prepared: Path) -> None:

@@ -15,7 +15,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, Generic, Protocol, TypeVar
@@ -25,6 +26,19 @@ from lossbench.errors import LossbenchError, TrainingInterrupted
 
 # Seconds a stopped worker gets to finish writing its checkpoint before it is killed.
 STOP_GRACE_S = 30.0
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextmanager
+def _stop_signals_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM while a worker's message is taken in: one that comes
+    then is raised when the block ends, never between reading a worker's outcome and
+    recording it (that lost the line of a worker stopped by the same Ctrl-C)."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 class Job(Protocol):
@@ -124,6 +138,7 @@ def run_in_workers(
     waiting = list(jobs)
     running: dict[Connection, _Running[JobType]] = {}
     failed_optional: list[str] = []
+    stopped: list[str] = []  # the line of each worker that ended interrupted, in that order
 
     def start(job: JobType) -> None:
         receiving, sending = context.Pipe(duplex=False)
@@ -141,6 +156,8 @@ def run_in_workers(
             del running[connection]
             connection.close()
             worker.process.join()
+            if worker.outcome[0] == "interrupted":
+                stopped.append(worker.outcome[1])
             return worker
         if kind == "epoch":
             on_epoch(worker.job, payload)
@@ -152,34 +169,35 @@ def run_in_workers(
         while waiting or running:
             while waiting and len(running) < workers:
                 start(waiting.pop(0))
-            for connection in wait(list(running)):
-                ended = receive(connection)  # type: ignore[arg-type]
-                if ended is None or ended.outcome[0] == "done":
-                    continue
-                outcome, message = ended.outcome
-                if outcome == "died":
-                    message = (
-                        f"train@{ended.job.name}-{ended.job.seed}: its worker ended with exit code "
-                        f"{ended.process.exitcode} without a report (killed, or out of memory?); "
-                        "finished epochs are checkpointed and `dvc repro` resumes"
-                    )
-                if outcome == "failed" and optional(ended.job):
-                    failed_optional.append(message)
-                    continue
-                _stop([other.process for other in running.values()])
-                raise TrainingInterrupted(message) if outcome == "interrupted" else LossbenchError(message)
+            ready = wait(list(running))
+            with _stop_signals_held():
+                for connection in ready:
+                    ended = receive(connection)  # type: ignore[arg-type]
+                    if ended is None or ended.outcome[0] in ("done", "interrupted"):
+                        continue  # an interrupted worker: its stage's Ctrl-C comes too, or `stopped` says
+                    outcome, message = ended.outcome
+                    if outcome == "died":
+                        message = (
+                            f"train@{ended.job.name}-{ended.job.seed}: its worker ended with exit code "
+                            f"{ended.process.exitcode} without a report (killed, or out of memory?); "
+                            "finished epochs are checkpointed and `dvc repro` resumes"
+                        )
+                    if outcome == "failed" and optional(ended.job):
+                        failed_optional.append(message)
+                        continue
+                    _stop([other.process for other in running.values()])
+                    raise LossbenchError(message)
+                if stopped:  # a worker was stopped alone (SIGTERM to it): stop the rest, say each
+                    raise KeyboardInterrupt
     except KeyboardInterrupt:
         _ignore_stop_signals()  # the workers are being stopped; a second Ctrl-C changes nothing
         _stop([worker.process for worker in running.values()])
-        saved = []
         for connection in list(running):
-            while (ended := receive(connection)) is None:
+            while receive(connection) is None:
                 pass
-            if ended.outcome[0] == "interrupted":
-                saved.append(ended.outcome[1])
         raise TrainingInterrupted(
-            "; ".join(saved)
-            if saved
+            "; ".join(stopped)
+            if stopped
             else f"train@{jobs[0].name}-{jobs[0].seed}: stopped; `dvc repro` resumes"
         ) from None
     return failed_optional
