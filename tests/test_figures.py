@@ -216,3 +216,27 @@ def test_a_studys_experiment_figure_is_among_its_plots(study: str, figure: str) 
     folder = PROJECT / "studies" / study / "plots"
     assert yaml.safe_load((folder / "dvc.yaml").read_text()) == {"plots": [figure]}
     assert (folder / figure).is_file()
+
+
+@pytest.mark.fast
+def test_the_sweep_figure_marks_a_run_at_chance_and_leaves_it_out_of_the_mean() -> None:
+    """γ=0's seed 1 never learned: its point is a red cross, and γ=0's mean (accuracy,
+    ECE before and after scaling) is that of seeds 2 and 3."""
+    rows = [
+        (0.0, 1, 0.10, 0.0, 0.0, True),
+        (0.0, 2, 0.56, 0.02, 0.018, False),
+        (0.0, 3, 0.58, 0.03, 0.020, False),
+        (2.0, 1, 0.52, 0.09, 0.030, False),
+        (2.0, 2, 0.50, 0.10, 0.034, False),
+    ]
+    columns = ["gamma", "seed", "final_test_acc", "ece", "ece_scaled", "at_chance"]
+    figure = figures.draw_sweep(pd.DataFrame(rows, columns=columns), "focal")
+    accuracy, ece = figure.axes
+    mean = next(line for line in accuracy.lines if line.get_label() == "seed mean, runs at chance left out")
+    assert np.allclose(mean.get_ydata(), [0.57, 0.51])
+    means = {line.get_label(): line.get_ydata() for line in ece.lines}
+    assert np.allclose(means["seed mean, runs at chance left out"], [0.025, 0.095])
+    assert np.allclose(means["after temperature scaling"], [0.019, 0.032])
+    crosses = [c for c in accuracy.collections if c.get_label() == "a run at chance"]
+    assert len(crosses) == 1 and crosses[0].get_offsets().tolist() == [[0.0, 0.1]]
+    plt.close(figure)

@@ -272,32 +272,49 @@ def draw_reliability(scaled: list[Scaled]) -> Figure:
     return figure
 
 
-def draw_sweep(points: pd.DataFrame, table: pd.DataFrame, loss: str) -> Figure:
-    """Final test accuracy and ECE against γ: every seed's point (`points`, one
-    row per γ and seed) and the seed mean (`table`, one row per γ)."""
+def draw_sweep(points: pd.DataFrame, loss: str) -> Figure:
+    """Final test accuracy and ECE against γ: every seed's point (`points`, one row per
+    γ and seed) and the seed mean. A run at chance is marked and left out of the mean,
+    as the verdicts leave it out: it never learned, and its 10% would pull the mean of
+    its γ down as if γ had cost accuracy."""
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for axis, column, prefix, title in (
-        (axes[0], "final_test_acc", "acc", "final test accuracy"),
-        (axes[1], "ece", "ece", "ECE (15 bins)"),
+    stuck = points[points["at_chance"]]
+    learned = points[~points["at_chance"]]
+    mean_label = "seed mean, runs at chance left out" if len(stuck) else "seed mean"
+    for axis, column, title in (
+        (axes[0], "final_test_acc", "final test accuracy"),
+        (axes[1], "ece", "ECE (15 bins)"),
     ):
-        axis.scatter(points["gamma"], points[column], s=12, color="grey", label="one seed", zorder=2)
-        axis.plot(table["gamma"], table[f"{prefix}_mean"], "o-", color="black", label="seed mean", zorder=3)
+        axis.scatter(learned["gamma"], learned[column], s=12, color="grey", label="one seed", zorder=2)
+        if len(stuck):
+            axis.scatter(
+                stuck["gamma"],
+                stuck[column],
+                s=30,
+                marker="x",
+                color="tab:red",
+                label="a run at chance",
+                zorder=2,
+            )
+        means = learned.groupby("gamma")[column].mean()
+        axis.plot(means.index, means.to_numpy(), "o-", color="black", label=mean_label, zorder=3)
         axis.axvspan(0.5, 2.0, color="green", alpha=0.07, label="the study's 0.5 ≤ γ ≤ 2")
         axis.set_xlabel(f"γ of losses.{loss}")
         axis.set_title(title)
         axis.grid(alpha=0.3)
-    if "ece_scaled_mean" in table:
-        scaled = points.dropna(subset=["ece_scaled"])
+    scaled = learned.dropna(subset=["ece_scaled"])
+    if len(scaled):
         axes[1].scatter(scaled["gamma"], scaled["ece_scaled"], s=12, color="tab:blue", alpha=0.5, zorder=2)
+        means = scaled.groupby("gamma")["ece_scaled"].mean()
         axes[1].plot(
-            table["gamma"],
-            table["ece_scaled_mean"],
+            means.index,
+            means.to_numpy(),
             "s--",
             color="tab:blue",
             zorder=3,
-            label="after temperature scaling (seed mean)",
+            label="after temperature scaling",
         )
-        axes[1].legend(fontsize=8)
+    axes[1].legend(fontsize=8)
     axes[0].legend(fontsize=8)
     figure.tight_layout()
     return figure

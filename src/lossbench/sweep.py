@@ -343,7 +343,7 @@ def sweep_report(
     table = sweep_table(points)
     pairs = gamma_pairs(accuracy, margin)
 
-    figure = figures.draw_sweep(points, table, loss)
+    figure = figures.draw_sweep(points, loss)
     text = _sweep_text(
         loss,
         points,
