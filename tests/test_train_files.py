@@ -22,7 +22,7 @@ from lossbench.errors import TrainingInterrupted
 from lossbench.lookahead import WORKERS_VARIABLE, forces_every_stage, worker_count
 from lossbench.losses import make_loss
 from lossbench.params import Params
-from lossbench.prepare import samples_figure
+from lossbench.prepare import SAMPLES_PER_CLASS, sample_strip, samples_figure
 from lossbench.storage import PreparedData, write_csv
 from lossbench.synthetic import CLASSES, generate
 from lossbench.train import LiveHistory, SeedJob, train_seed
@@ -83,6 +83,19 @@ def test_ctrl_c_during_the_first_live_write_is_an_interruption_of_the_stage(tmp_
         train_seed(
             job, TrainingSet.from_prepared(data, device), TestSet.from_prepared(data, device), loss, console
         )
+
+
+def test_a_sample_strip_holds_each_image_as_it_is_with_white_between_and_in_place_of_missing_ones() -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (3, 3, 4, 8), dtype=np.uint8)  # three of a class: the rest are missing
+    strip = sample_strip(images)
+    gap = 1  # an eighth of the width, at least one pixel
+    assert strip.shape == (4, SAMPLES_PER_CLASS * (8 + gap) - gap, 3) and strip.dtype == np.uint8
+    for column, image in enumerate(images):
+        start = column * (8 + gap)
+        assert np.array_equal(strip[:, start : start + 8], image.transpose(1, 2, 0))
+        assert (strip[:, start + 8 : start + 8 + gap] == 255).all()
+    assert (strip[:, 3 * (8 + gap) :] == 255).all()
 
 
 def test_the_sample_grids_labels_keep_clear_of_the_images() -> None:

@@ -37,24 +37,25 @@ SAMPLE_ROWS = 20
 
 def samples_figure(data: PreparedData) -> Figure:
     """A grid of the first training images of each class (the first SAMPLE_ROWS
-    classes; a line under the grid counts the rest): what the network sees."""
+    classes; a line under the grid counts the rest): what the network sees.
+    Each class is one strip of images in one axes: an axes per image made
+    prepare's slowest part (80 axes, 0.9 s of its 2 s on the tiny project)."""
     drawn, rest = data.classes[:SAMPLE_ROWS], data.classes[SAMPLE_ROWS:]
     footer = 0.3 if rest else 0.0  # inches
     figure, axes = plt.subplots(
         len(drawn),
-        SAMPLES_PER_CLASS,
+        1,
         figsize=(SAMPLES_PER_CLASS * 0.9, len(drawn) * 1.05 + footer),
         squeeze=False,
     )
     for row, name in enumerate(drawn):
+        axis = axes[row, 0]
+        axis.set_axis_off()
         picks = np.flatnonzero(data.train_labels == row)[:SAMPLES_PER_CLASS]
-        for column in range(SAMPLES_PER_CLASS):
-            axis = axes[row, column]
-            axis.set_axis_off()
-            if column < len(picks):
-                axis.imshow(data.train_images[picks[column]].transpose(1, 2, 0), interpolation="nearest")
+        if len(picks):
+            axis.imshow(sample_strip(data.train_images[picks]), interpolation="nearest")
         # A folder name is text, never mathtext: a class named $\x$ would make savefig raise.
-        axes[row, 0].set_title(shown(name), fontsize=8, loc="left", parse_math=False)
+        axis.set_title(shown(name), fontsize=8, loc="left", parse_math=False)
     if rest:
         figure.text(
             0.01,
@@ -67,6 +68,18 @@ def samples_figure(data: PreparedData) -> Figure:
     else:
         figure.tight_layout(pad=0.3, h_pad=1.0)  # h_pad: a row's label clear of the row above
     return figure
+
+
+def sample_strip(images: np.ndarray) -> np.ndarray:
+    """Up to SAMPLES_PER_CLASS uint8 images (n, 3, H, W) side by side as one
+    (H, W') image, white between them and in the places of missing ones."""
+    _, channels, height, width = images.shape
+    gap = max(1, width // 8)
+    strip = np.full((height, SAMPLES_PER_CLASS * (width + gap) - gap, channels), 255, dtype=np.uint8)
+    for column, image in enumerate(images):
+        start = column * (width + gap)
+        strip[:, start : start + width] = image.transpose(1, 2, 0)
+    return strip
 
 
 def long_tail_counts(largest: int, num_classes: int, ratio: float) -> list[int]:
