@@ -860,8 +860,6 @@ def _run_locked(
     retries: int,
     wait_for_workers: float,
 ) -> RunSummary:
-    from distributed import KilledWorker
-
     commit = _commit(root)
     repo = _checked_repo(repo, root, commit)
     remote = remote or default_results_remote(root)
@@ -876,6 +874,9 @@ def _run_locked(
         highlight=False,
         markup=False,
     )
+
+    # Imported once the params are known good: Dask's import is half a second of a refusal.
+    from distributed import KilledWorker
 
     started = time.perf_counter()
     with dask_client(scheduler, cluster_file) as client:
