@@ -10,18 +10,19 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import PROJECT
+from conftest import PROJECT, published_details
 from matplotlib.collections import PathCollection
-from matplotlib.colors import to_hex
+from matplotlib.colors import to_hex, to_rgba
 
 from lossbench import figures
+from lossbench.claims import final_accuracy
 from lossbench.figures import FIXED_COLOURS, OTHER_COLOURS, colour_of, loss_colours
 from lossbench.losses.ce import CeLoss
 from lossbench.losses.focal import FocalLoss
 from lossbench.losses.mae import MaeLoss
 from lossbench.params import LossParams, loss_label
 from lossbench.report_tables import overlay_table
-from lossbench.results import LossResult
+from lossbench.results import LossResult, VariantRun
 
 TEMPLATES = PROJECT / ".dvc" / "plots"
 
@@ -239,4 +240,29 @@ def test_the_sweep_figure_marks_a_run_at_chance_and_leaves_it_out_of_the_mean() 
     assert np.allclose(means["after temperature scaling"], [0.019, 0.032])
     crosses = [c for c in accuracy.collections if c.get_label() == "a run at chance"]
     assert len(crosses) == 1 and crosses[0].get_offsets().tolist() == [[0.0, 0.1]]
+    plt.close(figure)
+
+
+@pytest.mark.fast
+def test_the_variants_figure_marks_a_run_at_chance_and_leaves_it_out_of_the_mean() -> None:
+    """CE's clean seed 1 never learned: its point is a red cross, and the clean
+    mean is that of seeds 2 and 3, so 20% noise does not seem to raise CE's accuracy."""
+
+    def ce(accuracies: dict[int, float], stuck: set[int]) -> LossResult:
+        per_seed: dict[int, dict[str, object]] = {
+            seed: {"final_test_acc": value, "at_chance": "never left chance" if seed in stuck else None}
+            for seed, value in accuracies.items()
+        }
+        return LossResult.from_details(published_details("ce", {"kind": "ce"}, per_seed), "ce.json")
+
+    clean = {"ce": ce({1: 0.10, 2: 0.56, 3: 0.58}, stuck={1})}
+    noisy = VariantRun("noise", 1.0, 0.2, {"ce": ce({1: 0.50, 2: 0.52, 3: 0.54}, stuck=set())}, {})
+    panels: list[figures.VariantPanel] = [("label_noise", final_accuracy, "test accuracy")] * 2
+    figure = figures.draw_variants([noisy], clean, panels)
+    axis = figure.axes[0]
+    (mean,) = [line for line in axis.lines if line.get_label() == "CE"]
+    assert np.allclose(mean.get_xdata(), [0.0, 0.2]) and np.allclose(mean.get_ydata(), [0.57, 0.52])
+    crosses = [c for c in axis.collections if c.get_offsets().tolist() == [[0.0, 0.1]]]
+    assert len(crosses) == 1 and crosses[0].get_facecolor()[0].tolist() == list(to_rgba("tab:red"))
+    assert "a run at chance (not in the mean)" in [text.get_text() for text in axis.get_legend().get_texts()]
     plt.close(figure)

@@ -339,17 +339,31 @@ def _clean_and_runs_along(
 
 def draw_variants(runs: list[VariantRun], clean: dict[str, LossResult], panels: list[VariantPanel]) -> Figure:
     """Each panel's measure against its data variable, from the clean run on:
-    every seed's point and each loss's seed mean."""
+    every seed's point and each loss's seed mean. A run at chance is a red cross,
+    left out of its mean as the comparisons leave it out (a loss with every run
+    at chance there has no mean there): its 10% would read as the variant's effect."""
     figure, axes = plt.subplots(1, len(panels), figsize=(14, 4))
     colours = loss_colours(clean)
+    any_stuck = any(found.at_chance() for run in runs for found in run.results.values()) or any(
+        result.at_chance() for result in clean.values()
+    )
     for axis, (variable, measure, title) in zip(axes, panels, strict=True):
         for name, result in clean.items():
-            along = [(x, measure(found)) for x, found in _clean_and_runs_along(runs, clean, name, variable)]
-            for x, values in along:
-                axis.scatter([x] * len(values), values, s=10, color=colours[name], alpha=0.5)
+            means = []
+            for x, found in _clean_and_runs_along(runs, clean, name, variable):
+                stuck = found.at_chance()
+                kept = [seed for seed in found.seeds if seed not in stuck]
+                learned = measure(found.only(kept)) if kept else []
+                axis.scatter([x] * len(learned), learned, s=10, color=colours[name], alpha=0.5)
+                if stuck:
+                    axis.scatter(
+                        [x] * len(stuck), measure(found.only(list(stuck))), s=24, marker="x", color="tab:red"
+                    )
+                if learned:
+                    means.append((x, float(np.mean(learned))))
             axis.plot(
-                [x for x, _ in along],
-                [np.mean(values) for _, values in along],
+                [x for x, _ in means],
+                [mean for _, mean in means],
                 "o-",
                 color=colours[name],
                 label=result.label,
@@ -366,6 +380,8 @@ def draw_variants(runs: list[VariantRun], clean: dict[str, LossResult], panels: 
             axis.set_xlabel("fraction of training labels flipped (0 = clean)")
         axis.set_title(title)
         axis.grid(alpha=0.3)
+    if any_stuck:
+        axes[0].scatter([], [], s=24, marker="x", color="tab:red", label="a run at chance (not in the mean)")
     axes[0].legend(fontsize=8)
     figure.tight_layout()
     return figure
