@@ -23,6 +23,8 @@ from lossbench.losses.mae import MaeLoss
 from lossbench.params import LossParams, loss_label
 from lossbench.report_tables import overlay_table
 from lossbench.results import LossResult, VariantRun
+from lossbench.runfiles import LossCalibration, Measures
+from lossbench.temperature import RELIABILITY_COLUMNS, Scaled
 
 TEMPLATES = PROJECT / ".dvc" / "plots"
 
@@ -265,4 +267,47 @@ def test_the_variants_figure_marks_a_run_at_chance_and_leaves_it_out_of_the_mean
     crosses = [c for c in axis.collections if c.get_offsets().tolist() == [[0.0, 0.1]]]
     assert len(crosses) == 1 and crosses[0].get_facecolor()[0].tolist() == list(to_rgba("tab:red"))
     assert "a run at chance (not in the mean)" in [text.get_text() for text in axis.get_legend().get_texts()]
+    plt.close(figure)
+
+
+@pytest.mark.fast
+def test_the_reliability_diagram_leaves_out_a_run_at_chance_and_says_so() -> None:
+    """CE's seed 1 never learned (every image in the lowest bin): its bins are not
+    pooled and its ECE is not in the title's mean, as the comparisons leave it out."""
+    per_seed: dict[int, dict[str, object]] = {
+        1: {"final_test_acc": 0.1, "at_chance": "never left chance"},
+        2: {"final_test_acc": 0.7},
+        3: {"final_test_acc": 0.7},
+    }
+    bins = pd.DataFrame(
+        [(1, 0, 0.0, 0.2, 100, 0.1, 0.1)] + [(seed, 3, 0.6, 0.8, 100, 0.7, 0.7) for seed in (2, 3)],
+        columns=list(RELIABILITY_COLUMNS),
+    )
+    result = LossResult.from_details(
+        published_details("ce", {"kind": "ce"}, per_seed), "ce.json", tables=(pd.DataFrame(), bins)
+    )
+
+    def measures(ece: float) -> dict[str, float]:
+        return dict.fromkeys(Measures.model_fields, 0.01) | {"ece": ece}
+
+    calibration = LossCalibration.model_validate(
+        {
+            "loss": "ce",
+            "label": "CE",
+            "split_seed": 0,
+            "bins": 15,
+            "floor_draws": 10,
+            "half_sizes": [50, 50],
+            "per_seed": {
+                f"seed{seed}": {"temperatures": [t, t], "before": measures(ece), "after": measures(ece / 2)}
+                for seed, ece, t in ((1, 0.0, 100.0), (2, 0.04, 1.2), (3, 0.06, 1.4))
+            },
+        }
+    )
+    figure = figures.draw_reliability([Scaled(result, calibration, bins)])
+    before, _, after, _ = figure.axes
+    assert before.get_title() == "CE, 1 at chance left out\nbefore scaling: ECE 0.050"
+    assert after.get_title() == "CE, 1 at chance left out\nafter scaling: ECE 0.025, T 1.30"
+    for axis in (before, after):
+        assert [round(bar.get_x(), 2) for bar in axis.patches] == [0.6]  # the lowest bin is seed 1's alone
     plt.close(figure)

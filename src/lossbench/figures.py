@@ -245,20 +245,26 @@ def _reliability_panel(axis: Axes, counts: Axes, pooled: pd.DataFrame, colour: s
 
 def draw_reliability(scaled: list[Scaled]) -> Figure:
     """Per loss, the reliability diagram before temperature scaling and after it
-    (every image scaled by the T fitted on the other half), all seeds pooled,
-    each over a strip of the share of images in each bin."""
+    (every image scaled by the T fitted on the other half), its seeds pooled (but
+    runs at chance, when some seeds learned), each over a strip of the share of
+    images in each bin."""
     columns = min(4, len(scaled))
     groups = -(-len(scaled) // columns)
     figure = plt.figure(figsize=(3.3 * columns, 6.8 * groups), layout="constrained")
     grid = figure.add_gridspec(4 * groups, columns, height_ratios=[3, 1, 3, 1] * groups)
     colours = result_colours([s.result for s in scaled])
-    for number, (s, colour) in enumerate(zip(scaled, colours, strict=True)):
+    for number, (every, colour) in enumerate(zip(scaled, colours, strict=True)):
         row, column = 4 * (number // columns), number % columns
+        s = every.learned()  # runs at chance left out, as the comparisons leave them out
+        stuck = len(every.result.at_chance())
+        label = s.result.label
+        if stuck:
+            label += f", {stuck} at chance left out" if s is not every else ", every run at chance"
         for offset, side, bins in ((0, "before", s.result.calibration), (2, "after", s.reliability)):
             axis = figure.add_subplot(grid[row + offset, column])
             counts = figure.add_subplot(grid[row + offset + 1, column], sharex=axis)
             temperature = f", T {np.median(s.temperatures()):.2f}" if side == "after" else ""
-            title = f"{s.result.label}\n{side} scaling: ECE {s.mean(side, 'ece'):.3f}{temperature}"
+            title = f"{label}\n{side} scaling: ECE {s.mean(side, 'ece'):.3f}{temperature}"
             _reliability_panel(axis, counts, pooled_reliability(bins), colour, title)
             if column == 0:
                 axis.set_ylabel("accuracy in the bin")

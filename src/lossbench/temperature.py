@@ -48,6 +48,16 @@ class Scaled:
             t for seed in self.result.seeds for t in self.calibration.per_seed[f"seed{seed}"].temperatures
         ]
 
+    def learned(self) -> Scaled:
+        """The same on the seeds whose run left chance (every seed when none or
+        all stayed there): what a reliability diagram pools, as comparisons pair."""
+        stuck = self.result.at_chance()
+        kept = [seed for seed in self.result.seeds if seed not in stuck]
+        if not stuck or not kept:
+            return self
+        rows = self.reliability[self.reliability["seed"].isin(kept)]
+        return Scaled(self.result.only(kept), self.calibration, rows)
+
 
 def load_scaled(results: list[LossResult], root: Path) -> list[Scaled]:
     """Every result's calibrate files, for the result's seeds."""
