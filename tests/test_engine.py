@@ -188,7 +188,11 @@ def test_a_grid_on_two_workers_gives_the_results_of_sequential_dvc_exp_runs(
     project: Path, sequential: dict[float, dict[str, object]]
 ) -> None:
     with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, resources={"train": 1}, dashboard_address=None
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        resources={"train": 1},
+        dashboard_address="127.0.0.1:0",
     ) as cluster:
         result = lossbench(
             project, "run", "--scheduler", cluster.scheduler_address, "-S", f"{GAMMA}=0.5,1", "--retries", "0"
@@ -289,7 +293,9 @@ def test_a_bad_grid_value_is_one_line_naming_the_key_and_nothing_runs(
 
 
 def test_a_scheduler_whose_workers_offer_no_training_slot_is_refused(project: Path) -> None:
-    with LocalCluster(n_workers=1, processes=False, protocol="tcp", dashboard_address=None) as cluster:
+    with LocalCluster(
+        n_workers=1, processes=False, protocol="tcp", dashboard_address="127.0.0.1:0"
+    ) as cluster:
         result = lossbench(project, "run", "--scheduler", cluster.scheduler_address)
     assert result.returncode == 1
     assert "no worker offers the resource 'train'; start workers with" in result.stderr, result.stderr

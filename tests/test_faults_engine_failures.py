@@ -106,7 +106,7 @@ def test_batch_jobs_that_never_start_are_given_up_on_naming_the_tasks_left(
 def test_a_run_whose_last_worker_leaves_is_given_up_on_naming_the_tasks_left(
     project: Path, tmp_path: Path
 ) -> None:
-    with LocalCluster(n_workers=0, processes=True, dashboard_address=None) as scheduler:
+    with LocalCluster(n_workers=0, processes=True, dashboard_address="127.0.0.1:0") as scheduler:
         address = scheduler.scheduler_address
         worker = start_in(
             project, "dask", "worker", address, "--nthreads", "1", "--resources", "train=1", "--no-dashboard"
