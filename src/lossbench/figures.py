@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter
 
 from lossbench.params import DataParams
-from lossbench.results import CLEAN_DATA, LossResult, VariantRun
+from lossbench.results import CLEAN_DATA, LossResult, VariantRun, without_chance_runs
 from lossbench.storage import OutputSet
 from lossbench.temperature import Scaled
 
@@ -393,14 +393,12 @@ def draw_variants(runs: list[VariantRun], clean: dict[str, LossResult], panels: 
         for name, result in clean.items():
             means = []
             for x, found in _clean_and_runs_along(runs, clean, name, variable):
-                stuck = found.at_chance()
-                kept = [seed for seed in found.seeds if seed not in stuck]
-                learned = measure(found.only(kept)) if kept else []
+                (kept,) = without_chance_runs([found])
+                learned = measure(kept) if kept.seeds else []
                 axis.scatter([x] * len(learned), learned, s=10, color=colours[name], alpha=0.5)
-                if stuck:
-                    axis.scatter(
-                        [x] * len(stuck), measure(found.only(list(stuck))), s=24, marker="x", color="tab:red"
-                    )
+                if kept.left_out:
+                    stuck = measure(found.only(list(kept.left_out)))
+                    axis.scatter([x] * len(stuck), stuck, s=24, marker="x", color="tab:red")
                 if learned:
                     means.append((x, float(np.mean(learned))))
             axis.plot(

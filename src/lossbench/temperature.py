@@ -18,7 +18,7 @@ import pandas as pd
 
 from lossbench.errors import MissingInput
 from lossbench.md import md
-from lossbench.results import LossResult, read_table
+from lossbench.results import LossResult, read_table, without_chance_runs
 from lossbench.runfiles import CalibrationFiles, LossCalibration, read_calibration
 from lossbench.verdicts import Judged, Margin, Verdict, comparison_text, judge_pairs
 
@@ -51,12 +51,11 @@ class Scaled:
     def learned(self) -> Scaled:
         """The same on the seeds whose run left chance (every seed when none or
         all stayed there): what a reliability diagram pools, as comparisons pair."""
-        stuck = self.result.at_chance()
-        kept = [seed for seed in self.result.seeds if seed not in stuck]
-        if not stuck or not kept:
+        (learned,) = without_chance_runs([self.result])
+        if not learned.left_out or not learned.seeds:
             return self
-        rows = self.reliability[self.reliability["seed"].isin(kept)]
-        return Scaled(self.result.only(kept), self.calibration, rows)
+        rows = self.reliability[self.reliability["seed"].isin(learned.seeds)]
+        return Scaled(learned, self.calibration, rows)
 
 
 def load_scaled(results: list[LossResult], root: Path) -> list[Scaled]:
