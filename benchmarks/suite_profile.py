@@ -14,11 +14,13 @@ bound. Run nothing else on the machine meanwhile.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -67,6 +69,28 @@ def pytest_runtest_protocol(item, nextitem):
 """
 
 
+def _idle_seconds() -> float:
+    """Idle (and I/O-wait) time of all cores since boot, from /proc/stat."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return (int(fields[4]) + int(fields[5])) / os.sysconf("SC_CLK_TCK")
+
+
+def _sample_idle(samples: list[tuple[float, float]], stop: threading.Event) -> None:
+    """Every half second, (wall time, idle core-seconds so far): where the cores sat idle."""
+    while not stop.wait(0.5):
+        samples.append((time.time(), _idle_seconds()))
+
+
+def _idle_by_test(samples: list[tuple[float, float]], tests: pd.DataFrame) -> pd.Series:
+    """Each interval's idle core-seconds shared among the tests running in it."""
+    idle = pd.Series(0.0, index=tests["test"].unique())
+    for (start, before), (end, after) in itertools.pairwise(samples):
+        running = tests[(tests["start"] < end) & (tests["end"] > start)]["test"]
+        for test in running:
+            idle[test] += (after - before) / len(running)
+    return idle
+
+
 def main(pytest_arguments: list[str]) -> None:
     with tempfile.TemporaryDirectory(prefix="suite-profile-") as folder:
         (Path(folder) / "sitecustomize.py").write_text(SITECUSTOMIZE)
@@ -74,8 +98,13 @@ def main(pytest_arguments: list[str]) -> None:
         path = os.pathsep.join(filter(None, [folder, os.environ.get("PYTHONPATH")]))
         env = os.environ | {"PYTHONPATH": path, "SUITE_PROFILE_DIR": folder}
         command = [sys.executable, "-m", "pytest", "-p", "suite_timeline", "-p", "no:cacheprovider", "-q"]
+        samples: list[tuple[float, float]] = []
+        stop = threading.Event()
+        sampler = threading.Thread(target=_sample_idle, args=(samples, stop), daemon=True)
         started = time.perf_counter()
+        sampler.start()
         result = subprocess.run([*command, *pytest_arguments], cwd=PROJECT, env=env, check=False)
+        stop.set()
         wall_s = time.perf_counter() - started
         processes = pd.read_json(Path(folder) / "processes.jsonl", lines=True)
         tests = pd.read_json(Path(folder) / "tests.jsonl", lines=True)
@@ -89,6 +118,8 @@ def main(pytest_arguments: list[str]) -> None:
     workers["last_end_s"] = tests.groupby("worker")["end"].max() - tests["start"].min()
     print(f"\nEach worker:\n{workers.round(0).to_string()}")
     print(f"\nCPU of the processes that reported: {processes['cpu_s'].sum():.0f} s")
+    idle = _idle_by_test(samples, tests)
+    print(f"Idle core-seconds while tests ran: {idle.sum():.0f} s (all cores, I/O wait included)")
     # pytest and its xdist workers (command line `-c …`) run the in-process tests.
     outside = processes["test"] == ""
     processes.loc[outside, "command"] = "(pytest and its workers)"
@@ -99,6 +130,9 @@ def main(pytest_arguments: list[str]) -> None:
     by_test["wall_s"] = tests.set_index("test")["seconds"].reindex(by_test.index)
     print(
         f"\nBy test (top 25, CPU of its subprocesses):\n{by_test.nlargest(25, 'cpu_s').round(1).to_string()}"
+    )
+    print(
+        f"\nIdle core-seconds by test (top 15, shared among the tests running):\n{idle.nlargest(15).round(1).to_string()}"
     )
     raise SystemExit(result.returncode)
 
