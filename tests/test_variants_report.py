@@ -30,6 +30,10 @@ def test_variants_are_paired_by_seed_with_the_clean_run(reproduced: Path, tmp_pa
     project = reproduced  # the tiny project with its clean run committed
     clean = tmp_path / "clean"  # the clean run, as another study's folder
     shutil.copytree(project, clean, symlinks=True)
+    # This study trains seed 1 only, of the clean run's two (a study's seeds may differ).
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    write_params(project, params | {"seeds": [1]})
+    run_in(project, "git", "commit", "-qam", "seed 1 only")
     for variant in ("+data.imbalance_ratio=4", "+data.label_noise=0.3"):  # not in the tiny params.yaml
         run_in(project, "dvc", "exp", "run", "--queue", "-S", variant)
     assert run_queue(project, jobs=2, expected=2).count("Success") == 2
@@ -52,8 +56,10 @@ def test_variants_are_paired_by_seed_with_the_clean_run(reproduced: Path, tmp_pa
     )
     clean_ce = json.loads((clean / "metrics" / "details" / "ce.json").read_text())["per_seed"]
     noisy_ce = _details(project, noisy_rev, "ce")
-    # A seed whose clean or noisy run stayed at chance is left out (the tiny runs often are).
-    kept = [s for s in clean_ce if not clean_ce[s]["at_chance"] and not noisy_ce[s]["at_chance"]]
+    # Only the seeds both runs have are paired; a seed whose clean or noisy run stayed at
+    # chance is left out (the tiny runs often are).
+    assert sorted(clean_ce) == ["seed1", "seed2"] and sorted(noisy_ce) == ["seed1"]
+    kept = [s for s in noisy_ce if not clean_ce[s]["at_chance"] and not noisy_ce[s]["at_chance"]]
     row = noise.loc[noise["loss"] == "CE"].iloc[0]
     assert row["seeds"] == len(kept)
     if kept:
