@@ -332,13 +332,8 @@ def test_rev_outside_a_git_repository_says_so(tmp_path: Path, command: list[str]
 @pytest.mark.parametrize(
     ("older", "expected"),
     [
-        (  # dvc.yaml's matrix needs the losses
-            None,
-            [
-                "error: params.yaml at --rev 'HEAD~1': DVC could not read that commit (failed to parse "
-                "'stages.train.matrix' in 'dvc.yaml': Could not find 'losses')"
-            ],
-        ),
+        (None, ["error: params.yaml at --rev 'HEAD~1': not there"]),
+        ("colour: [red", ["error: params.yaml at --rev 'HEAD~1': not YAML"]),
         (
             {**TINY_PARAMS, "colour": "red"},
             [
@@ -347,18 +342,20 @@ def test_rev_outside_a_git_repository_says_so(tmp_path: Path, command: list[str]
             ],
         ),
     ],
-    ids=["no params", "params of another format"],
+    ids=["no params", "not YAML", "params of another format"],
 )
 @pytest.mark.parametrize(
     "command", [["sweep-report", "--loss", "focal_high"], ["variants-report", "--clean", "."]]
 )
 def test_a_rev_whose_params_cannot_be_read_is_named(
-    project: Path, older: dict[str, object] | None, expected: list[str], command: list[str]
+    project: Path, older: dict[str, object] | str | None, expected: list[str], command: list[str]
 ) -> None:
     # The workspace's params are fine; the commit's, which --rev reads, are missing or of another shape.
     current = (project / "params.yaml").read_text()
     if older is None:
         (project / "params.yaml").unlink()
+    elif isinstance(older, str):
+        (project / "params.yaml").write_text(older)
     else:
         write_params(project, older)
     commit(project, "older")
@@ -624,4 +621,25 @@ def test_an_experiment_whose_params_expand_to_a_million_values_is_refused(
         "error: params.yaml of 'bomb' expands to more than 100,000 values (YAML anchors and aliases repeat "
         "what they point to); DVC would spend minutes writing them out. Remove that run (`dvc exp remove bomb`) "
         "or write its values out"
+    ]
+
+
+def test_a_commit_named_by_rev_whose_params_expand_to_a_million_values_is_refused(project: Path) -> None:
+    _write_headlines(project)
+    (project / "params.yaml").write_text(_alias_bomb())
+    commit(project, "a bomb")
+    bomb = run_in(project, "git", "rev-parse", "HEAD").stdout.strip()
+    write_params(project, TINY_PARAMS)
+    commit(project, "fixed")
+    result = subprocess.run(
+        [sys.executable, "-m", "lossbench", "compare", "--rev", "HEAD~1"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: params.yaml at '{bomb[:12]}' expands to more than 100,000 values (YAML anchors and aliases "
+        "repeat what they point to); reading it would take minutes. Write its values out"
     ]

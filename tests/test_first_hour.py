@@ -172,6 +172,37 @@ def test_all_commits_lists_what_dvc_exp_show_all_commits_lists(project: Path) ->
     assert "three-epochs" in {record.get("name") for record in experiments.experiment_records(ours)}
 
 
+def test_rev_lists_what_dvc_exp_show_rev_lists(project: Path) -> None:
+    (project / "dvc.yaml").write_text(HEADLINES_ONLY)
+    _headlines(project, 0.5)
+    commit(project, "first")
+    params = copy.deepcopy(TINY_PARAMS)
+    for epochs, accuracy in ((3, 0.6), (4, 0.65)):  # two experiments of the first commit
+        params["train"]["epochs"] = epochs  # type: ignore[index]
+        write_params(project, params)
+        _headlines(project, accuracy)
+        run_in(project, "dvc", "exp", "save", "-n", f"epochs-{epochs}")
+        run_in(project, "git", "checkout", "-q", "--", ".")
+    _headlines(project, 0.8)
+    commit(project, "last")  # HEAD has moved on: the sweep's commit is HEAD~1
+    run_in(project, "dvc", "exp", "save", "-n", "of-the-last")
+
+    for rev in ("HEAD~1", "HEAD"):  # a commit inside the branch, and the branch's tip
+        sha = run_in(project, "git", "rev-parse", rev).stdout.strip()
+        by_dvc = json.loads(
+            run_in(project, "dvc", "exp", "show", "--json", f"--rev={sha}", "--hide-workspace").stdout
+        )
+        ours = experiments.exp_show(project, rev=rev)
+        assert _essentials(experiments.experiment_records(ours)) == _essentials(
+            experiments.experiment_records(by_dvc)
+        ), rev
+    names = {
+        record.get("name")
+        for record in experiments.experiment_records(experiments.exp_show(project, rev="HEAD~1"))
+    }
+    assert {"epochs-3", "epochs-4"} <= names and "of-the-last" not in names
+
+
 # --- compare within a terminal's width ------------------------------------------------------------
 
 LOSSES = list(TINY_PARAMS["losses"])  # type: ignore[call-overload]

@@ -165,22 +165,23 @@ def test_a_sweep_split_across_two_machines_is_drawn_whole_on_a_third(project: Pa
     run_in(third, "git", "commit", "-q", "--allow-empty", "-m", "later work")
     moved = run_in(study, "lossbench", "sweep-report", "--loss", "focal", check=False)
     assert moved.returncode == 1 and "need results for at least two values" in moved.stderr
-    run_in(study, "lossbench", "sweep-report", "--loss", "focal", "--rev", "HEAD~1")
-    assert (study / "plots" / "sweep.csv").read_text() == swept
     # Under --rev, HEAD's workspace is not read: here the uncommitted run of γ=0.5 above,
-    # made a run of γ=5.
+    # made a run of γ=5; nor are HEAD's params, where the loss is no longer focal (at that
+    # commit it was).
     for path, old_gamma in (
         ("params.yaml", r"gamma: [0-9.]+"),
         ("metrics/details/focal.json", r'"gamma": [0-9.]+'),
     ):
         text = (study / path).read_text()
         (study / path).write_text(re.sub(old_gamma, old_gamma.split(":")[0] + ": 5.0", text, count=1))
-    run_in(study, "lossbench", "sweep-report", "--loss", "focal", "--rev", "HEAD~1")
-    assert (study / "plots" / "sweep.csv").read_text() == swept
-    # Nor HEAD's params: there the loss is no longer focal, at that commit it was.
+    committed_params = (study / "params.yaml").read_text()
     write_params(study, params | {"losses": {"focal": {"kind": "ce"}}})
     refused = run_in(study, "lossbench", "sweep-report", "--loss", "focal", check=False)
     assert refused.returncode == 1 and "losses.focal: sweep-report needs a focal loss" in refused.stderr
+    run_in(study, "lossbench", "sweep-report", "--loss", "focal", "--rev", "HEAD~1")
+    assert (study / "plots" / "sweep.csv").read_text() == swept
+    # With HEAD's params a focal loss again, the workspace's γ=5 run is still not read.
+    (study / "params.yaml").write_text(committed_params)
     run_in(study, "lossbench", "sweep-report", "--loss", "focal", "--rev", "HEAD~1")
     assert (study / "plots" / "sweep.csv").read_text() == swept
     for rev in ("nope", "--all-commits"):  # an option-like value is a name, never an option
