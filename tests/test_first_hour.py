@@ -172,6 +172,31 @@ def test_all_commits_lists_what_dvc_exp_show_all_commits_lists(project: Path) ->
     assert "three-epochs" in {record.get("name") for record in experiments.experiment_records(ours)}
 
 
+def test_this_commit_lists_what_dvc_exp_show_lists(project: Path) -> None:
+    (project / "dvc.yaml").write_text(HEADLINES_ONLY)
+    _headlines(project, 0.5)
+    commit(project, "first")
+    ours = experiments.exp_show(project)  # nothing run: the workspace is the commit
+    assert [record["rev"] for record in experiments.experiment_records(ours)] != ["workspace"]
+    params = copy.deepcopy(TINY_PARAMS)
+    for epochs, accuracy in ((3, 0.6), (4, 0.65)):
+        params["train"]["epochs"] = epochs  # type: ignore[index]
+        write_params(project, params)
+        _headlines(project, accuracy)
+        run_in(project, "dvc", "exp", "save", "-n", f"epochs-{epochs}")
+    _headlines(project, 0.7)  # a run in the workspace, not saved: its own row
+    for workspace_row in (True, False):
+        by_dvc = json.loads(run_in(project, "dvc", "exp", "show", "--json").stdout)
+        ours = experiments.exp_show(project)
+        assert _essentials(experiments.experiment_records(ours)) == _essentials(
+            experiments.experiment_records(by_dvc)
+        )
+        assert (
+            "workspace" in {record["rev"] for record in experiments.experiment_records(ours)}
+        ) == workspace_row
+        _headlines(project, 0.65)  # the last experiment's numbers again: the workspace is that run
+
+
 def test_rev_lists_what_dvc_exp_show_rev_lists(project: Path) -> None:
     (project / "dvc.yaml").write_text(HEADLINES_ONLY)
     _headlines(project, 0.5)

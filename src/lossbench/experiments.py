@@ -8,8 +8,9 @@ import json
 import os
 import re
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -69,28 +70,45 @@ def queue_command(params: Params, root: Path, settings: str) -> str:
 
 
 def exp_show(root: Path, all_commits: bool = False, rev: str | None = None) -> list[dict[str, Any]]:
-    """`dvc exp show --json`: by default the experiments of the current commit only;
-    with `rev`, those of that commit (the one a sweep was run from, when HEAD has
-    moved on since), read from git as other_commits reads them; with `all_commits`,
-    every commit's (other_commits)."""
+    """What `dvc exp show --json` lists, read from git and the workspace: by default
+    the workspace, the current commit and its experiments; with `rev`, that commit
+    (the one a sweep was run from, when HEAD has moved on since) and its experiments;
+    with `all_commits`, every commit's too (other_commits). Only finished runs have
+    their files in git: the queued, running and failed ones DVC also lists are left out,
+    as experiment_records leaves them out of DVC's list.
+
+    A finished run's files are all a report needs, and DVC builds each revision's whole
+    pipeline to list them, every study's dvc.lock parsed: `sweep-report --rev` took 21 s
+    in a fresh clone of this repository's γ study (7 revisions), 2.5 s read from git
+    (benchmarks/results.md). tests/test_first_hour.py checks each form against DVC's."""
     if rev is not None and all_commits:
         raise MissingInput("--rev and --all-commits: give one of them")
     if rev is not None:
-        # A finished commit's runs are files in git: DVC would build that commit's whole
-        # pipeline for each of them, every study's dvc.lock parsed, 24 s for the γ study's
-        # seven runs in a fresh clone of this repository (1 s once DVC has cached them).
         commit = _commit_of(root, rev)
         check_params_sizes(root, also=[commit])
         return commit_entries(root, [commit])
     check_params_sizes(root, all_commits)
-    command = ["dvc", "exp", "show", "--json"]
-    shown = subprocess.run(command, cwd=root, capture_output=True, text=True)
-    if shown.returncode != 0:
-        raise MissingInput(f"`dvc exp show --json` failed: {shown.stderr.strip()}")
-    result: list[dict[str, Any]] = json.loads(shown.stdout)
+    # The workspace, HEAD and HEAD's experiments, as plain `dvc exp show --json` lists them.
+    head = _git_lines(root, "rev-parse", "--verify", "--quiet", "HEAD^{commit}")
+    result = [workspace_entry(root), *commit_entries(root, head)]
     if all_commits:
-        result += other_commits(root, {revision.get("rev") for revision in result})
+        result += other_commits(root, set(head))
     return result
+
+
+def workspace_entry(root: Path) -> dict[str, Any]:
+    """The workspace's entry as `dvc exp show --json` gives it: params.yaml and the
+    headline metrics on disk."""
+    prefix = study_prefix(root)
+    top = root.resolve()
+    for _ in PurePosixPath(prefix).parts:  # up from a study's folder to the repository's top
+        top = top.parent
+
+    def read(path: str) -> str | None:
+        file = top / path
+        return file.read_text(errors="replace") if file.is_file() else None
+
+    return _revision(read, "workspace", None, prefix)
 
 
 def _git_lines(root: Path, *command: str) -> list[str]:
@@ -163,11 +181,17 @@ def other_commits(root: Path, known: set[Any]) -> list[dict[str, Any]]:
 
 
 def commit_entries(root: Path, commits: list[str]) -> list[dict[str, Any]]:
-    """Each commit with its finished experiments, as `dvc exp show --json` gives them
-    (a commit named by the tag, else the branch, whose tip it is), read from git."""
+    """Each commit with its finished experiments, newest first, as `dvc exp show --json`
+    gives them (a commit named by the tag, else the branch, whose tip it is), read from git."""
     prefix = study_prefix(root)
     refs = subprocess.run(
-        ["git", "for-each-ref", "--format=%(objectname) %(*objectname) %(refname)", "refs/"],
+        [
+            "git",
+            "for-each-ref",
+            "--sort=-committerdate",
+            "--format=%(objectname) %(*objectname) %(refname)",
+            "refs/",
+        ],
         cwd=root,
         capture_output=True,
         text=True,
@@ -187,19 +211,25 @@ def commit_entries(root: Path, commits: list[str]) -> list[dict[str, Any]]:
     with GitObjects(root) as objects:
         shown = []
         for commit in commits:
-            runs = [_revision(objects, rev, name, prefix) for rev, name in experiments.get(commit, [])]
+            runs = [
+                _revision(partial(objects.read, rev), rev, name, prefix)
+                for rev, name in experiments.get(commit, [])
+            ]
             shown.append(
-                _revision(objects, commit, tags.get(commit) or branches.get(commit), prefix)
+                _revision(
+                    partial(objects.read, commit), commit, tags.get(commit) or branches.get(commit), prefix
+                )
                 | {"experiments": [{"revs": [run], "executor": None} for run in runs]}
             )
     return shown
 
 
-def _revision(objects: GitObjects, rev: str, name: str | None, prefix: str) -> dict[str, Any]:
-    """One commit's entry as `dvc exp show --json` gives it: its params.yaml and
-    the headline metrics of the losses it defines."""
+def _revision(read: Callable[[str], str | None], rev: str, name: str | None, prefix: str) -> dict[str, Any]:
+    """One commit's (or the workspace's) entry as `dvc exp show --json` gives it: its
+    params.yaml and the headline metrics of the losses it defines, each file read
+    with `read` (a path from the repository's top)."""
     entry: dict[str, Any] = {"rev": rev, "name": name}
-    text = objects.read(rev, f"{prefix}params.yaml")
+    text = read(f"{prefix}params.yaml")
     params = _yaml(text)
     if params is None:  # no such file, or not YAML (then said as DVC says a commit it cannot read)
         return entry if text is None else entry | {"error": {"msg": "not YAML"}}
@@ -207,7 +237,7 @@ def _revision(objects: GitObjects, rev: str, name: str | None, prefix: str) -> d
     metrics = {}
     for loss in losses_of(revision, prefix):
         path = f"{prefix}metrics/{loss}.json"
-        text = objects.read(rev, path)
+        text = read(path)
         try:
             numbers = json.loads(text) if text is not None else None
         except ValueError:
