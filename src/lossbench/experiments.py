@@ -428,7 +428,7 @@ def compare(root: Path, console: Console, all_commits: bool = False, rev: str | 
     # Each run is read for the losses its own params.yaml defines: a commit named by
     # --rev, or an older one, may define others than the workspace.
     records, headlines, left_out = [], [], []
-    with console.status("reading the runs (`dvc exp show`)…"):
+    with console.status("reading the runs…"):
         shown = exp_show(root, all_commits, rev)
     for record in experiment_records(shown):
         try:

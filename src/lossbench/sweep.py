@@ -2,8 +2,8 @@
 the experiments of a DVC sweep (`dvc exp run --queue -S losses.NAME.gamma=...`),
 and claim 4's verdict from them.
 
-Reads `dvc exp show --json` (under --rev, the same read from git:
-experiments.exp_show), takes every experiment (and committed baseline) that
+Reads the runs `dvc exp show --json` lists, from git and the workspace
+(experiments.exp_show), takes every experiment (and committed baseline) that
 has results for the loss, and plots every seed's point with the seed mean.
 Run it in the project or in a study's folder: it reads that folder's
 params.yaml (under --rev, that commit's) and results, wherever the experiments

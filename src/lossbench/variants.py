@@ -5,8 +5,8 @@ clean run in another folder (`--clean`, e.g. studies/cifar10-jpeg), which must
 follow this study's protocol exactly but for its seeds.
 
 Run it in the study's folder after its experiments ran (or were pulled):
-it reads `dvc exp show --json` (under --rev, the same read from git) and each
-run's committed details, and writes
+it reads the runs `dvc exp show --json` lists, from git and the workspace
+(experiments.exp_show), and each run's committed details, and writes
 plots/variants.md, plots/imbalance.csv, plots/noise.csv, plots/memorization.csv
 and plots/variants.png.
 This module finds the runs and writes the report; claims.py measures the claim
