@@ -18,7 +18,7 @@ import pytest
 import yaml
 from conftest import BIN, TINY_PARAMS, commit, committed_project, copy_of, run_in, write_params
 
-from lossbench.engine import _restore_workspace
+from lossbench.engine import _restore_workspace, _staged_entries
 
 GAMMA = "losses.focal.gamma"
 # Two losses, one seed, one epoch: each stage trains in seconds.
@@ -251,7 +251,12 @@ def test_an_interrupted_finish_restores_params_and_says_so(project: Path, how: s
     assert params.read_bytes() == committed
     last = output.strip().splitlines()[-1]
     assert last.startswith("interrupted: lossbench run: the finish was stopped;"), output
-    assert "restored params.yaml (as committed)" in last or "params.yaml is as committed" in last, output
+    said = (
+        "restored params.yaml (as committed)",
+        "git's index of params.yaml",
+        "params.yaml is as committed",
+    )
+    assert any(words in last for words in said), output
     # Nothing runs on in the workspace, and DVC's experiment executor left no ref behind.
     time.sleep(2)
     assert params.read_bytes() == committed
@@ -261,18 +266,21 @@ def test_an_interrupted_finish_restores_params_and_says_so(project: Path, how: s
 
 def test_what_an_interrupted_finish_left_is_put_back_and_named(project: Path) -> None:
     # What a `dvc exp run` killed before it could clean up leaves: the grid value in
-    # params.yaml, a dvc.lock of its own, and its executor's refs.
+    # params.yaml, a dvc.lock of its own, both staged for its commit, and its executor's refs.
     committed = (project / "params.yaml").read_bytes()
+    staged = _staged_entries(project)
     write_params(
         project, PARAMS | {"losses": {"ce": {"kind": "ce"}, "focal": {"kind": "focal", "gamma": 0.5}}}
     )
     (project / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
+    run_in(project, "git", "add", "params.yaml", "dvc.lock")
     run_in(project, "git", "update-ref", "refs/exps/exec/EXEC_HEAD", "HEAD")
-    said = _restore_workspace(project, committed, None)
+    said = _restore_workspace(project, committed, None, staged)
     assert (project / "params.yaml").read_bytes() == committed and not (project / "dvc.lock").exists()
     assert run_in(project, "git", "for-each-ref", "refs/exps/exec").stdout == ""
     assert said.startswith(
         "the finish was stopped; restored params.yaml (as committed), dvc.lock (as before the run), "
+        "git's index of params.yaml and dvc.lock (as before the run), "
         "DVC's experiment refs (refs/exps/exec removed)."
     ), said
     assert run_in(project, "git", "status", "--porcelain").stdout == ""

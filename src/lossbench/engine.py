@@ -75,6 +75,8 @@ MAX_PROLOGUE_LINES = 100
 MAX_PROLOGUE_LINE = 1000
 # How long the finish's `dvc` gets to stop after an interruption before it is killed.
 STOP_GRACE_S = 60
+# The files a finish changes in the workspace, put back as they were if it is interrupted.
+RUN_FILES = ("params.yaml", "dvc.lock")
 # The pipeline's inputs: an uncommitted change here would make the local finish train.
 PIPELINE_INPUTS = ("params.yaml", "dvc.yaml", "src", "data/raw")
 # A task's commands die with its worker (SIGTERM), so a killed worker leaves no orphan training.
@@ -409,11 +411,20 @@ def _tool_env(**extra: str) -> dict[str, str]:
     return os.environ | {"PATH": path, **extra}
 
 
-def _call(command: list[str], cwd: Path, env: dict[str, str], what: str, lifeline: bool = False) -> str:
-    """command's output; if it fails, TaskFailed with the meaningful lines of its error
-    output. With `lifeline`, the command gets SIGTERM when this process dies."""
+def _call(
+    command: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    what: str,
+    lifeline: bool = False,
+    given: str | None = None,
+) -> str:
+    """command's output (`given` is its input); if it fails, TaskFailed with the meaningful
+    lines of its error output. With `lifeline`, the command gets SIGTERM when this process dies."""
     started = [sys.executable, "-c", WITH_LIFELINE, *command] if lifeline else command
-    result = subprocess.run(started, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        started, cwd=cwd, env=env, input=given, capture_output=True, text=True, check=False
+    )
     _check_exit(command, what, result.returncode, result.stderr, result.stdout)
     return result.stdout
 
@@ -785,9 +796,19 @@ def _ignore_interruptions() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def _restore_workspace(root: Path, params: bytes, lock: bytes | None) -> str:
+def _staged_entries(root: Path) -> str:
+    """git's index entries of params.yaml and dvc.lock, as `git update-index --index-info` reads them."""
+    staged = _call(["git", "ls-files", "--stage", "--", *RUN_FILES], root, _tool_env(), "git")
+    lines = [line.split("\t", 1) for line in staged.splitlines()]
+    listed = {path: f"{entry.split()[0]} {entry.split()[1]}\t{path}" for entry, path in lines}
+    # Mode 0 removes a path from the index: one that was not staged before is unstaged again.
+    return "".join(listed.get(path, f"0 {'0' * 40}\t{path}") + "\n" for path in RUN_FILES)
+
+
+def _restore_workspace(root: Path, params: bytes, lock: bytes | None, staged: str) -> str:
     """After an interrupted finish: params.yaml as committed, dvc.lock as before the run,
-    and no experiment executor refs of DVC's left; what was restored, in words."""
+    git's index entries of both as before the run (DVC stages them before it commits an
+    experiment), and no experiment executor refs of DVC's left; what was restored, in words."""
     restored = []
     if (root / "params.yaml").read_bytes() != params:
         (root / "params.yaml").write_bytes(params)
@@ -799,6 +820,9 @@ def _restore_workspace(root: Path, params: bytes, lock: bytes | None) -> str:
         else:
             lock_file.write_bytes(lock)
         restored.append("dvc.lock (as before the run)")
+    if _staged_entries(root) != staged:
+        _call(["git", "update-index", "--index-info"], root, _tool_env(), "git", given=staged)
+        restored.append("git's index of params.yaml and dvc.lock (as before the run)")
     refs = _call(["git", "for-each-ref", "--format=%(refname)", "refs/exps/exec"], root, _tool_env(), "git")
     for ref in refs.split():
         _call(["git", "update-ref", "-d", ref], root, _tool_env(), "git")
@@ -914,6 +938,7 @@ def _run_locked(
 
     lock_file = root / "dvc.lock"
     lock_before = lock_file.read_bytes() if lock_file.exists() else None
+    staged_before = _staged_entries(root)
     try:
         with results_remote_as_default(root, remote):
             for point in points:
@@ -921,7 +946,7 @@ def _run_locked(
                 _finish(root, point, console)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the workspace as it was, and what was restored
         _ignore_interruptions()
-        restored = _restore_workspace(root, commit_params, lock_before)
+        restored = _restore_workspace(root, commit_params, lock_before, staged_before)
         raise TrainingInterrupted(f"lossbench run: {restored}") from None
     summary = RunSummary(results, points, workers, dask_s, time.perf_counter() - started - dask_s)
     _print_summary(summary, console)
