@@ -116,6 +116,7 @@ def main(pytest_arguments: list[str]) -> None:
         processes = pd.read_json(Path(folder) / "processes.jsonl", lines=True)
         tests = pd.read_json(Path(folder) / "tests.jsonl", lines=True)
         if keep := os.environ.get("SUITE_PROFILE_KEEP"):  # the raw lines, for a closer look
+            Path(keep).mkdir(parents=True, exist_ok=True)
             for name in ("processes.jsonl", "tests.jsonl"):
                 shutil.copy(Path(folder) / name, Path(keep) / name)
 
