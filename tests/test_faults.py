@@ -381,8 +381,9 @@ def test_training_interrupted_by_each_signal_in_turn_resumes_to_identical_result
         else:
             assert process.returncode == 130, stderr
             # One line per seed (its own and the one ahead), in the order their workers stopped.
-            assert stderr.startswith("interrupted: train@ce-") and "`dvc repro` resumes" in stderr
-            assert "train@ce-1: interrupted in epoch" in stderr and "train@ce-2: " in stderr
+            said = f"stderr:\n{stderr}\nstdout:\n{stdout}"
+            assert stderr.startswith("interrupted: train@ce-") and "`dvc repro` resumes" in stderr, said
+            assert "train@ce-1: interrupted in epoch" in stderr and "train@ce-2: " in stderr, said
             assert "Traceback" not in stderr
         assert not (prepared / "data" / "runs").exists()
 

@@ -120,6 +120,14 @@ class _Running(Generic[JobType]):
     outcome: tuple[str, str] = ("died", "")
 
 
+def _died(worker: _Running[Any]) -> str:
+    return (
+        f"train@{worker.job.name}-{worker.job.seed}: its worker ended with exit code "
+        f"{worker.process.exitcode} without a report (killed, or out of memory?); "
+        "finished epochs are checkpointed and `dvc repro` resumes"
+    )
+
+
 def run_in_workers(
     jobs: list[JobType],
     workers: int,
@@ -138,7 +146,7 @@ def run_in_workers(
     waiting = list(jobs)
     running: dict[Connection, _Running[JobType]] = {}
     failed_optional: list[str] = []
-    stopped: list[str] = []  # the line of each worker that ended interrupted, in that order
+    stopped: list[str] = []  # each interrupted worker's line, in the order they ended
 
     def start(job: JobType) -> None:
         receiving, sending = context.Pipe(duplex=False)
@@ -177,11 +185,7 @@ def run_in_workers(
                         continue  # an interrupted worker: its stage's Ctrl-C comes too, or `stopped` says
                     outcome, message = ended.outcome
                     if outcome == "died":
-                        message = (
-                            f"train@{ended.job.name}-{ended.job.seed}: its worker ended with exit code "
-                            f"{ended.process.exitcode} without a report (killed, or out of memory?); "
-                            "finished epochs are checkpointed and `dvc repro` resumes"
-                        )
+                        message = _died(ended)
                     if outcome == "failed" and optional(ended.job):
                         failed_optional.append(message)
                         continue
@@ -193,8 +197,13 @@ def run_in_workers(
         _ignore_stop_signals()  # the workers are being stopped; a second Ctrl-C changes nothing
         _stop([worker.process for worker in running.values()])
         for connection in list(running):
-            while receive(connection) is None:
+            while (ended := receive(connection)) is None:
                 pass
+            # One that failed or died as it was stopped is named too: every seed gets its line.
+            if ended.outcome[0] == "failed":
+                stopped.append(ended.outcome[1])
+            elif ended.outcome[0] == "died":
+                stopped.append(_died(ended))
         raise TrainingInterrupted(
             "; ".join(stopped)
             if stopped
