@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from lossbench import cifar10_jpeg, imagefolder
+from lossbench.cifar10 import DATA_FILTER  # tarfile's "data" filter where Python has one
 from lossbench.errors import DatasetUnavailable
 from lossbench.params import DataParams
 
@@ -39,7 +40,7 @@ def test_a_fixed_class_balanced_subset_equal_to_the_extracted_images(tmp_path: P
             for member in tar.getmembers()
             if member.isfile() and int(Path(member.name).stem) < (7 if member.name.startswith("train") else 3)
         ]
-        tar.extractall(tmp_path, members=wanted, filter="data")
+        tar.extractall(tmp_path, members=wanted, **DATA_FILTER)
     folders = DataParams.model_validate(
         {"dataset": "imagefolder", "imagefolder": {"train_root": "train", "test_root": "test"}}
     )

@@ -10,6 +10,7 @@ from conftest import lossbench, make_project, run_in, write_params
 from PIL import Image
 from torchvision import transforms
 
+from lossbench.cifar10 import DATA_FILTER  # tarfile's "data" filter where Python has one
 from lossbench.imagefolder import _resize
 
 CLASSES = ("cats", "dogs", "owls")
@@ -171,7 +172,7 @@ def test_real_cifar10_jpegs_from_the_archive(tmp_path: Path) -> None:
     """A handful of the study's own images, extracted here, read as the study reads them."""
     with tarfile.open(SAMPLE) as archive:
         members = [member for member in archive.getmembers() if member.isfile()]
-        archive.extractall(tmp_path / RAW / "cifar", members=members, filter="data")
+        archive.extractall(tmp_path / RAW / "cifar", members=members, **DATA_FILTER)
     assert len(members) == 12
     write_params(
         tmp_path,

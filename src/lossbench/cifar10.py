@@ -10,14 +10,14 @@ from __future__ import annotations
 import pickle
 import tarfile
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 from torchvision.datasets import CIFAR10
 from torchvision.datasets.utils import check_integrity, download_url
 
-from lossbench.errors import DatasetUnavailable
+from lossbench.errors import DatasetUnavailable, shown_repr
 from lossbench.params import DataParams
 from lossbench.storage import PreparedData
 
@@ -89,9 +89,32 @@ def _fetch(root: Path, download: bool, url: str, archive_md5: str) -> None:
         )
     try:
         with tarfile.open(archive, "r:gz") as tar:
-            tar.extractall(root, filter="data")  # refuses members that escape root, links, devices
-    except tarfile.FilterError as error:
+            tar.extractall(root, members=_plain_members(tar, archive), **DATA_FILTER)
+    except FILTER_ERRORS as error:
         raise DatasetUnavailable(f"{archive}: refusing to extract it: {error}") from None
+
+
+# tarfile's "data" filter (Python 3.11.4 and later) refuses what could escape the folder or
+# is not plain data. Python 3.11.0-3.11.3 have none (Debian 12's python3.11 is 3.11.2), so
+# _plain_members checks the members on every Python, and the filter is added where there is one.
+DATA_FILTER: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+FILTER_ERRORS: tuple[type[Exception], ...] = tuple(
+    error for error in (getattr(tarfile, "FilterError", None),) if error is not None
+)
+
+
+def _plain_members(tar: tarfile.TarFile, archive: Path) -> list[tarfile.TarInfo]:
+    """Every member, if each is a file or folder whose path stays inside the extraction
+    folder: no absolute path, no `..`, no link or device."""
+    members = tar.getmembers()
+    for member in members:
+        escapes = member.name.startswith("/") or ".." in PurePosixPath(member.name).parts
+        if escapes or not (member.isfile() or member.isdir()):
+            kind = "a path outside the folder" if escapes else "not a file or folder"
+            raise DatasetUnavailable(
+                f"{archive}: refusing to extract it: member {shown_repr(member.name)} is {kind}"
+            )
+    return members
 
 
 def read(data_params: DataParams, raw: Path) -> PreparedData:
