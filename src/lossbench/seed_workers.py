@@ -121,6 +121,7 @@ class _Running(Generic[JobType]):
 
 
 def _died(worker: _Running[Any]) -> str:
+    """The line for a worker that ended without saying how."""
     return (
         f"train@{worker.job.name}-{worker.job.seed}: its worker ended with exit code "
         f"{worker.process.exitcode} without a report (killed, or out of memory?); "
@@ -146,7 +147,7 @@ def run_in_workers(
     waiting = list(jobs)
     running: dict[Connection, _Running[JobType]] = {}
     failed_optional: list[str] = []
-    stopped: list[str] = []  # each interrupted worker's line, in the order they ended
+    stopped: list[str] = []  # each stopped worker's line, in the order they ended
 
     def start(job: JobType) -> None:
         receiving, sending = context.Pipe(duplex=False)
