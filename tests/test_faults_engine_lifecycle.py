@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import BIN, TINY_PARAMS, commit, committed_project, copy_of, run_in, write_params
+from dulwich.index import Index, IndexEntry
 
-from lossbench.engine import _restore_workspace, _staged_entries
+from lossbench.engine import GitIndex, _restore_workspace
 
 GAMMA = "losses.focal.gamma"
 # Two losses, one seed, one epoch: each stage trains in seconds.
@@ -268,14 +269,14 @@ def test_what_an_interrupted_finish_left_is_put_back_and_named(project: Path) ->
     # What a `dvc exp run` killed before it could clean up leaves: the grid value in
     # params.yaml, a dvc.lock of its own, both staged for its commit, and its executor's refs.
     committed = (project / "params.yaml").read_bytes()
-    staged = _staged_entries(project)
+    before = GitIndex.of(project)
     write_params(
         project, PARAMS | {"losses": {"ce": {"kind": "ce"}, "focal": {"kind": "focal", "gamma": 0.5}}}
     )
     (project / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
     run_in(project, "git", "add", "params.yaml", "dvc.lock")
     run_in(project, "git", "update-ref", "refs/exps/exec/EXEC_HEAD", "HEAD")
-    said = _restore_workspace(project, committed, None, staged)
+    said = _restore_workspace(project, committed, None, before)
     assert (project / "params.yaml").read_bytes() == committed and not (project / "dvc.lock").exists()
     assert run_in(project, "git", "for-each-ref", "refs/exps/exec").stdout == ""
     assert said.startswith(
@@ -283,4 +284,28 @@ def test_what_an_interrupted_finish_left_is_put_back_and_named(project: Path) ->
         "git's index of params.yaml and dvc.lock (as before the run), "
         "DVC's experiment refs (refs/exps/exec removed)."
     ), said
+    assert run_in(project, "git", "status", "--porcelain").stdout == ""
+
+
+@pytest.mark.parametrize("damage", ["an entry with a null hash", "a truncated file"])
+def test_an_index_git_cannot_write_is_put_back_whole(project: Path, damage: str) -> None:
+    # A stopped `dvc exp run` once left an index entry with a null hash, and git then
+    # refused to write the index ("cache entry has null sha1").
+    committed = (project / "params.yaml").read_bytes()
+    before = GitIndex.of(project)
+    write_params(project, PARAMS | {"seeds": [1, 2]})
+    run_in(project, "git", "add", "params.yaml")
+    index = project / ".git" / "index"
+    if damage == "a truncated file":
+        index.write_bytes(index.read_bytes()[: len(index.read_bytes()) // 2])
+    else:
+        dulwich_index = Index(str(index))
+        entry = dulwich_index[b"params.yaml"]
+        fields = {name: getattr(entry, name) for name in entry.__dataclass_fields__}
+        dulwich_index[b"data/partial"] = IndexEntry(**fields | {"sha": b"0" * 40})
+        dulwich_index.write()
+        assert "null sha1" in run_in(project, "git", "add", "params.yaml", check=False).stderr
+    said = _restore_workspace(project, committed, None, before)
+    assert "git's index, whole (as before the run" in said, said
+    assert index.read_bytes() == before.content
     assert run_in(project, "git", "status", "--porcelain").stdout == ""

@@ -805,7 +805,40 @@ def _staged_entries(root: Path) -> str:
     return "".join(listed.get(path, f"0 {'0' * 40}\t{path}") + "\n" for path in RUN_FILES)
 
 
-def _restore_workspace(root: Path, params: bytes, lock: bytes | None, staged: str) -> str:
+@dataclass(frozen=True)
+class GitIndex:
+    """git's index before the local finish: the entries of params.yaml and dvc.lock, and
+    the whole file, for when DVC's stopped commit left an index git refuses to write."""
+
+    entries: str
+    path: Path
+    content: bytes | None
+
+    @classmethod
+    def of(cls, root: Path) -> GitIndex:
+        path = root / _call(["git", "rev-parse", "--git-path", "index"], root, _tool_env(), "git").strip()
+        return cls(_staged_entries(root), path, path.read_bytes() if path.exists() else None)
+
+
+def _restore_index(root: Path, before: GitIndex) -> str | None:
+    """git's index entries of params.yaml and dvc.lock as `before`; what was restored, in words."""
+    try:
+        if _staged_entries(root) == before.entries:
+            return None
+        _call(["git", "update-index", "--index-info"], root, _tool_env(), "git", given=before.entries)
+        return "git's index of params.yaml and dvc.lock (as before the run)"
+    except TaskFailed:
+        # Seen once: an entry with a null hash that a stopped `dvc exp run` had written
+        # ("cache entry has null sha1"), after which git writes no index at all.
+        if before.content is None:
+            raise
+        partial = before.path.with_name(f"{before.path.name}.lossbench-{os.getpid()}")
+        partial.write_bytes(before.content)
+        partial.replace(before.path)
+        return "git's index, whole (as before the run: the stopped commit had left one git could not write)"
+
+
+def _restore_workspace(root: Path, params: bytes, lock: bytes | None, index: GitIndex) -> str:
     """After an interrupted finish: params.yaml as committed, dvc.lock as before the run,
     git's index entries of both as before the run (DVC stages them before it commits an
     experiment), and no experiment executor refs of DVC's left; what was restored, in words."""
@@ -820,9 +853,9 @@ def _restore_workspace(root: Path, params: bytes, lock: bytes | None, staged: st
         else:
             lock_file.write_bytes(lock)
         restored.append("dvc.lock (as before the run)")
-    if _staged_entries(root) != staged:
-        _call(["git", "update-index", "--index-info"], root, _tool_env(), "git", given=staged)
-        restored.append("git's index of params.yaml and dvc.lock (as before the run)")
+    index_restored = _restore_index(root, index)
+    if index_restored:
+        restored.append(index_restored)
     refs = _call(["git", "for-each-ref", "--format=%(refname)", "refs/exps/exec"], root, _tool_env(), "git")
     for ref in refs.split():
         _call(["git", "update-ref", "-d", ref], root, _tool_env(), "git")
@@ -938,7 +971,7 @@ def _run_locked(
 
     lock_file = root / "dvc.lock"
     lock_before = lock_file.read_bytes() if lock_file.exists() else None
-    staged_before = _staged_entries(root)
+    index_before = GitIndex.of(root)
     try:
         with results_remote_as_default(root, remote):
             for point in points:
@@ -946,7 +979,7 @@ def _run_locked(
                 _finish(root, point, console)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the workspace as it was, and what was restored
         _ignore_interruptions()
-        restored = _restore_workspace(root, commit_params, lock_before, staged_before)
+        restored = _restore_workspace(root, commit_params, lock_before, index_before)
         raise TrainingInterrupted(f"lossbench run: {restored}") from None
     summary = RunSummary(results, points, workers, dask_s, time.perf_counter() - started - dask_s)
     _print_summary(summary, console)
