@@ -1,5 +1,6 @@
 """A rerun with the same params: the same bytes in every declared output, and, when
-`dvc repro -f` forces every stage, seeds still trained ahead on idle cores."""
+`dvc repro -f` forces every stage, seeds still trained ahead on idle cores, or, tiny
+ones, in the first stage's own process."""
 
 import copy
 import re
@@ -7,6 +8,8 @@ from pathlib import Path
 
 import pytest
 from conftest import TINY_PARAMS, commit, make_project, run_in
+
+from lossbench.lookahead import WORKERS_VARIABLE
 
 PARAMS = copy.deepcopy(TINY_PARAMS)
 PARAMS["losses"] = {"ce": {"kind": "ce"}, "focal": {"kind": "focal", "gamma": 2.0}}
@@ -57,3 +60,35 @@ def test_wall_times_go_to_an_undeclared_log(rerun: tuple[Path, str, str, int]) -
     assert log.read_text().splitlines()[0] == "seed,epoch,wall_time_s"
     assert len(log.read_text().splitlines()) == 1 + PARAMS["train"]["epochs"]  # type: ignore[index]
     assert log.stat().st_mtime_ns > logged  # rewritten by the forced run, yet git saw no change
+
+
+@pytest.mark.slow
+def test_tiny_seeds_train_in_the_first_stage_that_trains_and_change_no_byte(tmp_path: Path) -> None:
+    # Tiny seeds, one worker (TINY_PARAMS): no seed is worth a worker process of its own.
+    params = copy.deepcopy(TINY_PARAMS) | {"losses": PARAMS["losses"]}
+    root = make_project(tmp_path / "project", params)
+    # Each stage trains its own seed, as a `lossbench run` task does (one stage, one core).
+    separate = run_in(root, "dvc", "repro", env={WORKERS_VARIABLE: "1"}).stdout
+    assert "ahead" not in separate and "in this process" not in separate, separate
+    lock = (root / "dvc.lock").read_text()
+
+    # Forced, every stage reruns: the first training stage trains every seed, one after
+    # another, and torch is imported once for training (and once by calibrate).
+    forced = run_in(root, "dvc", "repro", "-f", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert re.findall(r"Running stage '(train@[^']+)'", forced.stdout) == [
+        "train@ce-1",
+        "train@ce-2",
+        "train@focal-1",
+        "train@focal-2",
+    ]
+    assert "; then, in this process (tiny seeds): ce seed 2, focal seed 1, focal seed 2\n" in forced.stdout
+    for stage in ("ce-2", "focal-1", "focal-2"):
+        moved = (
+            f"train@{stage}: .+ trained and evaluated ahead by train@ce-1 in this dvc run; its files moved"
+        )
+        assert re.search(moved, forced.stdout), forced.stdout
+    assert len(re.findall(r"\|\s+torch$", forced.stderr, flags=re.MULTILINE)) == 2, forced.stderr[-3000:]
+    # The same bytes in every output, and nothing left behind.
+    assert (root / "dvc.lock").read_text() == lock
+    left = [path for path in (root / "data" / "checkpoints").rglob("*") if not path.is_dir()]
+    assert left == [] and not list((root / "data" / "checkpoints").rglob("*.finished")), left

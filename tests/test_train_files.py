@@ -3,6 +3,7 @@ an interruption as training starts, and the sample grid's labels."""
 
 import csv
 import io
+import json
 import math
 import sys
 from pathlib import Path
@@ -19,13 +20,21 @@ from rich.console import Console
 from lossbench.augment import TestSet, TrainingSet
 from lossbench.checkpoint import run_fingerprint
 from lossbench.errors import TrainingInterrupted
-from lossbench.lookahead import WORKERS_VARIABLE, forces_every_stage, worker_count
+from lossbench.lookahead import (
+    WORKERS_VARIABLE,
+    Run,
+    chains_ahead,
+    forces_every_stage,
+    runs_every_stale_stage,
+    worker_count,
+)
 from lossbench.losses import make_loss
 from lossbench.params import Params
 from lossbench.prepare import SAMPLES_PER_CLASS, sample_strip, samples_figure
 from lossbench.storage import PreparedData, write_csv
 from lossbench.synthetic import CLASSES, generate
 from lossbench.train import LiveHistory, SeedJob, train_seed
+from lossbench.train_stage import MADE_UNDER, _made_under, finished_ahead, finished_folder
 
 matplotlib.use("Agg")
 
@@ -152,6 +161,80 @@ def test_automatic_workers_train_ahead_only_seeds_worth_a_process(
         TINY_PARAMS | {"machine": {"workers": workers}, "train": TINY_PARAMS["train"] | {"epochs": epochs}}  # type: ignore[operator]
     )
     assert worker_count(params, cores=2, train_images=train_size) == expected
+
+
+@pytest.mark.parametrize(
+    ("arguments", "whole"),
+    [
+        (["repro"], True),
+        (["repro", "-f", "-v"], True),
+        (["repro", "studies/cifar10-gamma/dvc.yaml"], True),  # a whole pipeline
+        (["exp", "run", "-S", "losses.focal.gamma=0.5", "-n", "g05"], True),
+        (["exp", "run", "--pull", "dvc.yaml", "--set-param=losses.focal.gamma=0.5"], True),
+        (["repro", "train@ce-1"], False),  # one stage and what it needs
+        (["exp", "run", "-S", "x=1", "train@ce-1"], False),
+        (["exp", "run", "--queue", "-S", "x=1"], False),  # runs later, elsewhere
+        (["exp", "run", "--temp"], False),
+        (["repro", "--dry"], False),
+        (["repro", "-s"], False),
+        (["repro", "--new-option"], False),  # not guessed at
+        (["exp", "exec-run", "--infofile", "x.run"], False),
+        (["status"], False),
+    ],
+)
+def test_a_dvc_run_of_every_stale_stage_is_told_from_its_command_line(
+    arguments: list[str], whole: bool
+) -> None:
+    assert runs_every_stale_stage(arguments) is whole
+
+
+@pytest.mark.parametrize(
+    ("workers", "variable", "train_size", "whole", "expected"),
+    [
+        (0, "", 300, True, True),  # tiny, every stale stage to run: the first trains them all
+        (1, "", 300, True, True),
+        (0, "", 300, False, False),  # a targeted run: the other seeds may never be asked for
+        (2, "", 300, True, False),  # workers asked for: seeds train side by side instead
+        (0, "1", 300, True, False),  # a `lossbench run` task: one stage, one core
+        (0, "", 30_000, True, False),  # 60,000 image-epochs, worth a worker: ahead on idle cores instead
+    ],
+)
+def test_tiny_seeds_are_trained_in_the_first_stage_only_when_every_stage_will_run(
+    workers: int, variable: str, train_size: int, whole: bool, expected: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(WORKERS_VARIABLE, variable)
+    params = Params.model_validate(TINY_PARAMS | {"machine": {"workers": workers}})
+    run = Run(forced=False, started=0.0, whole=whole, dvc="123/456")
+    assert chains_ahead(params, train_size, run) is expected
+
+
+def test_a_seed_finished_ahead_is_used_only_by_the_dvc_run_and_params_that_made_it(tmp_path: Path) -> None:
+    params = Params.model_validate(TINY_PARAMS)
+    other = Params.model_validate(TINY_PARAMS | {"seeds": [1, 2, 3]})
+    folder = finished_folder(tmp_path, "ce", 2)
+
+    def leave(made: dict[str, object]) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "model.pt").write_bytes(b"weights")
+        (folder / MADE_UNDER).write_text(json.dumps(made))
+
+    leave(_made_under(params, "100/5") | {"by": "train@ce-1", "said": "test acc 0.5"})
+    assert finished_ahead(params, tmp_path, "ce", 2, "100/5") == _made_under(params, "100/5") | {
+        "by": "train@ce-1",
+        "said": "test acc 0.5",
+    }
+    for dvc, under in (
+        ("100/6", params),
+        ("", params),
+        ("100/5", other),
+    ):  # another run; no DVC; other params
+        leave(_made_under(params, "100/5") | {"by": "train@ce-1", "said": ""})
+        assert finished_ahead(under, tmp_path, "ce", 2, dvc) is None
+        assert not folder.exists()  # never used by anyone: removed
+    leave(_made_under(params, "100/5") | {"by": ["not", "text"]})  # not what this code writes
+    assert finished_ahead(params, tmp_path, "ce", 2, "100/5") is None and not folder.exists()
+    folder.mkdir(parents=True)  # unfinished: no record of what made it
+    assert finished_ahead(params, tmp_path, "ce", 2, "100/5") is None and not folder.exists()
 
 
 def test_a_training_stage_checks_its_data_before_it_imports_torch(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import os
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 PROC = Path("/proc")
@@ -74,9 +75,17 @@ def watched_ancestors() -> list[tuple[int, str]]:
     return chain
 
 
-def dvc_process() -> tuple[list[str], float] | None:
-    """The dvc process that runs this stage: its arguments after `dvc`, and when
-    it started (seconds since the epoch). None outside DVC."""
+@dataclass(frozen=True)
+class DvcProcess:
+    """The dvc process that runs this stage."""
+
+    arguments: list[str]  # after `dvc`: ['repro', '-f']
+    started: float  # seconds since the epoch
+    identity: str  # its pid and start time: no other process, before or after, has both
+
+
+def dvc_process() -> DvcProcess | None:
+    """The dvc process that runs this stage; None outside DVC."""
     chain = watched_ancestors()
     if "DVC_STAGE" not in os.environ or not chain:
         return None
@@ -92,7 +101,7 @@ def dvc_process() -> tuple[list[str], float] | None:
         )
     except (OSError, StopIteration, ValueError):
         return None
-    return arguments, boot + int(start_ticks) / os.sysconf("SC_CLK_TCK")
+    return DvcProcess(arguments, boot + int(start_ticks) / os.sysconf("SC_CLK_TCK"), f"{pid}/{start_ticks}")
 
 
 def stop_when_ancestors_die(interval_s: float = 1.0) -> None:
