@@ -27,6 +27,11 @@ def test_repro_caching_gamma_change_metrics_diff_plots_and_a_fifth_loss(
 ) -> None:
     project = reproduced
     assert ran(reproduced_template[1]) == STAGES  # the first `dvc repro`, in pipeline order
+    # Tiny seeds: the first training stage trains all eight, one after another; the
+    # other stages move theirs into place (tests/test_rerun.py: the same bytes).
+    others = ", ".join(f"{n} seed {s}" for n in LOSSES for s in SEEDS if (n, s) != ("mae", 1))
+    assert f"; then, in this process (tiny seeds): {others}\n" in reproduced_template[1]
+    assert reproduced_template[1].count("by train@mae-1 in this dvc run; its files moved into place") == 7
     for name in ("mae", "ce", "focal_low", "focal_high"):
         assert all((project / "data" / "runs" / name / f"seed{s}" / "model.pt").is_file() for s in SEEDS)
         details = json.loads((project / "metrics" / "details" / f"{name}.json").read_text())
