@@ -290,11 +290,10 @@ def project(tmp_path: Path) -> Path:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Slow tests first (a stable sort), so that none is left to start at the end.
     pytest-xdist's load scheduler gives each worker a contiguous first chunk, at most
-    --maxschedchunk (20, pyproject.toml) tests: every slow test lands on the first worker
-    while the other works through the rest, and the remainder goes in chunks of up to 20
-    to whichever worker is free (783 tests: the workers ended 1 s apart). Dealing tests
-    one by one (--maxschedchunk 1) would split modules across workers and build their
-    module fixtures twice; chunks of 20 split a few."""
+    --maxschedchunk (10, pyproject.toml) tests: the slow tests (20) are the two workers'
+    first chunks, and the remainder goes in chunks of up to 10 to whichever worker is free.
+    Dealing tests one by one (--maxschedchunk 1) would split modules across workers and
+    build their module fixtures twice; chunks of 10 split a few."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
