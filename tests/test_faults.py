@@ -22,6 +22,7 @@ from conftest import (
     TINY_PARAMS,
     commit,
     lossbench,
+    make_project,
     prepared_in,
     run_in,
     start_in,
@@ -247,6 +248,22 @@ def test_a_stage_trains_its_own_losss_seeds_ahead_first_and_shows_their_epochs_s
     assert lossbench(prepared, "train", "ce", "1").returncode == 0
     assert (prepared / "data" / "runs" / "ce" / "seed1" / "history.csv").read_text() == waiting
     assert list(live.iterdir()) == []
+
+
+def test_a_tiny_seed_that_fails_in_the_first_stage_is_left_to_its_own_stage(tmp_path: Path) -> None:
+    # One loss, two tiny seeds: train@ce-1 also trains seed 2, whose finished folder
+    # cannot be written (a file holds its place); its own stage then trains it.
+    root = make_project(tmp_path / "project", TINY_PARAMS | {"losses": {"ce": {"kind": "ce"}}})
+    blocker = root / "data" / "checkpoints" / "ce" / "seed-2.finished"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("not a folder")
+    result = run_in(root, "dvc", "repro")
+    first, second = result.stdout.split("Running stage 'train@ce-2'")
+    assert "; then, in this process (tiny seeds): ce seed 2\n" in first, result.stdout
+    assert "note (a seed trained ahead): could not write data/checkpoints/ce/seed-2.finished" in first
+    assert "train@ce-2: CE, seed 2, 300 train / 100 test images" in second  # trained by its own stage
+    assert "trained and evaluated ahead" not in second
+    assert (root / "data" / "runs" / "ce" / "seed2" / "metrics.json").is_file()
 
 
 def test_a_seed_trained_ahead_says_so_at_its_own_stage_instead_of_an_empty_bar(prepared: Path) -> None:
