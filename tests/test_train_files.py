@@ -247,12 +247,30 @@ def test_a_training_stage_checks_its_data_before_it_imports_torch(tmp_path: Path
     assert "lossbench.params" in imported and "torch" not in imported
 
 
-def test_a_training_stage_imports_no_compiler(tmp_path: Path) -> None:
-    """torch._dynamo (about a second; torch.optim's classes import it) is not what training needs."""
+# `python -m lossbench ARGS` that prints, as it exits, how many collections the cycle
+# collector ran by itself once the CLI was imported (lossbench calls gc.collect nowhere;
+# importing the lossbench package, before the CLI, runs with it on).
+COUNTING_COLLECTIONS = """
+import atexit, gc, runpy, sys
+collections = []
+gc.callbacks.append(lambda phase, info: phase == "start" and collections.append("lossbench.cli" in sys.modules))
+atexit.register(lambda: print(f"collections: {sum(collections)}"))
+sys.argv = ["lossbench", *sys.argv[1:]]
+runpy.run_module("lossbench", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_a_training_stage_imports_no_compiler_and_collects_cycles_once_started(tmp_path: Path) -> None:
+    """torch._dynamo (about a second; torch.optim's classes import it) is not what training needs.
+    The cycle collector is off for a command's start-up (cli.main) and back on for training."""
     root = prepared_in(tmp_path, TINY_PARAMS | {"seeds": [1]})
-    result = run_in(
-        root, sys.executable, "-X", "importtime", "-m", "lossbench", "train", "ce", "1", check=False
+    training = run_in(
+        root, sys.executable, "-X", "importtime", "-c", COUNTING_COLLECTIONS, "train", "ce", "1", check=False
     )
-    assert result.returncode == 0, result.stderr
-    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert training.returncode == 0, training.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in training.stderr.splitlines() if "|" in line}
     assert "torch" in imported and "torch._dynamo" not in imported
+    assert int(training.stdout.rsplit("collections: ", 1)[1]) > 0, training.stdout
+    # A short command: start-up all of it, with the collector off.
+    checked = run_in(root, sys.executable, "-c", COUNTING_COLLECTIONS, "validate")
+    assert checked.stdout.endswith("collections: 0\n"), checked.stdout

@@ -8,6 +8,7 @@ function and turns the project's known failures into one line and exit code 1.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 from collections.abc import Callable
@@ -399,6 +400,10 @@ def run(
     def step(loaded: Params, console: Console) -> object:
         from lossbench.engine import run_on_dask
 
+        # Hours of waiting on tasks: the cycle collector back on (lossbench.__main__ turned it
+        # off for start-up), sparing what exists by now, the imported modules.
+        gc.freeze()
+        gc.enable()
         return run_on_dask(
             root,
             set_param or [],

@@ -28,6 +28,7 @@ computes with, not this frame (seed_run.STAGE_PLUMBING).
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import io
 import json
@@ -158,6 +159,10 @@ def _train(
     from lossbench.seed_workers import run_in_workers
     from lossbench.train import DeviceData, SeedJob, resolve_device, train_job, train_seed, use_threads
 
+    # Imports done: the cycle collector back on for training (lossbench.__main__ turned it
+    # off for start-up), leaving what exists by now, the imported modules, out of every collection.
+    gc.freeze()
+    gc.enable()
     config = params.train
     device = resolve_device(config.device)
     use_threads(params)
