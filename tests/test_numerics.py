@@ -15,8 +15,11 @@ from lossbench.numerics import PINNED_KERNELS, X86_64
 
 # `lossbench numerics` as `python -m lossbench numerics` runs it, after one line (stderr)
 # on the CPU as the process sees it: MKL's own vendor test (which decides MKL's code
-# branch) and the instruction sets torch finds.
+# branch) and the instruction sets torch finds. The cycle collector is off from the start,
+# as the command has it for its start-up (lossbench.__main__).
 NUMERICS_ON_THE_CPU_SEEN = """
+import gc
+gc.disable()
 import ctypes, sys
 from pathlib import Path
 import lossbench
@@ -25,7 +28,7 @@ mkl = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
 found = torch.cpu.get_capabilities()
 print(f"cpu: intel {mkl.mkl_serv_intel_cpu_true()}, avx2 {found['avx2']}, avx512 {found['avx512_f']}", file=sys.stderr)
 sys.argv = ["lossbench", "numerics"]
-from lossbench.cli import main
+from lossbench.__main__ import main
 main()
 """
 
@@ -36,7 +39,7 @@ def _numerics_with(aten_capability: str) -> subprocess.CompletedProcess[str]:
         "import os, sys, lossbench; "
         f"os.environ['ATEN_CPU_CAPABILITY'] = {aten_capability!r}; "
         "sys.argv = ['lossbench', 'numerics']; "
-        "from lossbench.cli import main; main()"
+        "from lossbench.__main__ import main; main()"
     )
     return subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=300)
 
