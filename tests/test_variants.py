@@ -1,4 +1,5 @@
 import copy
+import gc
 import json
 from pathlib import Path
 
@@ -83,10 +84,13 @@ def test_report_on_a_long_tailed_noisy_run_tests_claim_five(tmp_path: Path) -> N
     params["machine"] = {"workers": 1}  # in this process: the stages' own functions, no CLI
     parsed = parse_params(params)
     prepare(parsed, tmp_path, QUIET)
+    frozen = gc.get_freeze_count()
     for name in parsed.losses:
         for seed in parsed.seeds:
             train(parsed, name, seed, tmp_path, QUIET)
         publish(parsed, name, tmp_path, QUIET)
+    # The caller's cycle collector is its own (only the lossbench command turns it off and on).
+    assert gc.isenabled() and gc.get_freeze_count() == frozen
     calibrate(parsed, tmp_path, QUIET)
     report(parsed, tmp_path, QUIET)
     written = (tmp_path / "plots" / "report.md").read_text()

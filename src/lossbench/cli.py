@@ -400,10 +400,11 @@ def run(
     def step(loaded: Params, console: Console) -> object:
         from lossbench.engine import run_on_dask
 
-        # Hours of waiting on tasks: the cycle collector back on (lossbench.__main__ turned it
-        # off for start-up), sparing what exists by now, the imported modules.
-        gc.freeze()
-        gc.enable()
+        # Hours of waiting on tasks: the cycle collector back on where lossbench.__main__
+        # turned it off for start-up, sparing what exists by now, the imported modules.
+        if not gc.isenabled():
+            gc.freeze()
+            gc.enable()
         return run_on_dask(
             root,
             set_param or [],

@@ -159,10 +159,12 @@ def _train(
     from lossbench.seed_workers import run_in_workers
     from lossbench.train import DeviceData, SeedJob, resolve_device, train_job, train_seed, use_threads
 
-    # Imports done: the cycle collector back on for training (lossbench.__main__ turned it
-    # off for start-up), leaving what exists by now, the imported modules, out of every collection.
-    gc.freeze()
-    gc.enable()
+    # Imports done: the cycle collector back on for training, where the lossbench command
+    # turned it off for start-up (lossbench.__main__), leaving what exists by now, the
+    # imported modules, out of every collection. A caller's own process is left as it is.
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
     config = params.train
     device = resolve_device(config.device)
     use_threads(params)
