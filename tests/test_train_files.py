@@ -262,7 +262,7 @@ runpy.run_module("lossbench", run_name="__main__", alter_sys=True)
 
 def test_a_training_stage_imports_no_compiler_and_collects_cycles_once_started(tmp_path: Path) -> None:
     """torch._dynamo (about a second; torch.optim's classes import it) is not what training needs.
-    The cycle collector is off for a command's start-up (cli.main) and back on for training."""
+    The cycle collector is off for a command's start-up (lossbench.__main__) and on for training."""
     root = prepared_in(tmp_path, TINY_PARAMS | {"seeds": [1]})
     training = run_in(
         root, sys.executable, "-X", "importtime", "-c", COUNTING_COLLECTIONS, "train", "ce", "1", check=False
